@@ -1,0 +1,337 @@
+"""Surgery is exact, atomic, and refuses what it cannot do exactly."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from pruning_lib.surgery import (
+    filters_per_layer,
+    find_couplings,
+    load_pruned,
+    plan_from_scores,
+    prunable_convs,
+    prune_filters,
+    save_pruned,
+)
+
+
+# ---------------------------------------------------------------- models under test
+def chain(bn=True, dtype=torch.float32, adaptive=True):
+    """A plain nn.Sequential chain with every supported layer kind."""
+    layers = [nn.Conv2d(3, 8, 3, padding=1, bias=not bn)]
+    layers += [nn.BatchNorm2d(8)] if bn else []
+    layers += [nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Conv2d(8, 12, 3, padding=1)]
+    layers += [nn.BatchNorm2d(12)] if bn else []
+    layers += [nn.LeakyReLU(0.1), nn.Dropout2d(0.1), nn.Conv2d(12, 6, 3, padding=1), nn.Tanh()]
+    layers += [nn.AdaptiveAvgPool2d((3, 2))] if adaptive else [nn.AvgPool2d(2)]
+    layers += [nn.Flatten(), nn.Linear(6 * 6 if adaptive else 6 * 16, 10), nn.ReLU(), nn.Dropout(0.2), nn.Linear(10, 4)]
+    model = nn.Sequential(*layers).to(dtype)
+    _randomize_bn(model)
+    return model.eval()
+
+
+class FunctionalNet(nn.Module):
+    """Convs in a custom module with functional relu, pooling and torch.flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 5, 3)
+        self.c2 = nn.Conv2d(5, 7, 3)
+        self.fc = nn.Linear(7 * 4 * 4, 3)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        x = torch.relu(self.c2(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+def _randomize_bn(model):
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=gen))
+            m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=gen))
+            m.bias.data.copy_(torch.randn(n, generator=gen))
+
+
+def random_plan(model, seed, max_fraction=0.8):
+    gen = torch.Generator().manual_seed(seed)
+    plan = {}
+    for name, n in filters_per_layer(model).items():
+        k = int(torch.randint(0, max(1, int(n * max_fraction)), (1,), generator=gen))
+        plan[name] = sorted(torch.randperm(n, generator=gen)[:k].tolist())
+    return plan
+
+
+# ---------------------------------------------------------------- independent reference
+def consumers_in_order(model):
+    """Test-side consumer map: the next Conv2d/Linear in module order (true for chain models)."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return {n: layers[i + 1][0] for i, (n, m) in enumerate(layers[:-1]) if isinstance(m, nn.Conv2d)}
+
+
+def masked_reference(model, plan):
+    """A copy of `model` where the removed channels are zeroed at the input of their consumer."""
+    ref = copy.deepcopy(model)
+    modules = dict(ref.named_modules())
+    for name, removed in plan.items():
+        channels = modules[name].out_channels
+        mask = torch.ones(channels, dtype=modules[name].weight.dtype)
+        mask[removed] = 0
+        consumer = modules[consumers_in_order(ref)[name]]
+
+        def zero(mod, inputs, mask=mask, channels=channels):
+            x = inputs[0]
+            if x.dim() == 2:  # flattened, channel-major
+                return ((x.view(len(x), channels, -1) * mask.view(1, -1, 1)).flatten(1),)
+            return (x * mask.view(1, -1, 1, 1),)
+
+        consumer.register_forward_pre_hook(zero)
+    return ref
+
+
+def assert_exact(model, plan, x, atol=1e-5):
+    ref = masked_reference(model, plan)
+    pruned = prune_filters(copy.deepcopy(model), plan)
+    with torch.no_grad():
+        expected, got = ref(x), pruned(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=atol, rtol=1e-4)
+    return pruned
+
+
+# ---------------------------------------------------------------- exactness
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("bn", [True, False])
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_chain_is_exact(seed, bn, adaptive):
+    model = chain(bn=bn, adaptive=adaptive)
+    pruned = assert_exact(model, random_plan(model, seed), torch.randn(4, 3, 16, 16))
+    for name, n in filters_per_layer(pruned).items():
+        assert n == filters_per_layer(model)[name] - len(random_plan(model, seed)[name])
+
+
+def test_float64_is_exact_to_rounding():
+    model = chain(dtype=torch.float64)
+    pruned = assert_exact(model, random_plan(model, 1), torch.randn(3, 3, 16, 16, dtype=torch.float64), atol=1e-12)
+    assert all(p.dtype == torch.float64 for p in pruned.parameters())
+
+
+def test_functional_model_is_exact():
+    model = FunctionalNet().eval()
+    assert prunable_convs(model) == ["c1", "c2"]
+    assert_exact(model, {"c1": [0, 3], "c2": [1, 2, 6]}, torch.randn(2, 1, 14, 14))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_torchvision_vgg_bn_is_exact(seed):
+    torch.manual_seed(seed)
+    model = torchvision.models.vgg11_bn(num_classes=3).eval()
+    _randomize_bn(model)
+    plan = random_plan(model, seed)
+    assert_exact(model, plan, torch.randn(2, 3, 32, 32), atol=1e-4)
+
+
+def test_pruning_an_already_pruned_model():
+    model = chain()
+    once = prune_filters(copy.deepcopy(model), random_plan(model, 3, max_fraction=0.5))
+    assert_exact(once, random_plan(once, 4, max_fraction=0.5), torch.randn(4, 3, 16, 16))
+
+
+def test_prune_returns_same_object_and_keeps_module_state():
+    model = chain().train()
+    model[0].weight.requires_grad_(False)
+    model[5].eval()  # a BN left in eval mode on purpose
+    out = prune_filters(model, {"0": [1, 2], "4": [0]})
+    assert out is model
+    assert model.training and not model[5].training
+    assert not model[0].weight.requires_grad and model[4].weight.requires_grad
+    assert (model[0].out_channels, model[1].num_features, model[4].in_channels) == (6, 6, 6)
+    assert model[1].running_mean.shape == (6,) and model[5].num_features == 11
+
+
+def test_pruned_model_trains():
+    model = chain().train()
+    prune_filters(model, random_plan(model, 5))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 4, (16,))
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in model.parameters())
+
+
+def test_last_conv_shrinks_first_linear():
+    model = torchvision.models.vgg16(num_classes=2)
+    prune_filters(model, {"features.28": list(range(256))})
+    assert model.classifier[0].in_features == 256 * 7 * 7
+    assert model.features[28].out_channels == 256
+
+
+# ---------------------------------------------------------------- atomic, clear failures
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}, [id(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "plan, error, words",
+    [
+        ({"nope": [0]}, KeyError, "not a module"),
+        ({"2": [0]}, ValueError, "not a Conv2d"),
+        ({"0": [1, 1]}, ValueError, "duplicate"),
+        ({"0": [-1]}, ValueError, "out of range"),
+        ({"0": [8]}, ValueError, "0..7"),
+        ({"0": list(range(8))}, ValueError, "not all"),
+        ({"0": [0.5]}, ValueError, "must be ints"),
+        ({"4": [0], "8": [99]}, ValueError, "8 has 6 filters"),  # a good entry before a bad one
+    ],
+)
+def test_bad_plan_raises_and_leaves_model_untouched(plan, error, words):
+    model = chain()
+    before, ids = snapshot(model)
+    with pytest.raises(error, match=words):
+        prune_filters(model, plan)
+    after, ids_after = snapshot(model)
+    assert ids == ids_after and before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model[0].out_channels == 8
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.body(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(3, 4, 3, padding=1)
+        self.c = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.c(torch.cat([self.a(x), self.b(x)], dim=1))
+
+
+@pytest.mark.parametrize(
+    "model, conv, words",
+    [
+        (Residual(), "stem", "branch or residual"),
+        (Residual(), "body", "residual addition"),
+        (Concat(), "a", "concatenation"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(4, 2)), "0",
+         "couples channels"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.Conv2d(4, 4, 3, groups=2)), "1", "grouped"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), "0", "model's output"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(6, 2)), "0", "couples channels"),
+    ],
+)
+def test_unsupported_couplings_raise_not_implemented(model, conv, words):
+    before, _ = snapshot(model)
+    assert conv not in prunable_convs(model)
+    with pytest.raises(NotImplementedError, match=words):
+        prune_filters(model, {conv: [0]})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_couplings_of_vgg16():
+    model = torchvision.models.vgg16()
+    couplings = find_couplings(model)
+    assert len(prunable_convs(model)) == 13 and sum(filters_per_layer(model).values()) == 4224
+    assert couplings["features.0"].capture == "features.1" and couplings["features.0"].consumer == "features.2"
+    assert couplings["features.28"].consumer == "classifier.0" and couplings["features.28"].flattened
+
+
+def test_empty_plan_entries_are_noops():
+    model = chain()
+    before, _ = snapshot(model)
+    prune_filters(model, {"0": [], "4": []})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------- selection
+def test_plan_from_scores_takes_global_lowest_with_floor():
+    scores = {"a": torch.tensor([0.1, 0.9, 0.2]), "b": torch.tensor([0.05, 0.01]), "c": torch.tensor([0.5, 0.3])}
+    plan = plan_from_scores(scores, 3)
+    # lowest are b1 (0.01), b0 (0.05), a0 (0.1); but b must keep one filter -> a0, a2 instead of b0
+    assert plan == {"a": [0, 2], "b": [1], "c": []}
+    assert plan_from_scores(scores, fraction=0.0) == {"a": [], "b": [], "c": []}
+    assert plan_from_scores(scores, 4, min_keep=1) == {"a": [0, 2], "b": [1], "c": [1]}
+    with pytest.raises(ValueError, match="at most 4"):
+        plan_from_scores(scores, 5)
+    with pytest.raises(ValueError, match="exactly one"):
+        plan_from_scores(scores)
+
+
+def test_plan_from_scores_never_empties_a_layer():
+    gen = torch.Generator().manual_seed(0)
+    scores = {f"l{i}": torch.rand(n, generator=gen) * (i + 1) for i, n in enumerate([4, 8, 16, 32])}
+    for k in range(0, 57):
+        plan = plan_from_scores(scores, k, min_keep=1)
+        assert sum(map(len, plan.values())) == k
+        assert all(len(plan[n]) < len(s) for n, s in scores.items())
+
+
+# ---------------------------------------------------------------- save / load
+def test_save_and_load_pruned_round_trip(tmp_path):
+    model = chain()
+    pruned = prune_filters(copy.deepcopy(model), random_plan(model, 2))
+    path = save_pruned(pruned, tmp_path / "p.pt", meta={"criterion": "taylor", "accuracy": 0.9})
+    torch.load(path, weights_only=True)  # plain data only
+    fresh = chain()
+    restored, meta = load_pruned(path, fresh)
+    x = torch.randn(3, 3, 16, 16)
+    torch.testing.assert_close(restored(x), pruned(x))
+    assert meta == {"criterion": "taylor", "accuracy": 0.9}
+    assert filters_per_layer(fresh) == filters_per_layer(model)  # template untouched
+
+
+def test_load_pruned_rejects_other_architectures(tmp_path):
+    path = save_pruned(prune_filters(chain(), {"0": [0]}), tmp_path / "p.pt")
+    with pytest.raises(ValueError, match="lacks"):
+        load_pruned(path, FunctionalNet())
+    with pytest.raises(FileNotFoundError, match="save_pruned"):
+        load_pruned(tmp_path / "missing.pt", chain())
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not written by save_pruned"):
+        load_pruned(tmp_path / "other.pt", chain())
+
+
+# ---------------------------------------------------------------- Torch-Pruning agrees
+@pytest.mark.slow
+def test_same_outputs_as_torch_pruning_on_vgg16():
+    tp = pytest.importorskip("torch_pruning")
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(num_classes=2).eval()
+    plan = random_plan(model, 7, max_fraction=0.5)
+    ours = prune_filters(copy.deepcopy(model), plan)
+    theirs = copy.deepcopy(model)
+    example = torch.randn(1, 3, 64, 64)
+    graph = tp.DependencyGraph().build_dependency(theirs, example_inputs=example)
+    modules = dict(theirs.named_modules())
+    for name, idxs in plan.items():
+        if idxs:
+            graph.get_pruning_group(modules[name], tp.prune_conv_out_channels, idxs=idxs).prune()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
+    assert filters_per_layer(ours) == filters_per_layer(theirs)
