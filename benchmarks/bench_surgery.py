@@ -1,0 +1,125 @@
+"""Benchmark: surgery time on VGG16, and the cost of Taylor ranking.
+
+    python benchmarks/bench_surgery.py [--filters 512] [--repeats 5] [--out build/bench_surgery.json]
+
+1. Removing the same random filters from torchvision VGG16 (2-class head):
+   pruning_lib.surgery.prune_filters vs Torch-Pruning (dependency graph + prune),
+   against the floor: cloning every parameter once.
+   Targets: ours <= 0.6x Torch-Pruning, within about 2x of the floor.
+2. Taylor ranking (forward + backward to the maps) vs one plain forward + backward
+   (loss.backward() into the weights) over the same batches.  Target: <= 1.2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from pruning_lib.bench import machine_info
+from pruning_lib.criteria import rank_filters
+from pruning_lib.surgery import filters_per_layer, prune_filters
+
+
+def random_plan(model, n_filters: int, seed: int = 0) -> dict[str, list[int]]:
+    """`n_filters` distinct filters drawn uniformly from all conv filters (never a whole layer)."""
+    widths = filters_per_layer(model)
+    owners = [(name, k) for name, n in widths.items() for k in range(n)]
+    gen = torch.Generator().manual_seed(seed)
+    plan: dict[str, list[int]] = {name: [] for name in widths}
+    for j in torch.randperm(len(owners), generator=gen)[:n_filters].tolist():
+        plan[owners[j][0]].append(owners[j][1])
+    return {n: sorted(v) for n, v in plan.items()}
+
+
+def timed(fn, setup, repeats: int) -> list[float]:
+    """Wall-clock seconds of fn(setup()) for each repeat (setup not timed)."""
+    times = []
+    for _ in range(repeats):
+        arg = setup()
+        t0 = time.perf_counter()
+        fn(arg)
+        times.append(time.perf_counter() - t0)
+        del arg
+    return times
+
+
+def torch_pruning_prune(model, plan, example):
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    modules = dict(model.named_modules())
+    for name, idxs in plan.items():
+        if idxs:
+            graph.get_pruning_group(modules[name], tp.prune_conv_out_channels, idxs=idxs).prune()
+    return model
+
+
+def bench_surgery(n_filters: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(num_classes=2).eval()
+    plan = random_plan(model, n_filters)
+    example = torch.randn(1, 3, 224, 224)
+    fresh = lambda: copy.deepcopy(model)  # noqa: E731
+    result = {
+        "ours_s": timed(lambda m: prune_filters(m, plan), fresh, repeats),
+        "floor_clone_s": timed(lambda m: [p.detach().clone() for p in m.parameters()], fresh, repeats),
+    }
+    try:
+        result["torch_pruning_s"] = timed(lambda m: torch_pruning_prune(m, plan, example), fresh, repeats)
+    except ImportError:
+        result["torch_pruning_s"] = None
+    med = {k: statistics.median(v) for k, v in result.items() if v}
+    summary = {"filters_removed": n_filters, "repeats": repeats, **{f"median_{k}": v for k, v in med.items()},
+               "ours_vs_floor": med["ours_s"] / med["floor_clone_s"]}
+    if result["torch_pruning_s"]:
+        summary["ours_vs_torch_pruning"] = med["ours_s"] / med["torch_pruning_s"]
+    return summary
+
+
+def bench_taylor(batches: int, batch_size: int, size: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(num_classes=2).eval()
+    data = [(torch.randn(batch_size, 3, size, size), torch.randint(0, 2, (batch_size,))) for _ in range(batches)]
+
+    def plain(m):
+        for x, y in data:
+            F.cross_entropy(m(x), y).backward()
+        m.zero_grad(set_to_none=True)
+
+    plain(model)  # warm-up
+    rank_filters(model, data[:1], "taylor")
+    plain_s = timed(plain, lambda: model, repeats)
+    taylor_s = timed(lambda m: rank_filters(m, data, "taylor"), lambda: model, repeats)
+    return {"batches": batches, "batch_size": batch_size, "image_size": size,
+            "median_forward_backward_s": statistics.median(plain_s), "median_taylor_s": statistics.median(taylor_s),
+            "taylor_vs_forward_backward": statistics.median(taylor_s) / statistics.median(plain_s)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--filters", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--taylor-batches", type=int, default=4)
+    parser.add_argument("--taylor-batch-size", type=int, default=8)
+    parser.add_argument("--taylor-image-size", type=int, default=112)
+    parser.add_argument("--out", type=Path, default=Path("build/bench_surgery.json"))
+    args = parser.parse_args()
+    report = {"machine": machine_info(),
+              "surgery": bench_surgery(args.filters, args.repeats),
+              "taylor": bench_taylor(args.taylor_batches, args.taylor_batch_size, args.taylor_image_size,
+                                     max(3, args.repeats // 2))}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
