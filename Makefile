@@ -6,7 +6,6 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 export PRUNING_PROFILE := $(PROFILE)
-export MPLBACKEND := Agg
 
 .PHONY: demo test test-lib test-notebooks lab bench setup clean
 

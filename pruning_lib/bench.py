@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import platform
@@ -30,7 +31,11 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils import benchmark
+
+# torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on CPU-only
+# machines: noise for a course run on laptops, so only errors from that logger are shown.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [

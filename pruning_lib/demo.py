@@ -1,0 +1,81 @@
+"""``make demo``: run every notebook in order, headless, and print what they measured.
+
+    python -m pruning_lib.demo [--profile quick|full] [--only 01]
+
+Executed notebooks and their HTML go to build/; the notebooks' machine-readable
+results go to reports/ (both at the repository root, whatever the working directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .paths import REPO_ROOT, build_dir, reports_dir
+
+
+def notebooks(only: str | None = None) -> list[Path]:
+    found = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    return [nb for nb in found if only is None or nb.name.startswith(only)]
+
+
+def run_notebook(notebook: Path, profile: str) -> tuple[Path, float]:
+    """Execute one notebook with papermill (profile injected as a parameter); also write its HTML."""
+    import papermill
+    from nbconvert import HTMLExporter
+
+    out = build_dir() / notebook.name
+    start = time.perf_counter()
+    papermill.execute_notebook(str(notebook), str(out), parameters={"profile": profile},
+                               cwd=str(notebook.parent), progress_bar=False, kernel_name="python3",
+                               language="python")
+    seconds = time.perf_counter() - start
+    html, _ = HTMLExporter().from_filename(str(out))
+    out.with_suffix(".html").write_text(html, encoding="utf-8")
+    return out, seconds
+
+
+def summary_lines() -> list[str]:
+    """The notebooks' headline numbers from reports/summary.json, as a small table."""
+    path = reports_dir() / "summary.json"
+    if not path.exists():
+        return [f"(no {path.relative_to(REPO_ROOT)} yet: notebook 04 writes it)"]
+    s = json.loads(path.read_text())
+    rows = [("dense", s["dense"])] + list(s["pruned"].items())
+    lines = [f"profile={s['profile']}  dataset={s['dataset']}  model={s['model']}",
+             f"{'model':<14}{'accuracy':>10}{'GFLOPs':>10}{'params':>12}{'size MB':>10}{'latency ms':>12}{'speedup':>9}"]
+    for name, r in rows:
+        lines.append(f"{name:<14}{100 * r['accuracy']:>9.1f}%{r['gflops']:>10.4f}{r['params']:>12,}"
+                     f"{r['size_mb']:>10.2f}{r['latency_ms']:>12.2f}{r.get('speedup', 1.0):>8.2f}x")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default=None, help="quick (default, or $PRUNING_PROFILE) or full")
+    parser.add_argument("--only", default=None, help="run only notebooks whose name starts with this, e.g. 01")
+    args = parser.parse_args(argv)
+    import os
+
+    profile = args.profile or os.environ.get("PRUNING_PROFILE") or "quick"
+    todo = notebooks(args.only)
+    if not todo:
+        raise SystemExit(f"no notebooks match {args.only!r} in {REPO_ROOT / 'notebooks'}")
+    timings = []
+    for nb in todo:
+        print(f"running {nb.name} ({profile} profile) ...", flush=True)
+        out, seconds = run_notebook(nb, profile)
+        timings.append((nb.name, seconds))
+        print(f"  done in {seconds:.0f} s -> {out.relative_to(REPO_ROOT)} (+ .html)", flush=True)
+    print("\nTime per notebook:")
+    for name, seconds in timings:
+        print(f"  {name:<32}{seconds:>7.0f} s")
+    print(f"\nReports in {reports_dir().relative_to(REPO_ROOT)}/: "
+          + ", ".join(sorted(p.name for p in reports_dir().glob("*.json"))))
+    print("\n".join(["", "Summary (reports/summary.json):", *summary_lines()]))
+
+
+if __name__ == "__main__":
+    main()

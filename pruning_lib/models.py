@@ -1,0 +1,342 @@
+"""The networks we prune: a small VGG for quick lessons and torchvision's ImageNet VGG16.
+
+Both share torchvision's VGG layout, so every pruning function treats them alike:
+
+- ``model.features``: an ``nn.Sequential`` of ``Conv2d(3x3) [+ BatchNorm2d] + ReLU`` blocks and
+  ``MaxPool2d(2)``; pruning removes whole filters (output channels) of these convolutions.
+- ``model.avgpool``: an ``nn.AdaptiveAvgPool2d``.
+- ``model.classifier``: an ``nn.Sequential`` whose last module is the ``nn.Linear`` head.
+
+The forward pass is a plain chain (no residuals), so ``torch.fx.symbolic_trace`` can trace it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import urllib.error
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+__all__ = [
+    "DEFAULT_WIDTHS",
+    "SmallVGG",
+    "WeightsUnavailableError",
+    "freeze_features",
+    "replace_head",
+    "small_vgg",
+    "vgg16",
+]
+
+#: Default ``small_vgg`` layout: filters per conv layer, ``"M"`` for a 2x2 max-pool.
+DEFAULT_WIDTHS: tuple[int | str, ...] = (32, 32, "M", 64, 64, "M", 128, 128, "M", 256, "M")
+
+
+# --------------------------------------------------------------------------- small VGG
+
+
+class SmallVGG(nn.Module):
+    """A VGG-style CNN laid out like torchvision's ``VGG`` (``features``, ``avgpool``, ``classifier``).
+
+    Build it with :func:`small_vgg`. ``config`` holds the arguments it was built with (plain types),
+    so ``small_vgg(**model.config)`` builds a fresh copy of the same architecture.
+    """
+
+    def __init__(
+        self, features: nn.Sequential, classifier: nn.Sequential, config: dict[str, Any]
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = classifier
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map images ``(N, in_channels, H, W)`` to logits ``(N, num_classes)``."""
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+def _validate_widths(widths: Sequence[int | str]) -> list[int | str]:
+    """Return ``widths`` as a list after checking each entry is a positive int or ``"M"``."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(
+            f"widths must be a sequence such as (32, 'M', 64, 'M'); got {widths!r}"
+        )
+    for i, w in enumerate(widths):
+        is_int = isinstance(w, int) and not isinstance(w, bool)
+        if not (w == "M" or (is_int and w > 0)):
+            raise ValueError(
+                f"widths[{i}] = {w!r}: each entry must be a positive int (filters in a conv layer) "
+                f"or 'M' (a 2x2 max-pool)"
+            )
+    if not any(w != "M" for w in widths):
+        raise ValueError(f"widths {list(widths)!r} has no conv layer; add at least one int")
+    return list(widths)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+
+
+def _make_features(widths: list[int | str], in_channels: int, batch_norm: bool) -> nn.Sequential:
+    """Conv(3x3, padding 1) [+ BN] + ReLU for each int, MaxPool2d(2) for each ``"M"``."""
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for w in widths:
+        if w == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        layers.append(nn.Conv2d(channels, w, kernel_size=3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(w))
+        layers.append(nn.ReLU(inplace=True))
+        channels = w
+    return nn.Sequential(*layers)
+
+
+def _make_classifier(
+    in_features: int, num_classes: int, hidden: int | None, dropout: float
+) -> nn.Sequential:
+    """``Linear`` head, or ``Linear -> ReLU -> Dropout -> Linear`` when ``hidden`` is set."""
+    if hidden is None:
+        return nn.Sequential(nn.Linear(in_features, num_classes))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(p=dropout),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def _init_weights(model: nn.Module) -> None:
+    """torchvision's VGG init: Kaiming-normal convs (fan_out, ReLU), BN = identity, Linear N(0, 0.01)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def small_vgg(
+    widths: Sequence[int | str] = DEFAULT_WIDTHS,
+    *,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    batch_norm: bool = True,
+    hidden: int | None = None,
+    dropout: float = 0.0,
+) -> SmallVGG:
+    """Build a small VGG: 3x3 conv blocks and 2x2 max-pools, global average pool, linear head.
+
+    Args:
+        widths: filters per conv layer in order; ``"M"`` inserts ``MaxPool2d(2)``.
+            The default has four pools, so 28x28 inputs reach 1x1 and 32x32 reach 2x2
+            before the global average pool.
+        in_channels: image channels (1 for grayscale, 3 for RGB).
+        num_classes: outputs of the head (logits).
+        batch_norm: add ``BatchNorm2d`` after each conv (the conv then has no bias).
+        hidden: if set, the classifier is ``Linear(last, hidden) -> ReLU -> Dropout -> Linear``.
+        dropout: dropout probability in the hidden classifier layer, in ``[0, 1)``.
+
+    Returns:
+        A :class:`SmallVGG` mapping ``(N, in_channels, H, W)`` to logits ``(N, num_classes)``,
+        with H, W >= 1. Weights use torchvision's VGG init; seed with ``torch.manual_seed`` first.
+    """
+    widths = _validate_widths(widths)
+    _check_positive_int("in_channels", in_channels)
+    _check_positive_int("num_classes", num_classes)
+    if hidden is not None:
+        _check_positive_int("hidden", hidden)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+    last_width = [w for w in widths if w != "M"][-1]
+    config = {
+        "widths": widths,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "batch_norm": bool(batch_norm),
+        "hidden": hidden,
+        "dropout": float(dropout),
+    }
+    model = SmallVGG(
+        _make_features(widths, in_channels, batch_norm),
+        _make_classifier(last_width, num_classes, hidden, dropout),
+        config,
+    )
+    _init_weights(model)
+    return model
+
+
+# --------------------------------------------------------------------------- head and freezing
+
+
+def _last_linear_index(model: nn.Module) -> int:
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(classifier, nn.Sequential):
+        raise TypeError(
+            f"{type(model).__name__} has no nn.Sequential `classifier`; "
+            "expected a VGG-style model (small_vgg or torchvision's vgg16)"
+        )
+    for i in reversed(range(len(classifier))):
+        if isinstance(classifier[i], nn.Linear):
+            return i
+    raise TypeError(f"{type(model).__name__}.classifier has no nn.Linear layer to replace")
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Swap the last ``nn.Linear`` of ``model.classifier`` for a fresh one with ``num_classes`` outputs.
+
+    The new layer keeps ``in_features``, dtype and device and gets PyTorch's default init
+    (draws from the global RNG: seed first). Updates ``model.config`` when there is one.
+    Returns the same ``model`` (modified in place).
+    """
+    _check_positive_int("num_classes", num_classes)
+    i = _last_linear_index(model)
+    old: nn.Linear = model.classifier[i]
+    model.classifier[i] = nn.Linear(
+        old.in_features,
+        num_classes,
+        bias=old.bias is not None,
+        device=old.weight.device,
+        dtype=old.weight.dtype,
+    )
+    if isinstance(getattr(model, "config", None), dict):
+        model.config["num_classes"] = num_classes
+    return model
+
+
+def freeze_features(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """Set ``requires_grad = not frozen`` on every parameter of ``model.features``.
+
+    Freeze the convolutional part to fine-tune only the classifier (first stage of the seed);
+    unfreeze before pruning, which needs gradients of the feature maps' filters.
+    BatchNorm running statistics still update in train mode. Returns the same ``model``.
+    """
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Module):
+        raise TypeError(f"{type(model).__name__} has no `features` module to freeze")
+    for p in features.parameters():
+        p.requires_grad_(not frozen)
+    return model
+
+
+# --------------------------------------------------------------------------- ImageNet VGG16
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The pretrained weights could not be downloaded (e.g. no network)."""
+
+
+#: What a failed download raises: URLError/HTTPError, socket errors and timeouts (all OSError),
+#: and a connection that drops mid-transfer.
+_DOWNLOAD_ERRORS = (urllib.error.URLError, OSError, socket.timeout, http.client.HTTPException)
+
+
+def _imagenet_state_dict(progress: bool) -> dict[str, torch.Tensor]:
+    """Download (or read from the torch hub cache) the ImageNet VGG16 state dict."""
+    weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=progress, check_hash=True)
+    except _DOWNLOAD_ERRORS as err:
+        cause = f"{type(err).__name__}: {err}"
+    except RuntimeError as err:  # torch.hub's "invalid hash value": a truncated download
+        if "hash" not in str(err):
+            raise
+        cause = f"corrupted download ({err})"
+    raise WeightsUnavailableError(
+        f"Downloading the ImageNet VGG16 weights failed ({cause}).\n"
+        f"URL: {weights.url}\n"
+        f"Fix: download that file on a machine with internet and pass its path, "
+        f"vgg16(weights='path/to/{Path(weights.url).name}'), or put it in torch hub's "
+        f"checkpoints folder: {Path(torch.hub.get_dir()) / 'checkpoints'}"
+    )
+
+
+def _local_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load a VGG16 state dict saved with ``torch.save`` (tensors only, ``weights_only=True``)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VGG16 weights file not found: {path.resolve()}\n"
+            f"Fix: check the path, or download "
+            f"{torchvision.models.VGG16_Weights.IMAGENET1K_V1.url} and pass its path "
+            f"(or use weights='imagenet' with internet, weights=None for random init)."
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path} is not a VGG16 state dict (expected a dict of tensors such as the file at "
+            f"{torchvision.models.VGG16_Weights.IMAGENET1K_V1.url}); got {type(state).__name__}"
+        )
+    return state
+
+
+def _check_vgg16_keys(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise ValueError naming missing/unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs VGG16 {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{source} is not a VGG16 state dict: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}. "
+            f"Fix: pass the torchvision file {torchvision.models.VGG16_Weights.IMAGENET1K_V1.url}"
+        )
+
+
+def vgg16(
+    weights: str | Path | None = "imagenet", *, num_classes: int = 2, progress: bool = True
+) -> torchvision.models.VGG:
+    """torchvision's VGG16 (no BN; 13 convs in ``features``), with a ``num_classes`` head.
+
+    Args:
+        weights: ``"imagenet"`` downloads ``VGG16_Weights.IMAGENET1K_V1`` through torchvision
+            (cached under ``torch.hub.get_dir()``); a path loads a local state dict
+            (``torch.load(path, weights_only=True)``); ``None`` gives random init (for timing).
+        num_classes: outputs of the new last classifier layer (2 for Dogs vs Cats). The head is
+            replaced unless it already has this many outputs (e.g. 1000 keeps ImageNet's head).
+        progress: show torchvision's download progress bar.
+
+    Raises:
+        WeightsUnavailableError: the ImageNet download failed; the message gives the URL and fix.
+        FileNotFoundError: ``weights`` is a path that does not exist.
+        ValueError: the file is not a VGG16 state dict.
+    """
+    _check_positive_int("num_classes", num_classes)
+    if weights is None:
+        model = torchvision.models.vgg16(weights=None)
+    else:
+        if isinstance(weights, str) and weights.lower() == "imagenet":
+            state, source = _imagenet_state_dict(progress), "the ImageNet download"
+        else:
+            state, source = _local_state_dict(Path(weights)), str(weights)
+        head = state.get("classifier.6.weight")
+        model = torchvision.models.vgg16(
+            weights=None,
+            init_weights=False,
+            num_classes=head.shape[0] if isinstance(head, torch.Tensor) and head.ndim == 2 else 1000,
+        )
+        _check_vgg16_keys(model, state, source)
+        model.load_state_dict(state)
+    if model.classifier[-1].out_features != num_classes:
+        replace_head(model, num_classes)
+    return model
