@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from . import data, models, train
+from . import data, models, surgery, train
 from .paths import REPO_ROOT, checkpoints_dir
 from .profiles import QUICK, Profile, get_profile
 
@@ -169,6 +169,21 @@ def load_baseline(profile: Profile | None = None, *, progress: bool = True) -> n
     model, history = fine_tune_baseline(profile, progress=progress)
     save_baseline(model, history, profile)
     return model
+
+
+def pruned_path(criterion: str, profile: Profile | None = None) -> Path:
+    """Where notebook 03 saves its final pruned model for `criterion` (read by notebook 04)."""
+    return checkpoints_dir() / f"{(profile or get_profile()).name}_pruned_{criterion}.pt"
+
+
+def load_pruned_model(criterion: str, profile: Profile | None = None) -> tuple[nn.Module, dict]:
+    """The model notebook 03 pruned with `criterion`, and its metadata (FileNotFoundError if not run yet)."""
+    path = pruned_path(criterion, profile)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run notebooks/03_iterative_pruning.ipynb first "
+                                "(or make demo), which saves the pruned models")
+    model, meta = surgery.load_pruned(path, architecture(profile))
+    return model.to(train.pick_device()).eval(), meta
 
 
 def main(argv: list[str] | None = None) -> None:
