@@ -335,3 +335,19 @@ def test_same_outputs_as_torch_pruning_on_vgg16():
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
     assert filters_per_layer(ours) == filters_per_layer(theirs)
+
+
+def test_plan_from_scores_in_blocks_keeps_widths_multiple():
+    gen = torch.Generator().manual_seed(1)
+    scores = {f"l{i}": torch.rand(n, generator=gen) for i, n in enumerate([30, 64, 16])}
+    for k in (0, 8, 40, 70):
+        plan = plan_from_scores(scores, k, multiple_of=8)
+        kept = {n: len(s) - len(plan[n]) for n, s in scores.items()}
+        # every layer that loses filters ends at a multiple of 8 (at least 8); untouched layers keep their width
+        assert all((v % 8 == 0 and v >= 8) if plan[n] else v == len(scores[n]) for n, v in kept.items()), kept
+        assert k - 8 < sum(map(len, plan.values())) <= k
+        for n, idx in plan.items():  # each layer loses its lowest-scored filters
+            if idx:
+                assert scores[n][idx].max() <= scores[n][[j for j in range(len(scores[n])) if j not in idx]].min()
+    # multiple_of=1 is the filter-by-filter selection
+    assert plan_from_scores(scores, 20, multiple_of=1) == plan_from_scores(scores, 20)
