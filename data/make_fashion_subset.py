@@ -111,9 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--targets", type=int, nargs="+", default=[0, 6], help="classes drawn more often")
     p.add_argument("--target-train", type=int, default=2000, help="train images per target class")
-    p.add_argument("--target-test", type=int, default=500, help="test images per target class")
+    p.add_argument("--target-test", type=int, default=1000, help="test images per target class")
     p.add_argument("--other-train", type=int, default=600, help="train images per other class")
-    p.add_argument("--other-test", type=int, default=200, help="test images per other class")
+    p.add_argument("--other-test", type=int, default=50, help="test images per other class")
     return p.parse_args(argv)
 
 
