@@ -215,7 +215,8 @@ def rank_all(
         else:
             raw = {n: CRITERIA[criterion](modules[n], s) for n, s in stats.items()}
         raw = {n: s.detach().float().cpu() for n, s in raw.items()}
-        result[criterion] = normalize_per_layer(raw, normalize)
+        # random is the uniform floor over *all* filters: dividing by each layer's norm would favour wide layers
+        result[criterion] = raw if criterion == "random" else normalize_per_layer(raw, normalize)
     return result
 
 
@@ -238,7 +239,8 @@ def rank_filters(
         criterion: one of `CRITERIA` ("taylor", "l1", "l2", "mean_activation",
             "std_activation", "apoz", "random").
         normalize: "l2" for the paper's layer-wise normalisation, None for raw scores.
-        seed: for "random".
+        seed: for "random" (uniform in [0, 1) for every filter, never normalised, so that
+            pruning by it picks filters uniformly from the whole network).
     """
     return rank_all(model, batches, [criterion], loss_fn=loss_fn, normalize=normalize, seed=seed,
                     max_batches=max_batches, progress=progress)[criterion]

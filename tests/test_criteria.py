@@ -199,3 +199,11 @@ def test_spearman_table_layout_and_normalisation_effect():
     assert table.loc["perfect", "all_layers_raw"] < 0  # the un-normalised scales point the wrong way
     assert table.loc["perfect", "all_layers_l2"] > table.loc["perfect", "all_layers_raw"]
     assert table.loc["reversed", "per_layer_mean"] == pytest.approx(-1)
+
+
+def test_random_is_uniform_over_all_filters_not_normalised():
+    model = tiny()
+    normed = rank_filters(model, None, "random", seed=5)
+    raw = rank_filters(model, None, "random", seed=5, normalize=None)
+    assert all(torch.equal(normed[n], raw[n]) for n in raw)
+    assert all(((s >= 0) & (s < 1)).all() for s in raw.values())
