@@ -241,8 +241,13 @@ def measure_latency(
     device: str | torch.device = "cpu",
     min_run_time: float = 1.0,
     warmup: int = 3,
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """Time one forward pass of a batch of shape ``input_shape`` with ``torch.utils.benchmark``.
+
+    With ``compiled=True`` the model is timed as it would be deployed: through
+    ``torch.compile`` (BatchNorm folded, kernels generated for these channel counts; compiling
+    takes seconds and needs a C++ compiler on CPU). FLOPs and weights do not change.
 
     The model runs in eval mode under ``torch.no_grad()``; ``warmup`` untimed passes come
     first, then ``Timer.blocked_autorange(min_run_time=...)``. On CUDA the Timer
@@ -261,10 +266,11 @@ def measure_latency(
         raise ValueError(f"warmup must be a non-negative int; got {warmup!r}")
     dev = _resolve_device(model, device)
     x = _make_input(model, shape, dev)
-    timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=threads)
     with _eval_mode(model), _num_threads(threads), torch.no_grad():
-        for _ in range(warmup):
-            model(x)
+        runner = _compile(model) if compiled else model
+        timer = benchmark.Timer(stmt="model(x)", globals={"model": runner, "x": x}, num_threads=threads)
+        for _ in range(warmup if not compiled else max(warmup, 2)):
+            runner(x)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         m = timer.blocked_autorange(min_run_time=min_run_time)
@@ -277,7 +283,24 @@ def measure_latency(
         "num_threads": threads,
         "device": str(dev),
         "throughput": shape[0] / m.median,
+        "compiled": compiled,
     }
+
+
+def _compile(model: nn.Module) -> Any:
+    """``torch.compile(model)`` after resetting Dynamo: models of one class share ``forward``'s code
+    object, and after a few recompilations Dynamo would silently fall back to eager."""
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        try:
+            return compiled(x)
+        except Exception as e:  # inductor raises backend-specific errors (no compiler, ...)
+            raise RuntimeError(f"torch.compile could not build {type(model).__name__} ({type(e).__name__}: "
+                               f"{str(e)[:300]}); on CPU it needs a C++ compiler (gcc or clang). "
+                               "Measure with compiled=False instead.") from e
+    return run
 
 
 def profile(model: nn.Module, input_shape: Sequence[int], **latency_kwargs: Any) -> dict[str, Any]:
@@ -339,6 +362,7 @@ def compare(
     device: str | torch.device = "cpu",
     min_run_time: float = 1.0,
     accuracy: dict[str, float] | None = None,
+    compiled: bool = False,
 ) -> pd.DataFrame:
     """Profile several models and compare them with a reference model.
 
@@ -347,6 +371,7 @@ def compare(
         input_shape: batch shape for latency, e.g. ``(1, 3, 224, 224)``; FLOPs are per image.
         reference: the name to compare against; default the first key of ``models``.
         accuracy: optional name -> accuracy; adds an ``accuracy`` column (NaN if missing).
+        compiled: time every model through ``torch.compile`` (see `measure_latency`).
 
     Returns:
         A DataFrame indexed by name with columns ``params``, ``size_mb``, ``gflops``,
@@ -360,7 +385,7 @@ def compare(
     rows = {}
     for name, model in models.items():
         p = profile(model, input_shape, num_threads=num_threads, device=device,
-                    min_run_time=min_run_time)
+                    min_run_time=min_run_time, compiled=compiled)
         rows[name] = {k: p[k] for k in
                       ("params", "size_mb", "gflops", "latency_ms", "latency_iqr_ms", "throughput")}
     df = pd.DataFrame.from_dict(rows, orient="index")

@@ -32,6 +32,7 @@ class Profile:
     prune_lr: float
     target_fraction: float          # fraction of all conv filters to remove
     flops_lambda: float             # the paper's FLOPs regularisation strength (0: off)
+    channel_multiple: int           # every pruned layer keeps a multiple of this many filters (CPU vector width)
     benchmark_batch: int            # batch size used for the speedup figure
     seed: int = 0
 
@@ -43,14 +44,14 @@ QUICK = Profile(
     name="quick", dataset="fashion-mnist", model="small_vgg", input_shape=(1, 28, 28), batch_size=128,
     head_steps=40, finetune_steps=600, patience=4, eval_every=25, lr=1e-3,
     rank_batches=4, oracle_batches=1, filters_per_iteration=48, prune_finetune_steps=40, prune_lr=5e-4,
-    target_fraction=0.6, flops_lambda=0.1, benchmark_batch=64,
+    target_fraction=0.6, flops_lambda=0.1, channel_multiple=16, benchmark_batch=64,
 )
 
 FULL = Profile(
     name="full", dataset="oxford-pets", model="vgg16", input_shape=(3, 224, 224), batch_size=32,
     head_steps=200, finetune_steps=1500, patience=4, eval_every=100, lr=1e-4,
     rank_batches=10, oracle_batches=2, filters_per_iteration=512, prune_finetune_steps=300, prune_lr=1e-4,
-    target_fraction=0.6, flops_lambda=0.0, benchmark_batch=16,
+    target_fraction=0.6, flops_lambda=0.0, channel_multiple=16, benchmark_batch=16,
 )
 
 PROFILES = {"quick": QUICK, "full": FULL}

@@ -203,3 +203,13 @@ def test_machine_info_has_the_basics():
     assert info["num_threads"] == torch.get_num_threads()
     assert isinstance(info["processor"], str) and info["processor"]
     assert info["cuda_device"] is None or isinstance(info["cuda_device"], str)
+
+
+@pytest.mark.slow
+def test_compiled_latency_runs_and_keeps_the_model():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).train()
+    r = bench.measure_latency(model, (2, 1, 8, 8), min_run_time=0.05, compiled=True)
+    assert r["compiled"] and r["median_ms"] > 0
+    assert model.training  # mode restored
+    df = bench.compare({"a": model, "b": model}, (2, 1, 8, 8), min_run_time=0.05, compiled=True)
+    assert df.loc["a", "speedup"] == 1.0
