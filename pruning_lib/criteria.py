@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from .surgery import Coupling, find_couplings
+from .surgery import Coupling, find_couplings, trace
 
 Scores = dict[str, torch.Tensor]
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -271,7 +271,7 @@ def oracle(
     was_training = model.training
     model.eval()
     try:
-        gm = fx.GraphModule(model, fx.Tracer().trace(model))
+        gm = fx.GraphModule(model, trace(model))
         nodes = list(gm.graph.nodes)
         capture_at = {n: next(i for i, nd in enumerate(nodes) if nd.op == "call_module" and nd.target == c.capture)
                       for n, c in couplings.items()}

@@ -170,18 +170,33 @@ def _follow(conv_node: fx.Node, modules: Mapping[str, nn.Module]) -> Coupling | 
         node = user
 
 
+def trace(model: nn.Module) -> fx.Graph:
+    """The model's data flow as a ``torch.fx`` graph (leaf modules from torch.nn stay whole).
+
+    Raises:
+        NotImplementedError: if ``torch.fx`` cannot trace the model.
+    """
+    tracer = fx.Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as e:  # fx raises many kinds of errors on dynamic models
+        raise NotImplementedError(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
+            "surgery supports plain chains such as torchvision's VGG") from e
+    finally:
+        # fx keeps the tracer in a reference cycle; without this it would keep the model
+        # (hundreds of MB for VGG16) alive until Python's cycle collector happens to run
+        tracer.__dict__.clear()
+    return graph
+
+
 def find_couplings(model: nn.Module) -> dict[str, Coupling | str]:
     """Trace `model` and map every Conv2d name to its `Coupling` (or the reason it can't be pruned).
 
     Raises:
         NotImplementedError: if ``torch.fx`` cannot trace the model.
     """
-    try:
-        graph = fx.Tracer().trace(model)
-    except Exception as e:  # fx raises many kinds of errors on dynamic models
-        raise NotImplementedError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
-            "surgery supports plain chains such as torchvision's VGG") from e
+    graph = trace(model)
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:

@@ -351,3 +351,20 @@ def test_plan_from_scores_in_blocks_keeps_widths_multiple():
                 assert scores[n][idx].max() <= scores[n][[j for j in range(len(scores[n])) if j not in idx]].min()
     # multiple_of=1 is the filter-by-filter selection
     assert plan_from_scores(scores, 20, multiple_of=1) == plan_from_scores(scores, 20)
+
+
+def test_surgery_keeps_no_reference_to_the_model():
+    """A pruned model is freed as soon as the user drops it (no cycle through fx's tracer)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        model = chain()
+        ref = weakref.ref(model)
+        prune_filters(model, {"0": [1]})
+        find_couplings(model)
+        del model
+        assert ref() is None
+    finally:
+        gc.enable()
