@@ -1,26 +1,32 @@
 """Prune–Train–Repeat (Molchanov et al. 2017, Fig. 1; the seed's "iterative pruning").
 
 Each iteration:
-1. rank the filters with a criterion over a few batches (scores L2-normalised per layer);
-2. optionally subtract the paper's FLOPs regularisation, λ · (FLOPs one filter costs);
+1. rank the filters with a criterion over a few batches (scores L2-normalised per layer, Eq. 9);
+2. optionally subtract the paper's FLOPs regularisation, λ · (FLOPs one filter costs) (Sec. 2.3);
 3. remove the k globally lowest filters (a floor per layer: no layer is emptied);
-4. fine-tune for n steps; 5. evaluate and record.
+4. fine-tune for n steps; 5. evaluate on the validation set and record.
 It stops at a target: a fraction of filters removed, a FLOPs budget, or an accuracy floor.
 
-Every iteration is checkpointed (model widths and weights, optimizer state, history).  Each
-iteration re-seeds everything from (seed, iteration), so an interrupted run resumed from its
-checkpoint ends in the same state as an uninterrupted one.
+Every iteration is checkpointed (model widths and weights, optimizer state, history, and a
+fingerprint of the starting model).  Each iteration re-seeds everything from (seed, iteration),
+so an interrupted run resumed from its checkpoint ends in the same state as an uninterrupted one.
+The checkpoint is written atomically after an iteration ends, so Ctrl-C at any moment leaves
+the last complete iteration on disk.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -30,21 +36,59 @@ from . import bench, train
 from .criteria import rank_filters
 from .surgery import find_couplings, filters_per_layer, load_pruned, plan_from_scores, prune_filters, save_pruned
 
+__all__ = [
+    "CheckpointMismatchError",
+    "PruningSchedule",
+    "compare_at_flops",
+    "fingerprint",
+    "flops_per_filter",
+    "history_records",
+    "layer_widths",
+    "prune_train_repeat",
+    "regularised_scores",
+    "scratch_model",
+    "write_report",
+]
+
+HISTORY_COLUMNS = ("iteration", "filters_removed", "fraction_removed", "params", "gflops",
+                   "accuracy_before_finetune", "accuracy_after_finetune", "finetune_steps", "time_s")
+
 
 @dataclass(frozen=True)
 class PruningSchedule:
-    """What one Prune–Train–Repeat run does.  Give at least one target."""
+    """What one Prune–Train–Repeat run does.  Give at least one target.
+
+    Attributes:
+        criterion: a name from ``criteria.CRITERIA`` ("taylor", "l1", "apoz", "random", ...).
+        filters_per_iteration: filters removed per iteration (the paper's and the seed's k).
+        finetune_steps: optimisation steps (batches) of fine-tuning after each removal.
+        lr: Adam learning rate of that fine-tuning (a fresh optimizer each iteration).
+        rank_batches: training batches the criterion sees per iteration.
+        target_fraction: stop once this fraction of all prunable filters is gone (the last
+            iteration removes fewer filters to land on it exactly).
+        target_gflops: ... or once GFLOPs per image are at most this (may overshoot by one iteration).
+        min_accuracy: ... or before validation accuracy after fine-tuning falls below this fraction:
+            the iteration that breaks the floor is recorded, but the model returned (and
+            checkpointed) is the one from the iteration before it.
+        flops_lambda: FLOPs regularisation strength λ (0: off); see `regularised_scores`.
+        min_keep: the floor of filters kept in every layer (>= 1).
+        multiple_of: every layer that loses filters keeps a multiple of this many (16 suits
+            AVX-512 CPUs: odd widths vectorise badly); each iteration then removes at most
+            `filters_per_iteration`, in blocks of this size.
+        seed: seeds the batches, dropout and the "random" criterion of every iteration.
+    """
 
     criterion: str = "taylor"
     filters_per_iteration: int = 48
     finetune_steps: int = 40
     lr: float = 5e-4
     rank_batches: int = 4
-    target_fraction: float | None = None   # stop when this fraction of all filters is gone
-    target_gflops: float | None = None     # ... or when GFLOPs per image are at most this
-    min_accuracy: float | None = None      # ... or when accuracy after fine-tuning falls below this
-    flops_lambda: float = 0.0              # FLOPs regularisation strength (0: off)
+    target_fraction: float | None = None
+    target_gflops: float | None = None
+    min_accuracy: float | None = None
+    flops_lambda: float = 0.0
     min_keep: int = 1
+    multiple_of: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -52,12 +96,31 @@ class PruningSchedule:
             raise ValueError("give a target: target_fraction, target_gflops or min_accuracy")
         if self.target_fraction is not None and not 0 < self.target_fraction < 1:
             raise ValueError(f"target_fraction must be in (0, 1), got {self.target_fraction}")
-        if self.filters_per_iteration < 1 or self.finetune_steps < 0:
-            raise ValueError("filters_per_iteration must be >= 1 and finetune_steps >= 0")
+        if self.target_gflops is not None and self.target_gflops <= 0:
+            raise ValueError(f"target_gflops must be > 0, got {self.target_gflops}")
+        if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
+            raise ValueError(f"min_accuracy is a fraction in [0, 1], got {self.min_accuracy}")
+        if self.filters_per_iteration < 1 or self.finetune_steps < 0 or self.rank_batches < 1:
+            raise ValueError("filters_per_iteration and rank_batches must be >= 1 and finetune_steps >= 0; got "
+                             f"{self.filters_per_iteration}, {self.rank_batches}, {self.finetune_steps}")
+        if self.min_keep < 1:
+            raise ValueError(f"min_keep must be >= 1 so no layer is emptied, got {self.min_keep}")
+        if self.multiple_of < 1:
+            raise ValueError(f"multiple_of must be >= 1, got {self.multiple_of}")
+        if self.flops_lambda < 0:
+            raise ValueError(f"flops_lambda must be >= 0, got {self.flops_lambda}")
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint was made from another starting model or with another schedule."""
+
+
+# ---------------------------------------------------------------- the FLOPs regularisation
 def flops_per_filter(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
-    """GFLOPs per image that removing one filter of each conv saves (its own output + the consumer's input)."""
+    """GFLOPs per image that removing one filter of each conv saves (its own output + the consumer's input).
+
+    ``input_shape`` is one image's ``(C, H, W)``.
+    """
     per_layer = bench.flops_per_layer(model, (1, *input_shape)).set_index("module")["flops"]
     modules = dict(model.named_modules())
     cost = {}
@@ -70,18 +133,34 @@ def flops_per_filter(model: nn.Module, input_shape: Sequence[int]) -> dict[str, 
     return cost
 
 
-def regularised_scores(scores: dict[str, torch.Tensor], cost: dict[str, float], lam: float) -> dict[str, torch.Tensor]:
-    """Θ − λ · Θ_flops (paper, Sec. 2.3), with Θ_flops the layer's cost per filter relative to the most costly layer."""
+def regularised_scores(scores: Mapping[str, torch.Tensor], cost: Mapping[str, float], lam: float) -> dict[str, torch.Tensor]:
+    """Θ − λ · Θ_flops (paper, Sec. 2.3), with Θ_flops a layer's FLOPs per filter relative to the most costly layer.
+
+    Scores are L2-normalised per layer (so each is at most 1), and Θ_flops is in [0, 1]:
+    λ of about 0.1 nudges ties toward costly layers, λ >= 1 dominates the criterion.
+    """
     if lam == 0:
-        return scores
+        return dict(scores)
     top = max(cost.values())
     return {n: s - lam * cost[n] / top for n, s in scores.items()}
 
 
-def _record(model, iteration, acc_before, acc_after, input_shape, removed, total, seconds) -> dict:
+# ---------------------------------------------------------------- helpers of the loop
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 (hex) of a model's state_dict: names, shapes, dtypes and values.  Same weights, same string."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _record(model, iteration, acc_before, acc_after, input_shape, removed, total, steps, seconds) -> dict:
     row = {"iteration": iteration, "filters_removed": removed, "fraction_removed": removed / total,
            "params": bench.count_parameters(model), "gflops": bench.count_flops(model, (1, *input_shape)) / 1e9,
-           "accuracy_before_finetune": acc_before, "accuracy_after_finetune": acc_after, "time_s": seconds}
+           "accuracy_before_finetune": acc_before, "accuracy_after_finetune": acc_after,
+           "finetune_steps": steps, "time_s": seconds}
     row.update({f"filters:{n}": k for n, k in filters_per_layer(model).items()})
     return row
 
@@ -93,24 +172,56 @@ def _reseed(schedule: PruningSchedule, iteration: int, loader) -> None:
         loader.generator.manual_seed(seed)
 
 
-def _done(schedule: PruningSchedule, row: dict) -> bool:
+def _below_floor(schedule: PruningSchedule, row: Mapping) -> bool:
+    return schedule.min_accuracy is not None and row["accuracy_after_finetune"] < schedule.min_accuracy
+
+
+def _done(schedule: PruningSchedule, row: Mapping) -> bool:
     return ((schedule.target_fraction is not None and row["fraction_removed"] >= schedule.target_fraction - 1e-9)
             or (schedule.target_gflops is not None and row["gflops"] <= schedule.target_gflops)
-            or (schedule.min_accuracy is not None and row["accuracy_after_finetune"] < schedule.min_accuracy))
+            or _below_floor(schedule, row))
 
 
 def _notify(callbacks, hook: str, *args) -> bool:
-    return any(bool(getattr(cb, hook)(*args)) for cb in callbacks if hasattr(cb, hook))
+    return any([bool(getattr(cb, hook)(*args)) for cb in callbacks if hasattr(cb, hook)])
 
 
-def _resume(path: Path, model: nn.Module, schedule: PruningSchedule):
+def _plain(value):
+    """numpy / pandas scalars -> Python ones (checkpoints are read with weights_only=True)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _history_dict(history: pd.DataFrame) -> dict[str, list]:
+    return {col: [_plain(v) for v in history[col].tolist()] for col in history.columns}
+
+
+def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, print_: str):
     pruned, meta = load_pruned(path, model)
-    if meta["schedule"] != asdict(schedule):
-        raise ValueError(f"{path} was made with another schedule ({meta['schedule']}); "
-                         "use another checkpoint path or delete it to start over")
-    return pruned, pd.DataFrame(meta["history"])
+    if meta.get("baseline_fingerprint") != print_:
+        raise CheckpointMismatchError(
+            f"{path} was made from another starting model (weights fingerprint differs); "
+            "delete it, use another checkpoint path, or pass restart_stale=True to start over")
+    if meta.get("schedule") != asdict(schedule):
+        raise CheckpointMismatchError(
+            f"{path} was made with another schedule ({meta.get('schedule')}, now {asdict(schedule)}); "
+            "delete it, use another checkpoint path, or pass restart_stale=True to start over")
+    trainable = {n: p.requires_grad for n, p in model.named_parameters()}
+    for name, p in pruned.named_parameters():
+        p.requires_grad_(trainable[name])
+    pruned.train(model.training)
+    history = pd.DataFrame(meta["history"])
+    history.attrs["model_iteration"] = meta.get("model_iteration", int(history["iteration"].iloc[-1]))
+    return pruned, history
 
 
+def _save(path: Path, model: nn.Module, schedule, print_, history, optimizer, model_iteration) -> None:
+    save_pruned(model, path, meta={
+        "schedule": asdict(schedule), "baseline_fingerprint": print_,
+        "iteration": int(history["iteration"].iloc[-1]), "model_iteration": int(model_iteration),
+        "history": _history_dict(history), "optimizer": optimizer.state_dict() if optimizer else None})
+
+
+# ---------------------------------------------------------------- the loop
 def prune_train_repeat(
     model: nn.Module,
     train_loader: Iterable,
@@ -119,70 +230,189 @@ def prune_train_repeat(
     *,
     input_shape: Sequence[int],
     checkpoint: str | Path | None = None,
+    restart_stale: bool = False,
     callbacks: Sequence = (),
     progress: bool = True,
 ) -> tuple[nn.Module, pd.DataFrame]:
     """Run Prune–Train–Repeat on a copy of `model` (left unchanged) until the schedule's target.
 
     Args:
-        model: the trained, unpruned baseline.
+        model: the trained, unpruned starting model (the baseline).
+        train_loader: ranking batches and fine-tuning come from it (re-seeded every iteration).
+        val_loader: accuracy before and after each fine-tune is measured on it.
         input_shape: one image's shape (C, H, W), for FLOPs.
-        checkpoint: a file; when it exists the run resumes from it, and it is rewritten after every iteration.
-        callbacks: objects with any of ``on_prune(row, model)`` (after pruning, before fine-tuning),
-            ``on_iteration(row, model)``, and train.Callback's ``on_step`` / ``on_epoch`` (during fine-tuning).
-            Returning True from on_prune / on_iteration, or stopping fit, ends the run after that iteration.
+        checkpoint: a file; when it exists the run resumes from it, and it is rewritten
+            (atomically) after every iteration.  It stores a fingerprint of `model`'s weights
+            and the schedule, and a run with another model or schedule refuses it
+            (`CheckpointMismatchError`) ...
+        restart_stale: ... unless this is True: then the stale checkpoint is replaced by a fresh run.
+        callbacks: objects with any of ``on_start(history, model)`` (once, with the history so far),
+            ``on_prune(row, model)`` (after pruning, before fine-tuning; ``accuracy_after_finetune``
+            is NaN), ``on_iteration(row, model)``, and `train.Callback`'s ``on_step`` / ``on_epoch``
+            (during fine-tuning; only for `train.Callback` instances).  Returning True from on_prune /
+            on_iteration, or stopping fit, ends the run after that iteration.
+        progress: a tqdm bar over iterations.
 
     Returns:
-        (pruned model, history): one row per iteration (row 0: the baseline) with filters left per
-        layer (``filters:<conv>``), params, gflops, accuracy before and after fine-tuning, time.
+        (pruned model in eval mode, history): one row per iteration (row 0: the starting model) with
+        ``HISTORY_COLUMNS`` and the filters left per layer (``filters:<conv>``).  Accuracies are
+        fractions on `val_loader`; gflops are per image; ``finetune_steps`` counts the steps done.
+        ``history.attrs["model_iteration"]`` is the row the returned model belongs to (the last
+        one, except after an accuracy-floor stop).
     """
     total = sum(filters_per_layer(model).values())
     checkpoint = Path(checkpoint) if checkpoint else None
+    print_ = fingerprint(model)
+    current = history = None
     if checkpoint and checkpoint.exists():
-        current, history = _resume(checkpoint, model, schedule)
-    else:
+        try:
+            current, history = _resume(checkpoint, model, schedule, print_)
+        except CheckpointMismatchError:
+            if not restart_stale:
+                raise
+    if current is None:
         current = copy.deepcopy(model)
         acc = train.evaluate(current, val_loader)["accuracy"]
-        history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0.0)])
-    cost = flops_per_filter(current, input_shape) if schedule.flops_lambda else {}
+        history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0)])
+        history.attrs["model_iteration"] = 0
+    model_iteration = history.attrs["model_iteration"]
+    _notify(callbacks, "on_start", history.copy(), current)
     bar = tqdm(desc=f"prune-train-repeat ({schedule.criterion})", unit="iter", disable=not progress)
-    while not _done(schedule, history.iloc[-1].to_dict()):
+    while not _done(schedule, history.iloc[-1]):
         iteration = int(history["iteration"].iloc[-1]) + 1
         removed = int(history["filters_removed"].iloc[-1])
         k = schedule.filters_per_iteration
         if schedule.target_fraction is not None:
             k = min(k, round(schedule.target_fraction * total) - removed)
-        left = filters_per_layer(current)
-        k = min(k, sum(n - schedule.min_keep for n in left.values()))
+        k = min(k, sum(n - schedule.min_keep for n in filters_per_layer(current).values()))
         if k <= 0:
             break
         start = time.perf_counter()
+        before_prune = copy.deepcopy(current) if schedule.min_accuracy is not None else None
         _reseed(schedule, iteration, train_loader)
         batches = list(itertools.islice(train_loader, schedule.rank_batches))
         scores = rank_filters(current, batches, schedule.criterion, seed=schedule.seed * 1000 + iteration)
-        if schedule.flops_lambda:
-            cost = flops_per_filter(current, input_shape)
-        plan = plan_from_scores(regularised_scores(scores, cost, schedule.flops_lambda), k, min_keep=schedule.min_keep)
+        cost = flops_per_filter(current, input_shape) if schedule.flops_lambda else {}
+        plan = plan_from_scores(regularised_scores(scores, cost, schedule.flops_lambda), k,
+                                min_keep=schedule.min_keep, multiple_of=schedule.multiple_of)
+        k = sum(map(len, plan.values()))  # with multiple_of > 1, blocks may add up to fewer than asked
+        if k == 0:
+            break
         prune_filters(current, plan)
         before = train.evaluate(current, val_loader)["accuracy"]
-        row = _record(current, iteration, before, float("nan"), input_shape, removed + k, total, 0.0)
-        stop = _notify(callbacks, "on_prune", row, current)
+        row = _record(current, iteration, before, math.nan, input_shape, removed + k, total, 0, 0.0)
+        stop = _notify(callbacks, "on_prune", dict(row), current)
         optimizer = torch.optim.Adam([p for p in current.parameters() if p.requires_grad], lr=schedule.lr)
         if schedule.finetune_steps:
             fitted = train.fit(current, train_loader, steps=schedule.finetune_steps, optimizer=optimizer,
+                               eval_every=schedule.finetune_steps,
                                callbacks=[cb for cb in callbacks if isinstance(cb, train.Callback)],
                                progress=False)
             stop = stop or fitted.attrs.get("stopped_early", False)
+            row["finetune_steps"] = int(fitted["step"].iloc[-1]) if len(fitted) else 0
         row["accuracy_after_finetune"] = train.evaluate(current, val_loader)["accuracy"]
         row["time_s"] = time.perf_counter() - start
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
+        if _below_floor(schedule, row):     # keep the last model that met the floor
+            current, optimizer = before_prune, None
+        else:
+            model_iteration = iteration
+        history.attrs["model_iteration"] = model_iteration
         if checkpoint:
-            save_pruned(current, checkpoint, meta={"schedule": asdict(schedule), "iteration": iteration,
-                                                   "history": history.to_dict(orient="list"),
-                                                   "optimizer": optimizer.state_dict()})
+            _save(checkpoint, current, schedule, print_, history, optimizer, model_iteration)
         bar.update()
         bar.set_postfix(gflops=f"{row['gflops']:.4f}", acc=f"{row['accuracy_after_finetune']:.3f}")
-        if _notify(callbacks, "on_iteration", row, current) or stop:
+        if _notify(callbacks, "on_iteration", dict(row), current) or stop:
             break
     bar.close()
     return current.eval(), history
+
+
+# ---------------------------------------------------------------- after the loop
+def layer_widths(history: pd.DataFrame, *, relative: bool = True) -> pd.DataFrame:
+    """Filters left per layer (rows, forward order) at every iteration (columns); fractions of row 0 if `relative`."""
+    cols = [c for c in history.columns if c.startswith("filters:")]
+    table = history.set_index("iteration")[cols].T
+    table.index = [c.removeprefix("filters:") for c in cols]
+    return table.div(table.iloc[:, 0], axis=0) if relative else table
+
+
+def compare_at_flops(histories: Mapping[str, pd.DataFrame], gflops: Sequence[float],
+                     column: str = "accuracy_after_finetune") -> pd.DataFrame:
+    """Each run's `column` and parameters at the same FLOPs, interpolated linearly between iterations.
+
+    Returns one row per (criterion, gflops) with ``accuracy`` and ``params``; NaN where a run
+    never reached that FLOPs level (outside its range).
+    """
+    rows = []
+    for name, h in histories.items():
+        h = h.sort_values("gflops")
+        x = h["gflops"].to_numpy(float)
+        for g in gflops:
+            inside = x.min() - 1e-12 <= g <= x.max() + 1e-12
+            rows.append({"criterion": name, "gflops": g,
+                         "accuracy": float(np.interp(g, x, h[column].to_numpy(float))) if inside else math.nan,
+                         "params": float(np.interp(g, x, h["params"].to_numpy(float))) if inside else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _vgg_init(model: nn.Module) -> None:
+    """torchvision's VGG init (also small_vgg's): Kaiming-normal convs (fan_out), BN identity, Linear N(0, 0.01)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+            m.reset_running_stats()
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def scratch_model(pruned: nn.Module, template: nn.Module, *, seed: int = 0) -> nn.Module:
+    """The pruned architecture with fresh random weights: "train the small network from scratch".
+
+    Args:
+        pruned: a model pruned from `template`'s architecture (only its widths are used).
+        template: a freshly built, *unpruned* model of the same architecture (left unchanged).
+        seed: for the initialisation.
+
+    Returns a copy of `template` cut to `pruned`'s widths, then re-initialised as torchvision's
+    VGG is (Kaiming-normal for the new fan-out), so it is a properly initialised small network.
+    """
+    widths = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    modules = dict(template.named_modules())
+    plan = {}
+    for name, width in widths.items():
+        if not isinstance(modules.get(name), nn.Conv2d) or width > modules[name].out_channels:
+            raise ValueError(f"{name} of the pruned model does not fit the template; pass a freshly built "
+                             "unpruned model of the architecture that was pruned")
+        plan[name] = list(range(width, modules[name].out_channels))
+    small = prune_filters(copy.deepcopy(template), plan)
+    torch.manual_seed(seed)
+    _vgg_init(small)
+    return small.train()
+
+
+def history_records(history: pd.DataFrame) -> list[dict]:
+    """The history as JSON-safe records: Python numbers, NaN as None, ``filters`` as {conv: n}."""
+    cols = [c for c in history.columns if c.startswith("filters:")]
+    records = []
+    for row in history.to_dict(orient="records"):
+        rec = {k: _plain(v) for k, v in row.items() if k not in cols}
+        rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+        rec["filters"] = {c.removeprefix("filters:"): int(row[c]) for c in cols}
+        records.append(rec)
+    return records
+
+
+def write_report(histories: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
+    """Write ``{criterion: history_records(history)}`` as JSON (strict: no NaN) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {name: history_records(h) for name, h in histories.items()}
+    path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    return path

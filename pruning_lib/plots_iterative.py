@@ -1,0 +1,177 @@
+"""Plots for Prune–Train–Repeat (notebook 03).  Each ``plot_*`` returns its Figure; ``draw_*`` draw on an axis.
+
+X axes show the FLOPs left as a percentage of the unpruned model, decreasing to the right
+(the order in which pruning proceeds).  Accuracies are fractions in the data, percent on the axes.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .iterative import layer_widths
+
+
+def _flops_left(history: pd.DataFrame) -> np.ndarray:
+    return 100 * history["gflops"].to_numpy(float) / float(history["gflops"].iloc[0])
+
+
+def draw_sawtooth(ax: Axes, history: pd.DataFrame, *, label: str | None = None, color=None) -> Axes:
+    """The sawtooth of one run: each prune drops accuracy (and FLOPs), each fine-tune lifts it back.
+
+    The line visits, per iteration, the accuracy right after pruning (▼) and after fine-tuning (●).
+    """
+    x = _flops_left(history)
+    before = 100 * history["accuracy_before_finetune"].to_numpy(float)
+    after = 100 * history["accuracy_after_finetune"].to_numpy(float)
+    xs, ys = [x[0]], [after[0]]
+    for i in range(1, len(history)):
+        xs += [x[i], x[i]]
+        ys += [before[i], after[i]]
+    line, = ax.plot(xs, ys, color=color, lw=1.2, alpha=0.8, label=label)
+    color = line.get_color()
+    ax.plot(x[1:], before[1:], "v", color=color, ms=5, mfc="white",
+            label=None if label else "right after pruning")
+    ax.plot(x, after, "o", color=color, ms=4, label=None if label else "after fine-tuning")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set(xlabel="FLOPs left (% of the unpruned model)", ylabel="validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_sawtooth(history: pd.DataFrame, title: str = "Prune–Train–Repeat") -> plt.Figure:
+    """`draw_sawtooth` on its own figure, with the starting accuracy as a dashed line."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    draw_sawtooth(ax, history)
+    ax.axhline(100 * history["accuracy_after_finetune"].iloc[0], color="gray", ls="--", lw=1, label="before pruning")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+class LiveSawtooth:
+    """A `prune_train_repeat` callback that redraws the sawtooth in the notebook after every iteration.
+
+    It draws on a figure outside pyplot (so Jupyter does not show it twice) and updates one
+    display in place; `finish(history)` draws the final state (also when a finished run was
+    simply resumed from its checkpoint and no iteration ran).
+    """
+
+    def __init__(self, title: str = "Prune–Train–Repeat, live"):
+        self.title, self.rows, self.handle = title, [], None
+
+    def _draw(self, history: pd.DataFrame) -> None:
+        from IPython.display import display
+
+        fig = Figure(figsize=(7, 3.8))
+        ax = fig.subplots()
+        draw_sawtooth(ax, history)
+        ax.axhline(100 * history["accuracy_after_finetune"].iloc[0], color="gray", ls="--", lw=1,
+                   label="before pruning")
+        ax.set_title(f"{self.title}: iteration {int(history['iteration'].iloc[-1])}")
+        ax.legend(fontsize=8, loc="lower left")
+        fig.tight_layout()
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+
+    def on_start(self, history: pd.DataFrame, model) -> None:
+        self.rows = history.to_dict(orient="records")
+
+    def on_iteration(self, row: dict, model) -> None:
+        self.rows.append(row)
+        self._draw(pd.DataFrame(self.rows))
+
+    def finish(self, history: pd.DataFrame) -> None:
+        self._draw(history)
+
+
+def plot_criteria(histories: Mapping[str, pd.DataFrame], title: str = "Criteria under the same schedule") -> plt.Figure:
+    """Two panels, one line per criterion: accuracy right after each prune (the damage) and after fine-tuning."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True, sharey=True)
+    for name, h in histories.items():
+        x = _flops_left(h)
+        axes[0].plot(x, 100 * h["accuracy_before_finetune"], marker="v", ms=4, label=name)
+        axes[1].plot(x, 100 * h["accuracy_after_finetune"], marker="o", ms=4, label=name)
+    axes[0].set_title("right after pruning (before fine-tuning)")
+    axes[1].set_title("after fine-tuning")
+    for ax in axes:
+        ax.set(xlabel="FLOPs left (% of the unpruned model)", ylabel="validation accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].invert_xaxis()
+    axes[1].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_heatmap(histories: Mapping[str, pd.DataFrame], title: str = "Filters left per layer") -> plt.Figure:
+    """A heat map per run: layers (rows, input to output) × iterations (columns), % of filters left."""
+    n = len(histories)
+    fig, axes = plt.subplots(1, n, figsize=(1.2 + 4.2 * n, 3.6), squeeze=False)
+    image = None
+    for ax, (name, h) in zip(axes[0], histories.items()):
+        rel = layer_widths(h, relative=True)
+        counts = layer_widths(h, relative=False)
+        image = ax.imshow(100 * rel.to_numpy(float), aspect="auto", cmap="viridis", vmin=0, vmax=100)
+        for (i, j), v in np.ndenumerate(counts.to_numpy()):
+            ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=6,
+                    color="white" if rel.iloc[i, j] < 0.5 else "black")
+        ax.set_xticks(range(rel.shape[1]), [str(c) for c in rel.columns])
+        ax.set_yticks(range(rel.shape[0]), [f"{r} ({int(counts.iloc[i, 0])})" for i, r in enumerate(rel.index)])
+        ax.set(xlabel="iteration", title=name)
+    axes[0][0].set_ylabel("conv layer (filters at start)")
+    fig.colorbar(image, ax=list(axes[0]), label="filters left (%)", shrink=0.9)
+    fig.suptitle(title)
+    return fig
+
+
+def draw_recovery(ax: Axes, history: pd.DataFrame, *, label: str | None = None, color=None) -> Axes:
+    """Accuracy during a one-shot prune and fine-tune: a dashed line before pruning, then step by step.
+
+    `history` is `recovery.prune_and_finetune`'s: rows with ``phase`` "baseline", "pruned", "fine-tune".
+    """
+    base = history[history["phase"] == "baseline"]
+    curve = history[history["phase"] != "baseline"]
+    line, = ax.plot(curve["step"], 100 * curve["accuracy"], marker="o", ms=3, color=color,
+                    label=label or "after pruning, while fine-tuning")
+    if len(base):
+        ax.axhline(100 * base["accuracy"].iloc[0], color=line.get_color() if label else "gray", ls="--", lw=1,
+                   label=None if label else "before pruning")
+    ax.set(xlabel="fine-tuning step (batches)", ylabel="validation accuracy (%)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_recovery(histories: Mapping[str, pd.DataFrame] | pd.DataFrame, title: str = "Prune, then fine-tune") -> plt.Figure:
+    """`draw_recovery` for one history or several (a legend entry per key)."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    if isinstance(histories, pd.DataFrame):
+        draw_recovery(ax, histories)
+    else:
+        for name, h in histories.items():
+            draw_recovery(ax, h, label=name)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 90) -> bytes:
+    """A figure as PNG bytes (for widgets; works from any thread with a non-pyplot Figure)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+__all__: Sequence[str] = ["LiveSawtooth", "draw_recovery", "draw_sawtooth", "figure_png",
+                          "plot_criteria", "plot_layer_heatmap", "plot_recovery", "plot_sawtooth"]
