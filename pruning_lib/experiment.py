@@ -171,6 +171,36 @@ def load_baseline(profile: Profile | None = None, *, progress: bool = True) -> n
     return model
 
 
+def schedule(criterion: str, profile: Profile | None = None, **changes) -> "iterative.PruningSchedule":
+    """The profile's Prune–Train–Repeat schedule for `criterion` (the same budget for every criterion)."""
+    from .iterative import PruningSchedule
+
+    p = profile or get_profile()
+    settings = dict(criterion=criterion, filters_per_iteration=p.filters_per_iteration,
+                    finetune_steps=p.prune_finetune_steps, lr=p.prune_lr, rank_batches=p.rank_batches,
+                    target_fraction=p.target_fraction, flops_lambda=p.flops_lambda,
+                    multiple_of=p.channel_multiple, seed=p.seed)
+    return PruningSchedule(**{**settings, **changes})
+
+
+def final_fine_tune(model: nn.Module, profile: Profile | None = None, *, lr: float | None = None,
+                    max_steps: int | None = None, progress: bool = False) -> pd.DataFrame:
+    """After the last pruning iteration: fine-tune until validation accuracy plateaus (keeps the best weights).
+
+    The same stopping rule as the baseline's (`Plateau`), so the pruned and the dense network are
+    both trained to their plateau before they are compared.  Returns fit's history.
+    """
+    p = profile or get_profile()
+    loaders = target_loaders(p)
+    train.seed_everything(p.seed)
+    plateau = Plateau(p.patience)
+    history = train.fit(model, loaders["train"], steps=max_steps or p.finetune_steps, lr=lr or p.prune_lr,
+                        val_loader=loaders["val"], eval_every=p.eval_every, callbacks=[plateau], progress=progress)
+    if plateau.best_state is not None:
+        model.load_state_dict(plateau.best_state)
+    return history
+
+
 def pruned_path(criterion: str, profile: Profile | None = None) -> Path:
     """Where notebook 03 saves its final pruned model for `criterion` (read by notebook 04)."""
     return checkpoints_dir() / f"{(profile or get_profile()).name}_pruned_{criterion}.pt"

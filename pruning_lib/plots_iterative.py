@@ -117,7 +117,7 @@ def plot_criteria(histories: Mapping[str, pd.DataFrame], title: str = "Criteria 
 def plot_layer_heatmap(histories: Mapping[str, pd.DataFrame], title: str = "Filters left per layer") -> plt.Figure:
     """A heat map per run: layers (rows, input to output) × iterations (columns), % of filters left."""
     n = len(histories)
-    fig, axes = plt.subplots(1, n, figsize=(1.2 + 4.2 * n, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 + 3.8 * n, 3.6), squeeze=False)
     image = None
     for ax, (name, h) in zip(axes[0], histories.items()):
         rel = layer_widths(h, relative=True)
@@ -127,7 +127,8 @@ def plot_layer_heatmap(histories: Mapping[str, pd.DataFrame], title: str = "Filt
             ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=6,
                     color="white" if rel.iloc[i, j] < 0.5 else "black")
         ax.set_xticks(range(rel.shape[1]), [str(c) for c in rel.columns])
-        ax.set_yticks(range(rel.shape[0]), [f"{r} ({int(counts.iloc[i, 0])})" for i, r in enumerate(rel.index)])
+        labels = [f"{r} ({int(counts.iloc[i, 0])})" for i, r in enumerate(rel.index)]
+        ax.set_yticks(range(rel.shape[0]), labels if ax is axes[0][0] else [""] * len(labels))
         ax.set(xlabel="iteration", title=name)
     axes[0][0].set_ylabel("conv layer (filters at start)")
     fig.colorbar(image, ax=list(axes[0]), label="filters left (%)", shrink=0.9)
