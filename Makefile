@@ -40,6 +40,7 @@ lab: $(STAMP)
 ## Benchmarks (scripts, not tests): surgery + Taylor cost.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_surgery.py
+	$(PY) benchmarks/bench_speed.py
 
 clean:
 	rm -rf build .pytest_cache

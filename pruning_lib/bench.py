@@ -20,6 +20,7 @@ train/eval flag of *every* submodule afterwards; thread counts are restored too.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import math
@@ -48,6 +49,11 @@ __all__ = [
     "profile",
     "compare",
     "machine_info",
+    "FORMS",
+    "fold_batchnorm",
+    "deployment_form",
+    "keep_freed_memory",
+    "page_faults",
 ]
 
 
@@ -230,6 +236,155 @@ def flops_per_layer(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFram
     return pd.DataFrame(rows, columns=["module", "type", "flops", "params"])
 
 
+# --------------------------------------------------------------------------- deployment forms
+
+#: How a model can be run when it is timed. Every form computes the same function as ``"eager"``
+#: (up to float rounding) and is applied to a *copy*, so FLOPs, parameters and size are unchanged.
+#:
+#: - ``"eager"``: the model as it is, NCHW tensors (PyTorch's default).
+#: - ``"fold_bn"``: each BatchNorm2d that directly follows a Conv2d is folded into that conv's
+#:   weight and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and replaced by ``Identity``.
+#: - ``"channels_last"``: weights and the input in NHWC memory layout
+#:   (``torch.channels_last``); on CPU, max-pool and BatchNorm have fast NHWC kernels.
+#: - ``"deploy"``: ``fold_bn`` and ``channels_last`` together: a plain-PyTorch inference form
+#:   with no deprecated or experimental API (no TorchScript, no compiler).
+FORMS = ("eager", "fold_bn", "channels_last", "deploy")
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with every ``Conv2d -> BatchNorm2d`` pair folded into one conv.
+
+    The pair is found by tracing with ``torch.fx``: a BatchNorm2d module whose only input is a
+    Conv2d module's output, and that conv's output has no other reader. The conv then gets
+    ``w' = w * gamma / sqrt(var + eps)`` and ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``
+    (inference statistics), and the BatchNorm becomes ``nn.Identity``. The copy computes the same
+    function as ``model`` in eval mode. Models that ``torch.fx`` cannot trace raise the tracer's error.
+    """
+    import torch.fx as fx
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    graph = fx.Tracer().trace(folded)
+    modules = dict(folded.named_modules())
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        src = node.args[0] if node.args else None
+        if (isinstance(src, fx.Node) and src.op == "call_module"
+                and isinstance(modules.get(src.target), nn.Conv2d) and len(src.users) == 1):
+            pairs.append((src.target, node.target))
+    for conv_name, bn_name in pairs:
+        _set_submodule(folded, conv_name, fuse_conv_bn_eval(modules[conv_name], modules[bn_name]))
+        _set_submodule(folded, bn_name, nn.Identity())
+    return folded
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, module)
+
+
+class _ChannelsLast(nn.Module):
+    """Runs ``model`` (weights already NHWC) on the input converted to ``torch.channels_last``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+
+def deployment_form(model: nn.Module, form: str = "deploy") -> nn.Module:
+    """``model`` as it would be run for inference in one of :data:`FORMS` (a copy; ``"eager"``: itself).
+
+    The conversion to ``channels_last`` of the input happens inside the returned module's
+    ``forward``, so it is timed with the model (it is part of the cost of that form).
+    """
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; choose one of {FORMS}")
+    if form == "eager":
+        return model
+    runner = fold_batchnorm(model) if form in ("fold_bn", "deploy") else copy.deepcopy(model).eval()
+    return _ChannelsLast(runner) if form in ("channels_last", "deploy") else runner
+
+
+# --------------------------------------------------------------------------- memory allocator
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h> parameter numbers
+
+
+def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
+    """Make glibc's ``malloc`` keep freed memory in the process (Linux/glibc only). **Process-wide, one-way.**
+
+    By default glibc hands large blocks (feature maps of a batch) back to the operating system when
+    they are freed, so the next forward pass page-faults them in again: thousands of minor page
+    faults per pass, a cost that grows with the activations (channels), not with the FLOPs, and that
+    changes from run to run with the allocator's history.  This sets ``M_MMAP_THRESHOLD`` and
+    ``M_TRIM_THRESHOLD`` (``mallopt(3)``) to `threshold_bytes`, so freed blocks are reused, as
+    jemalloc or TCMalloc do (PyTorch's performance tuning guide recommends those for CPU inference).
+    Calling ``mallopt`` also turns off glibc's dynamic thresholds for the rest of the process, so
+    there is no undo.  Measure :func:`page_faults` to see the effect.
+
+    Returns:
+        True if glibc accepted both settings, False where there is no glibc (macOS, Windows, musl).
+    """
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    value = min(int(threshold_bytes), 2**31 - 1)
+    return bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
+
+
+def page_faults(
+    model: nn.Module, input_shape: Sequence[int], *, runs: int = 10, warmup: int = 3, num_threads: int | None = None,
+    form: str = "eager",
+) -> dict[str, float]:
+    """Minor page faults and wall-clock time per forward pass (Unix: ``resource.getrusage``).
+
+    The model runs `warmup` untimed passes, then `runs` timed ones (eval mode, no grad, in `form`).
+    Returns ``ms_per_pass`` (mean) and ``faults_per_pass`` (minor page faults of this process per
+    pass: memory the OS had to map in, 4 KiB each; about 0 when freed memory is reused);
+    ``faults_per_pass`` is NaN where ``resource`` is unavailable (Windows).
+    """
+    import time
+
+    try:
+        import resource
+
+        def faults() -> float:
+            return float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+    except ImportError:  # Windows
+        def faults() -> float:
+            return math.nan
+    shape = _validate_input_shape(input_shape)
+    threads = _validate_num_threads(num_threads)
+    x = _make_input(model, shape, _resolve_device(model, None))
+    with _eval_mode(model), _num_threads(threads), torch.no_grad():
+        runner = deployment_form(model, form)
+        for _ in range(warmup):
+            runner(x)
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+        sync()
+        f0, t0 = faults(), time.perf_counter()
+        for _ in range(runs):
+            runner(x)
+        sync()
+        seconds, f1 = time.perf_counter() - t0, faults()
+    return {"ms_per_pass": 1e3 * seconds / runs, "faults_per_pass": (f1 - f0) / runs}
+
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -242,8 +397,13 @@ def measure_latency(
     min_run_time: float = 1.0,
     warmup: int = 3,
     compiled: bool = False,
+    form: str = "eager",
 ) -> dict[str, Any]:
     """Time one forward pass of a batch of shape ``input_shape`` with ``torch.utils.benchmark``.
+
+    ``form`` (one of :data:`FORMS`) times a copy of the model converted by
+    :func:`deployment_form`, e.g. ``"deploy"`` (BatchNorm folded, channels-last); the model
+    itself is not changed.
 
     With ``compiled=True`` the model is timed as it would be deployed: through
     ``torch.compile`` (BatchNorm folded, kernels generated for these channel counts; compiling
@@ -257,7 +417,7 @@ def measure_latency(
     Returns:
         ``median_ms``, ``iqr_ms``, ``mean_ms``: per forward pass of the whole batch (ms);
         ``runs``: forward passes timed; ``batch_size``; ``num_threads``; ``device`` (str);
-        ``throughput``: images/s, ``batch_size / median seconds``.
+        ``throughput``: images/s, ``batch_size / median seconds``; ``compiled``; ``form``.
     """
     shape = _validate_input_shape(input_shape)
     threads = _validate_num_threads(num_threads)
@@ -266,8 +426,11 @@ def measure_latency(
         raise ValueError(f"warmup must be a non-negative int; got {warmup!r}")
     dev = _resolve_device(model, device)
     x = _make_input(model, shape, dev)
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; choose one of {FORMS}")
     with _eval_mode(model), _num_threads(threads), torch.no_grad():
-        runner = _compile(model) if compiled else model
+        runner = deployment_form(model, form)
+        runner = _compile(runner) if compiled else runner
         timer = benchmark.Timer(stmt="model(x)", globals={"model": runner, "x": x}, num_threads=threads)
         for _ in range(warmup if not compiled else max(warmup, 2)):
             runner(x)
@@ -284,6 +447,7 @@ def measure_latency(
         "device": str(dev),
         "throughput": shape[0] / m.median,
         "compiled": compiled,
+        "form": form,
     }
 
 
@@ -363,6 +527,7 @@ def compare(
     min_run_time: float = 1.0,
     accuracy: dict[str, float] | None = None,
     compiled: bool = False,
+    form: str = "eager",
 ) -> pd.DataFrame:
     """Profile several models and compare them with a reference model.
 
@@ -372,6 +537,8 @@ def compare(
         reference: the name to compare against; default the first key of ``models``.
         accuracy: optional name -> accuracy; adds an ``accuracy`` column (NaN if missing).
         compiled: time every model through ``torch.compile`` (see `measure_latency`).
+        form: time every model in this form (one of :data:`FORMS`, see `measure_latency`);
+            parameters, size and FLOPs are always those of the models as given.
 
     Returns:
         A DataFrame indexed by name with columns ``params``, ``size_mb``, ``gflops``,
@@ -385,7 +552,7 @@ def compare(
     rows = {}
     for name, model in models.items():
         p = profile(model, input_shape, num_threads=num_threads, device=device,
-                    min_run_time=min_run_time, compiled=compiled)
+                    min_run_time=min_run_time, compiled=compiled, form=form)
         rows[name] = {k: p[k] for k in
                       ("params", "size_mb", "gflops", "latency_ms", "latency_iqr_ms", "throughput")}
     df = pd.DataFrame.from_dict(rows, orient="index")
