@@ -60,32 +60,35 @@ def plot_sawtooth(history: pd.DataFrame, title: str = "Prune–Train–Repeat") 
 class LiveSawtooth:
     """A `prune_train_repeat` callback that redraws the sawtooth in the notebook after every iteration.
 
-    It draws on a figure outside pyplot (so Jupyter does not show it twice) and updates one
-    display in place; `finish(history)` draws the final state (also when a finished run was
-    simply resumed from its checkpoint and no iteration ran).
+    It draws on a figure outside pyplot (so Jupyter does not show it twice), shows it as a PNG
+    (which renders whatever the matplotlib backend) and updates that one display in place;
+    `finish(history)` draws the final state (also when a finished run was simply resumed from
+    its checkpoint and no iteration ran).
     """
 
     def __init__(self, title: str = "Prune–Train–Repeat, live"):
         self.title, self.rows, self.handle = title, [], None
 
     def _draw(self, history: pd.DataFrame) -> None:
-        from IPython.display import display
+        from IPython.display import Image, display
 
         fig = Figure(figsize=(7, 3.8))
         ax = fig.subplots()
         draw_sawtooth(ax, history)
         ax.axhline(100 * history["accuracy_after_finetune"].iloc[0], color="gray", ls="--", lw=1,
                    label="before pruning")
-        ax.set_title(f"{self.title}: iteration {int(history['iteration'].iloc[-1])}")
+        ax.set_title(f"{self.title} (iteration {int(history['iteration'].iloc[-1])})", fontsize=10)
         ax.legend(fontsize=8, loc="lower left")
         fig.tight_layout()
+        image = Image(figure_png(fig, dpi=100))
         if self.handle is None:
-            self.handle = display(fig, display_id=True)
+            self.handle = display(image, display_id=True)
         else:
-            self.handle.update(fig)
+            self.handle.update(image)
 
     def on_start(self, history: pd.DataFrame, model) -> None:
         self.rows = history.to_dict(orient="records")
+        self._draw(history)
 
     def on_iteration(self, row: dict, model) -> None:
         self.rows.append(row)
@@ -117,7 +120,7 @@ def plot_criteria(histories: Mapping[str, pd.DataFrame], title: str = "Criteria 
 def plot_layer_heatmap(histories: Mapping[str, pd.DataFrame], title: str = "Filters left per layer") -> plt.Figure:
     """A heat map per run: layers (rows, input to output) × iterations (columns), % of filters left."""
     n = len(histories)
-    fig, axes = plt.subplots(1, n, figsize=(2.2 + 3.8 * n, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 + 3.8 * n, 3.8), squeeze=False, layout="constrained")
     image = None
     for ax, (name, h) in zip(axes[0], histories.items()):
         rel = layer_widths(h, relative=True)
@@ -146,8 +149,9 @@ def draw_recovery(ax: Axes, history: pd.DataFrame, *, label: str | None = None, 
     line, = ax.plot(curve["step"], 100 * curve["accuracy"], marker="o", ms=3, color=color,
                     label=label or "after pruning, while fine-tuning")
     if len(base):
-        ax.axhline(100 * base["accuracy"].iloc[0], color=line.get_color() if label else "gray", ls="--", lw=1,
-                   label=None if label else "before pruning")
+        first = "before pruning" not in [h.get_label() for h in ax.get_lines()]
+        ax.axhline(100 * base["accuracy"].iloc[0], color="gray", ls="--", lw=1,
+                   label="before pruning" if first else None)
     ax.set(xlabel="fine-tuning step (batches)", ylabel="validation accuracy (%)")
     ax.grid(alpha=0.3)
     return ax

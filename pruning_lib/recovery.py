@@ -257,9 +257,10 @@ class RecoveryController:
         self.progress.value = step
 
     # -- handlers
-    def run(self) -> RecoveryResult:
+    def run(self, *, clear_stop: bool = True) -> RecoveryResult:
         """Prune & fine-tune with the current control values, updating the widget as it goes."""
-        self._stop.clear()
+        if clear_stop:
+            self._stop.clear()
         self.progress.max, self.progress.value = max(self.steps.value, 1), 0
         self.status.value = "ranking and pruning…"
         result = prune_and_finetune(self.model, self.train_loader, self.val_loader, amount=self.amount.value,
@@ -274,7 +275,7 @@ class RecoveryController:
     def _guarded_run(self) -> None:
         self.button.disabled, self.stop_button.disabled, self.error = True, False, None
         try:
-            self.run()
+            self.run(clear_stop=False)
         except Exception as err:  # shown in the widget: a thread's exception would vanish
             self.error = err
             self.status.value = f"<b>error</b>: {html.escape(f'{type(err).__name__}: {err}')}"
@@ -287,6 +288,7 @@ class RecoveryController:
         """What the "Prune & fine-tune" button does (ignored while a run is in progress)."""
         if self.running:
             return
+        self._stop.clear()      # here, not in the thread: a Stop pressed right after starting counts
         if self.background:
             self.button.disabled = True
             self.thread = threading.Thread(target=self._guarded_run, name="prune-and-finetune", daemon=True)

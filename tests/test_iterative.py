@@ -381,3 +381,27 @@ def test_blocks_keep_every_pruned_width_a_multiple(baseline):
     assert all(w % 4 == 0 for w in widths.values()), widths
     # the history counts the filters really removed
     assert history["filters_removed"].iloc[-1] == sum(original.values()) - sum(widths.values())
+
+
+def test_live_sawtooth_updates_one_display_per_iteration(baseline, monkeypatch):
+    import IPython.display
+
+    from pruning_lib.plots_iterative import LiveSawtooth
+
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(("update", obj))
+
+    def fake_display(obj, display_id=False):
+        shown.append(("display", obj))
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    live = LiveSawtooth()
+    _, h = run(baseline, schedule(target_fraction=0.3), callbacks=[live])
+    live.finish(h)
+    # drawn at the start, after each of the 2 iterations, and once more at the end, always in one display
+    assert [kind for kind, _ in shown] == ["display", "update", "update", "update"]
+    assert all(isinstance(obj, IPython.display.Image) and obj.data[:4] == b"\x89PNG" for _, obj in shown)

@@ -1,69 +1,135 @@
-"""The recovery widget's work, headless: the pure function and the controller behind the buttons."""
+"""Tests for pruning_lib.recovery: one-shot prune + fine-tune, and its widget driven headless."""
 
 from __future__ import annotations
 
+import time
+
+import pandas as pd
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from pruning_lib import train
-from pruning_lib.models import small_vgg
+from pruning_lib.iterative import fingerprint
+from pruning_lib.plots_iterative import plot_recovery
 from pruning_lib.recovery import RECOVERY_COLUMNS, prune_and_finetune, recovery_widget
 from pruning_lib.surgery import filters_per_layer
 
-SHAPE = (1, 8, 8)
-
-
-def data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 2
-    x = torch.randn(n, 1, 8, 8, generator=g) * 0.5
-    x[y == 1, :, :4] += 1.5
-    return TensorDataset(x, y)
+from test_iterative import SHAPE, loaders, tiny_model
 
 
 @pytest.fixture(scope="module")
-def setup():
-    torch.manual_seed(0)
-    model = small_vgg((8, "M", 16), in_channels=1, num_classes=2)
-    train_dl = DataLoader(data(64, 0), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
-    val_dl = DataLoader(data(32, 1), batch_size=32)
-    train.fit(model, train_dl, steps=30, lr=1e-2, progress=False)
-    return model.eval(), train_dl, val_dl
+def baseline():
+    model = tiny_model()
+    train.fit(model, loaders()[0], steps=40, lr=1e-2, progress=False)
+    return model.eval()
 
 
-def test_prune_and_finetune_records_the_drop_and_the_recovery(setup):
-    model, train_dl, val_dl = setup
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    seen = []
-    result = prune_and_finetune(model, train_dl, val_dl, input_shape=SHAPE, amount=0.5, steps=10, eval_every=5,
-                                on_record=lambda h, info: seen.append(len(h)))
+def recover(model, **kw):
+    train_dl, val_dl = loaders()
+    options = dict(input_shape=SHAPE, amount=0.5, criterion="taylor", steps=6, eval_every=2, rank_batches=2, lr=1e-3)
+    return prune_and_finetune(model, train_dl, val_dl, **{**options, **kw})
+
+
+def test_prune_and_finetune_records_the_drop_and_the_recovery(baseline):
+    before = fingerprint(baseline)
+    records, progress = [], []
+    result = recover(baseline, on_record=lambda h, info: records.append((h, info)),
+                     on_progress=lambda s, n: progress.append((s, n)))
     h = result.history
-    assert tuple(h.columns) == RECOVERY_COLUMNS
-    assert list(h["phase"][:2]) == ["baseline", "pruned"] and (h["phase"][2:] == "fine-tune").all()
-    assert list(h["step"][2:]) == [5, 10]
-    assert h["accuracy"].between(0, 1).all() and seen == sorted(seen) and seen[-1] == len(h)
+    assert fingerprint(baseline) == before, "a copy is pruned"
+    assert list(h.columns) == list(RECOVERY_COLUMNS)
+    assert list(h["phase"]) == ["baseline", "pruned", "fine-tune", "fine-tune", "fine-tune"]
+    assert list(h["step"]) == [0, 0, 2, 4, 6]
+    assert h["accuracy"].between(0, 1).all()
+    assert progress == [(s, 6) for s in range(1, 7)]
+    assert [len(r[0]) for r in records] == [1, 2, 3, 4, 5], "one callback per evaluation, with the history so far"
+    assert records[-1][1]["pruned"] == result.pruned
+    assert result.baseline["filters"] == 20 and result.pruned["filters"] == 10
+    assert sum(filters_per_layer(result.model).values()) == 10
     assert result.pruned["gflops"] < result.baseline["gflops"] and result.pruned["params"] < result.baseline["params"]
-    assert sum(filters_per_layer(result.model).values()) == 12  # half of 24 filters removed, for real
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # baseline untouched
+    _, val_dl = loaders()
+    assert result.accuracy == train.evaluate(result.model, val_dl)["accuracy"]
+    assert h["accuracy"].iloc[0] == train.evaluate(baseline, val_dl)["accuracy"]
+    assert not result.stopped
+    assert recover(baseline).history.equals(h), "deterministic for a seed"
 
 
-def test_should_stop_ends_fine_tuning_early(setup):
-    model, train_dl, val_dl = setup
-    calls = []
-    result = prune_and_finetune(model, train_dl, val_dl, input_shape=SHAPE, amount=0.25, steps=20, eval_every=5,
-                                should_stop=lambda: len(calls) >= 3, on_progress=lambda s, n: calls.append(s))
-    assert result.stopped and result.history["step"].iloc[-1] < 20
+def test_should_stop_ends_fine_tuning_early(baseline):
+    steps_seen = []
+    result = recover(baseline, steps=50, on_progress=lambda s, n: steps_seen.append(s),
+                     should_stop=lambda: len(steps_seen) >= 3)
+    assert result.stopped and steps_seen == [1, 2, 3]
+    assert list(result.history["step"]) == [0, 0, 2, 3]
+    _, val_dl = loaders()
+    assert result.accuracy == train.evaluate(result.model, val_dl)["accuracy"]
 
 
-def test_widget_controls_drive_the_pure_function_headless(setup):
-    model, train_dl, val_dl = setup
-    box = recovery_widget(model, train_dl, val_dl, input_shape=SHAPE, steps=10, eval_every=5, background=False)
+def test_amount_is_validated(baseline):
+    with pytest.raises(ValueError, match="amount"):
+        recover(baseline, amount=1.0)
+    with pytest.raises(ValueError, match="removes none"):
+        recover(baseline, amount=0.01)
+
+
+def test_plot_recovery_draws_each_history(baseline):
+    h = recover(baseline, steps=2).history
+    fig = plot_recovery({"taylor": h, "again": h})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["taylor", "before pruning", "again"], "one baseline entry, one line per history"
+
+
+def make_widget(baseline, **kw):
+    train_dl, val_dl = loaders()
+    return recovery_widget(baseline, train_dl, val_dl, input_shape=SHAPE, rank_batches=2, eval_every=2,
+                           lr=1e-3, **kw)
+
+
+def png_shown(box) -> bool:
+    outputs = box.controller.plot.outputs
+    return len(outputs) == 1 and "image/png" in outputs[0]["data"]
+
+
+def test_widget_renders_the_baseline_at_once(baseline):
+    box = make_widget(baseline)
+    assert png_shown(box)
+    assert "before" in box.controller.sizes.value and "MFLOPs" in box.controller.sizes.value
+    assert box.controller.result is None and box.controller.stop_button.disabled
+
+
+def test_widget_button_runs_the_pure_function_headless(baseline):
+    box = make_widget(baseline, background=False)
     c = box.controller
-    assert c.plot.outputs and "image/png" in c.plot.outputs[0]["data"]  # the baseline is shown at once
-    c.amount.value, c.criterion.value, c.steps.value = 0.5, "random", 10  # move the controls ...
-    c.press()                                                             # ... and press the button
-    assert c.result is not None and c.error is None
-    assert c.result.history["step"].iloc[-1] == 10 and c.progress.value == 10
-    assert "done" in c.status.value and "FLOPs" in c.sizes.value
-    assert not c.button.disabled and c.stop_button.disabled
+    c.amount.value, c.criterion.value, c.steps.value = 0.3, "l1", 4
+    c.button.click()                                    # what a click in the browser does
+    h = c.result.history
+    assert list(h["phase"]) == ["baseline", "pruned", "fine-tune", "fine-tune"]
+    assert list(h["step"]) == [0, 0, 2, 4]
+    assert c.result.pruned["filters"] == 20 - round(0.3 * 20)
+    expected = recover(baseline, amount=0.3, criterion="l1", steps=4)
+    pd.testing.assert_frame_equal(h, expected.history)
+    assert c.progress.value == 4 and c.progress.max == 4
+    assert png_shown(box) and "fewer" in c.sizes.value
+    assert c.status.value.startswith("done") and not c.button.disabled and c.stop_button.disabled
+
+
+def test_widget_stop_button_ends_a_background_run(baseline):
+    box = make_widget(baseline, background=True, steps=200)
+    c = box.controller
+    c.button.click()
+    assert c.running and c.button.disabled and not c.stop_button.disabled
+    c.button.click()                                    # a second press while running is ignored
+    time.sleep(0.2)
+    c.stop_button.click()
+    result = c.wait(timeout=60)
+    assert not c.running and result is not None and result.stopped
+    assert result.history["step"].iloc[-1] < 200
+    assert c.status.value.startswith("stopped") and not c.button.disabled
+
+
+def test_widget_shows_errors_from_the_background_thread(baseline, monkeypatch):
+    box = make_widget(baseline, background=True)
+    c = box.controller
+    monkeypatch.setattr(c, "criterion", type("Fake", (), {"value": "no-such-criterion"})())
+    c.press()
+    c.wait(timeout=60)
+    assert isinstance(c.error, ValueError) and "error" in c.status.value and not c.button.disabled
