@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from . import bench, train
 from .criteria import rank_filters
+from .models import init_weights
 from .surgery import find_couplings, filters_per_layer, load_pruned, plan_from_scores, prune_filters, save_pruned
 
 __all__ = [
@@ -356,22 +357,6 @@ def compare_at_flops(histories: Mapping[str, pd.DataFrame], gflops: Sequence[flo
     return pd.DataFrame(rows)
 
 
-def _vgg_init(model: nn.Module) -> None:
-    """torchvision's VGG init (also small_vgg's): Kaiming-normal convs (fan_out), BN identity, Linear N(0, 0.01)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-            m.reset_running_stats()
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
-
-
 def scratch_model(pruned: nn.Module, template: nn.Module, *, seed: int = 0) -> nn.Module:
     """The pruned architecture with fresh random weights: "train the small network from scratch".
 
@@ -393,7 +378,7 @@ def scratch_model(pruned: nn.Module, template: nn.Module, *, seed: int = 0) -> n
         plan[name] = list(range(width, modules[name].out_channels))
     small = prune_filters(copy.deepcopy(template), plan)
     torch.manual_seed(seed)
-    _vgg_init(small)
+    init_weights(small)
     return small.train()
 
 

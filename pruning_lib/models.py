@@ -28,6 +28,7 @@ __all__ = [
     "SmallVGG",
     "WeightsUnavailableError",
     "freeze_features",
+    "init_weights",
     "replace_head",
     "small_vgg",
     "vgg16",
@@ -117,8 +118,9 @@ def _make_classifier(
     )
 
 
-def _init_weights(model: nn.Module) -> None:
-    """torchvision's VGG init: Kaiming-normal convs (fan_out, ReLU), BN = identity, Linear N(0, 0.01)."""
+def init_weights(model: nn.Module) -> None:
+    """torchvision's VGG init, in place: Kaiming-normal convs (fan_out, ReLU), BN = identity with
+    fresh running statistics, Linear N(0, 0.01). Seed with ``torch.manual_seed`` first."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -127,6 +129,7 @@ def _init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+            m.reset_running_stats()
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
@@ -178,7 +181,7 @@ def small_vgg(
         _make_classifier(last_width, num_classes, hidden, dropout),
         config,
     )
-    _init_weights(model)
+    init_weights(model)
     return model
 
 
