@@ -23,6 +23,8 @@ import torch
 import torchvision
 from torch import nn
 
+from .train import state_dict_differences
+
 __all__ = [
     "DEFAULT_WIDTHS",
     "SmallVGG",
@@ -290,18 +292,10 @@ def _local_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _check_vgg16_keys(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Raise ValueError naming missing/unexpected keys and shape mismatches."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs VGG16 {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
+    differences = state_dict_differences(model, state, "file")
+    if differences:
         raise ValueError(
-            f"{source} is not a VGG16 state dict: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}, shape mismatches {shapes[:5]}. "
+            f"{source} is not a VGG16 state dict: " + "; ".join(differences) + ". "
             f"Fix: pass the torchvision file {torchvision.models.VGG16_Weights.IMAGENET1K_V1.url}"
         )
 

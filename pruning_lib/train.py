@@ -454,25 +454,32 @@ def save_checkpoint(
     return path
 
 
-def _check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    """Raise ValueError naming the keys and shapes where ``state`` and ``model`` differ."""
+def state_dict_differences(model: nn.Module, state: dict[str, torch.Tensor], source: str = "file") -> list[str]:
+    """How ``state`` differs from ``model.state_dict()``: missing keys, unexpected keys, shape mismatches
+    (at most 8 of each named); an empty list when they match."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        f"{k}: {source} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
         for k, v in expected.items()
         if k in state and state[k].shape != v.shape
     ]
-    if missing or unexpected or shapes:
-        parts = [
-            f"missing keys {missing[:8]}" if missing else "",
-            f"unexpected keys {unexpected[:8]}" if unexpected else "",
-            f"shape mismatches {shapes[:8]}" if shapes else "",
-        ]
+    parts = [
+        f"missing keys {missing[:8]}" if missing else "",
+        f"unexpected keys {unexpected[:8]}" if unexpected else "",
+        f"shape mismatches {shapes[:8]}" if shapes else "",
+    ]
+    return [p for p in parts if p]
+
+
+def _check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise ValueError naming the keys and shapes where ``state`` and ``model`` differ."""
+    differences = state_dict_differences(model, state, "checkpoint")
+    if differences:
         raise ValueError(
             f"checkpoint {path} does not match {type(model).__name__}: "
-            + "; ".join(p for p in parts if p)
+            + "; ".join(differences)
             + ". Fix: build the model with the same architecture before loading (a pruned model "
             "has fewer filters: rebuild it with the pruned widths)."
         )
