@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 export PRUNING_PROFILE := $(PROFILE)
 
-.PHONY: demo test test-lib test-notebooks lab bench setup clean
+.PHONY: demo test test-lib test-browser test-notebooks lab bench bench-distill setup clean
 
 setup: $(STAMP)
 
@@ -22,25 +22,34 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m pruning_lib.demo
 
-## pytest on tests/ and nbval on notebooks/.
-test: test-lib test-notebooks
+## pytest on tests/ (the library, then the widgets in a real browser) and nbval on notebooks/; each part is timed.
+test: test-lib test-browser test-notebooks
+
+# $(call timed,NAME,COMMAND): run COMMAND, then print how long it took.
+timed = @start=$$(date +%s); $(2); rc=$$?; echo "== $(1) took $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test-lib: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(call timed,test-lib (pytest tests),$(PY) -m pytest tests -q -rs --durations=5 --ignore=tests/test_browser.py)
+
+## JupyterLab + headless Chromium: the widgets of notebooks 02 and 03 (skips, saying why, without a browser).
+test-browser: $(STAMP)
+	$(call timed,test-browser (JupyterLab + Chromium),$(PY) -m pytest tests/test_browser.py -q -rs)
 
 test-notebooks: $(STAMP)
-	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-	  $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks -q -p no:cacheprovider; \
-	else echo "no notebooks yet"; fi
+	$(call timed,test-notebooks (nbval),$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg notebooks -q -p no:cacheprovider --durations=4)
 
 ## JupyterLab on the notebooks.
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
 
-## Benchmarks (scripts, not tests): surgery + Taylor cost.
+## Benchmarks (scripts, not tests): surgery + Taylor cost, then notebook 04's speed and size figures.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_surgery.py
 	$(PY) benchmarks/bench_speed.py
+
+## What fine-tuning with the dense network as teacher buys (about 20 min on 2 cores).
+bench-distill: $(STAMP)
+	$(PY) benchmarks/bench_distill.py
 
 clean:
 	rm -rf build .pytest_cache

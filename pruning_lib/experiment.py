@@ -179,23 +179,35 @@ def schedule(criterion: str, profile: Profile | None = None, **changes) -> "iter
     settings = dict(criterion=criterion, filters_per_iteration=p.filters_per_iteration,
                     finetune_steps=p.prune_finetune_steps, lr=p.prune_lr, rank_batches=p.rank_batches,
                     target_fraction=p.target_fraction, flops_lambda=p.flops_lambda,
-                    multiple_of=p.channel_multiple, seed=p.seed)
+                    multiple_of=p.channel_multiple, distill=p.distill, temperature=p.distill_temperature,
+                    seed=p.seed)
     return PruningSchedule(**{**settings, **changes})
 
 
-def final_fine_tune(model: nn.Module, profile: Profile | None = None, *, lr: float | None = None,
-                    max_steps: int | None = None, progress: bool = False) -> pd.DataFrame:
+def fine_tuning_loss(teacher: nn.Module | None, profile: Profile | None = None):
+    """The profile's fine-tuning loss after pruning: distillation from `teacher` (the dense network)
+    when ``profile.distill > 0`` and a teacher is given, else plain cross-entropy."""
+    p = profile or get_profile()
+    if teacher is None or not p.distill:
+        return torch.nn.functional.cross_entropy
+    return train.KnowledgeDistillation(teacher, p.distill, p.distill_temperature)
+
+
+def final_fine_tune(model: nn.Module, profile: Profile | None = None, *, teacher: nn.Module | None = None,
+                    lr: float | None = None, max_steps: int | None = None, progress: bool = False) -> pd.DataFrame:
     """After the last pruning iteration: fine-tune until validation accuracy plateaus (keeps the best weights).
 
     The same stopping rule as the baseline's (`Plateau`), so the pruned and the dense network are
-    both trained to their plateau before they are compared.  Returns fit's history.
+    both trained to their plateau before they are compared.  With a `teacher` (the dense network)
+    the loss is the profile's (`fine_tuning_loss`), as in the loop.  Returns fit's history.
     """
     p = profile or get_profile()
     loaders = target_loaders(p)
     train.seed_everything(p.seed)
     plateau = Plateau(p.patience)
     history = train.fit(model, loaders["train"], steps=max_steps or p.finetune_steps, lr=lr or p.prune_lr,
-                        val_loader=loaders["val"], eval_every=p.eval_every, callbacks=[plateau], progress=progress)
+                        val_loader=loaders["val"], eval_every=p.eval_every, callbacks=[plateau],
+                        loss_fn=fine_tuning_loss(teacher, p), progress=progress)
     if plateau.best_state is not None:
         model.load_state_dict(plateau.best_state)
     return history

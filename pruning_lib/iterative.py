@@ -4,7 +4,8 @@ Each iteration:
 1. rank the filters with a criterion over a few batches (scores L2-normalised per layer, Eq. 9);
 2. optionally subtract the paper's FLOPs regularisation, λ · (FLOPs one filter costs) (Sec. 2.3);
 3. remove the k globally lowest filters (a floor per layer: no layer is emptied);
-4. fine-tune for n steps; 5. evaluate on the validation set and record.
+4. fine-tune for n steps (optionally distilling from the starting network: `train.KnowledgeDistillation`);
+5. evaluate on the validation set and record.
 It stops at a target: a fraction of filters removed, a FLOPs budget, or an accuracy floor.
 
 Every iteration is checkpointed (model widths and weights, optimizer state, history, and a
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import bench, train
@@ -76,6 +78,9 @@ class PruningSchedule:
         multiple_of: every layer that loses filters keeps a multiple of this many (16 suits
             AVX-512 CPUs: odd widths vectorise badly); each iteration then removes at most
             `filters_per_iteration`, in blocks of this size.
+        distill: weight α of the dense network's soft predictions in the fine-tuning loss
+            (`train.KnowledgeDistillation`, the starting model is the teacher); 0: plain cross-entropy.
+        temperature: the distillation temperature T.
         seed: seeds the batches, dropout and the "random" criterion of every iteration.
     """
 
@@ -90,6 +95,8 @@ class PruningSchedule:
     flops_lambda: float = 0.0
     min_keep: int = 1
     multiple_of: int = 1
+    distill: float = 0.0
+    temperature: float = 4.0
     seed: int = 0
 
     def __post_init__(self):
@@ -110,6 +117,8 @@ class PruningSchedule:
             raise ValueError(f"multiple_of must be >= 1, got {self.multiple_of}")
         if self.flops_lambda < 0:
             raise ValueError(f"flops_lambda must be >= 0, got {self.flops_lambda}")
+        if not 0 <= self.distill <= 1 or self.temperature <= 0:
+            raise ValueError(f"distill must be in [0, 1] and temperature > 0, got {self.distill}, {self.temperature}")
 
 
 class CheckpointMismatchError(ValueError):
@@ -238,7 +247,7 @@ def prune_train_repeat(
     """Run Prune–Train–Repeat on a copy of `model` (left unchanged) until the schedule's target.
 
     Args:
-        model: the trained, unpruned starting model (the baseline).
+        model: the trained, unpruned starting model (the baseline; also the teacher when distilling).
         train_loader: ranking batches and fine-tuning come from it (re-seeded every iteration).
         val_loader: accuracy before and after each fine-tune is measured on it.
         input_shape: one image's shape (C, H, W), for FLOPs.
@@ -262,6 +271,8 @@ def prune_train_repeat(
         one, except after an accuracy-floor stop).
     """
     total = sum(filters_per_layer(model).values())
+    loss_fn = (train.KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
+               else F.cross_entropy)
     checkpoint = Path(checkpoint) if checkpoint else None
     print_ = fingerprint(model)
     current = history = None
@@ -306,7 +317,7 @@ def prune_train_repeat(
         optimizer = torch.optim.Adam([p for p in current.parameters() if p.requires_grad], lr=schedule.lr)
         if schedule.finetune_steps:
             fitted = train.fit(current, train_loader, steps=schedule.finetune_steps, optimizer=optimizer,
-                               eval_every=schedule.finetune_steps,
+                               eval_every=schedule.finetune_steps, loss_fn=loss_fn,
                                callbacks=[cb for cb in callbacks if isinstance(cb, train.Callback)],
                                progress=False)
             stop = stop or fitted.attrs.get("stopped_early", False)

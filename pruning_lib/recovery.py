@@ -83,7 +83,7 @@ class _Recorder(train.Callback):
     @staticmethod
     def _size(row: dict) -> dict:
         return {"gflops": row["gflops"], "params": int(row["params"]),
-                "filters": sum(v for k, v in row.items() if k.startswith("filters:"))}
+                "filters": int(sum(v for k, v in row.items() if k.startswith("filters:")))}
 
     def on_start(self, history: pd.DataFrame, model) -> None:
         row = history.iloc[0].to_dict()
@@ -226,7 +226,8 @@ class RecoveryController:
         self.criterion = w.Dropdown(options=list(criteria), value=criterion, description="criterion")
         self.steps = w.IntSlider(value=steps, min=0, max=max_steps, step=5, description="fine-tune steps",
                                  style={"description_width": "initial"}, continuous_update=False)
-        self.button = w.Button(description="Prune & fine-tune", button_style="primary", icon="scissors")
+        self.button = w.Button(description="Prune & fine-tune", button_style="primary", icon="scissors",
+                               layout=w.Layout(width="auto"))
         self.stop_button = w.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=max(steps, 1), description="fine-tuning")
         self.status = w.HTML()

@@ -30,6 +30,7 @@ __all__ = [
     "HISTORY_COLUMNS",
     "Callback",
     "FunctionCallback",
+    "KnowledgeDistillation",
     "StopTraining",
     "confusion_matrix",
     "evaluate",
@@ -141,7 +142,8 @@ def evaluate(
     """Mean loss and top-1 accuracy of ``model`` over ``loader``.
 
     Runs in eval mode under ``torch.no_grad`` and restores each module's previous mode.
-    ``loss_fn(logits (N, K), targets (N,))`` must return the batch mean (as ``F.cross_entropy``).
+    ``loss_fn(logits (N, K), targets (N,))`` must return the batch mean (as ``F.cross_entropy``);
+    a loss with ``uses_inputs = True`` (:class:`KnowledgeDistillation`) also gets ``inputs=x``.
 
     Returns:
         ``{"loss": mean loss per example, "accuracy": fraction correct in [0, 1], "n": examples}``.
@@ -152,7 +154,7 @@ def evaluate(
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
             x, y = _unpack(batch, device)
             logits = model(x)
-            total_loss += loss_fn(logits, y).item() * len(y)
+            total_loss += _batch_loss(loss_fn, logits, y, x).item() * len(y)
             correct += (logits.argmax(dim=1) == y).sum().item()
             n += len(y)
     if n == 0:
@@ -192,6 +194,47 @@ def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: in
             )
     counts = torch.bincount(targets * num_classes + preds, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+class KnowledgeDistillation:
+    """Distillation loss (Hinton et al. 2015): learn the labels *and* a teacher's soft predictions.
+
+    ``loss = (1 - alpha) * CE(s, y) + alpha * T**2 * KL(softmax(t / T) || softmax(s / T))``
+
+    with ``s`` the student's logits (N, K), ``t = teacher(x)`` computed in eval mode without
+    gradients, and ``T`` the temperature (the ``T**2`` keeps the soft term's gradients on the scale
+    of the hard term's).  After pruning, the teacher is the dense network: its soft predictions tell
+    the pruned student how confusable each image is, which 3,200 hard labels cannot.
+
+    Use it as ``fit(..., loss_fn=KnowledgeDistillation(dense, alpha=0.7))``; the teacher is not
+    changed (its modes are restored and it gets no gradients).
+    """
+
+    uses_inputs = True   # fit and evaluate pass the batch's inputs: loss_fn(logits, y, inputs=x)
+
+    def __init__(self, teacher: nn.Module, alpha: float = 0.7, temperature: float = 4.0) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha weighs the teacher's term and must be in [0, 1]; got {alpha}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.teacher, self.alpha, self.temperature = teacher, alpha, temperature
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor, *, inputs: torch.Tensor) -> torch.Tensor:
+        with _mode(self.teacher, training=False), torch.no_grad():
+            soft_targets = F.softmax(self.teacher(inputs) / self.temperature, dim=1)
+        soft = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft_targets, reduction="batchmean")
+        hard = F.cross_entropy(logits, targets)
+        return (1 - self.alpha) * hard + self.alpha * self.temperature**2 * soft
+
+
+def _batch_loss(loss_fn: LossFn, logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(logits, targets)``, or with ``inputs=`` for a loss that needs them (distillation)."""
+    if getattr(loss_fn, "uses_inputs", False):
+        return loss_fn(logits, targets, inputs=inputs)
+    return loss_fn(logits, targets)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -279,7 +322,7 @@ def _train_step(
 ) -> float:
     """One optimisation step on a batch; returns the batch's mean loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+    loss = _batch_loss(loss_fn, model(x), y, x)
     loss.backward()
     optimizer.step()
     return loss.item()
@@ -316,6 +359,7 @@ def fit(
         device: move the model there; default: where its parameters are.
         progress: show a ``tqdm.auto`` bar with the running loss.
         start_step: step count already done (to continue a history); steps are numbered from it.
+        loss_fn: ``F.cross_entropy`` by default; :class:`KnowledgeDistillation` learns from a teacher too.
 
     Returns:
         History, one row per evaluation point, columns ``HISTORY_COLUMNS``: ``step`` (total steps

@@ -301,6 +301,27 @@ def test_schedule_validates_its_arguments():
         PruningSchedule(target_fraction=0.5, min_keep=0)
     with pytest.raises(ValueError, match="fraction"):
         PruningSchedule(min_accuracy=87.0)
+    with pytest.raises(ValueError, match="distill"):
+        PruningSchedule(target_fraction=0.5, distill=1.5)
+
+
+def test_distilling_from_the_starting_model(baseline, monkeypatch):
+    """With distill > 0 every fine-tune uses KnowledgeDistillation with the (unchanged) starting model as teacher."""
+    seen = []
+    real_fit = train.fit
+
+    def spy(model, loader, **kw):
+        seen.append(kw.get("loss_fn"))
+        return real_fit(model, loader, **kw)
+
+    monkeypatch.setattr(train, "fit", spy)
+    before = fingerprint(baseline)
+    pruned, h = run(baseline, schedule(distill=0.5, temperature=3.0))
+    assert fingerprint(baseline) == before
+    assert len(seen) == len(h) - 1 and all(isinstance(f, train.KnowledgeDistillation) for f in seen)
+    assert all(f.teacher is baseline and f.alpha == 0.5 and f.temperature == 3.0 for f in seen)
+    plain, _ = run(baseline, schedule())
+    assert not same_state(pruned, plain), "distillation should change the fine-tuned weights"
 
 
 # ---------------------------------------------------------------- the FLOPs regularisation

@@ -19,6 +19,7 @@ from pruning_lib.train import (
     HISTORY_COLUMNS,
     Callback,
     FunctionCallback,
+    KnowledgeDistillation,
     StopTraining,
     confusion_matrix,
     evaluate,
@@ -157,6 +158,60 @@ def test_fit_reduces_loss():
     assert after["loss"] < 0.5 * before
     assert after["accuracy"] > 0.9
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def test_distillation_loss_is_the_formula():
+    teacher, student = tiny_model(1), tiny_model(2)
+    x, y = blobs(16).tensors
+    logits = student(x)
+    alpha, T = 0.3, 2.5
+    with torch.no_grad():
+        p = torch.softmax(teacher.eval()(x) / T, dim=1)
+    q_log = torch.log_softmax(logits / T, dim=1)
+    kl = (p * (p.log() - q_log)).sum(dim=1).mean()          # KL(p || q), averaged over the batch
+    expected = (1 - alpha) * F.cross_entropy(logits, y) + alpha * T**2 * kl
+    got = KnowledgeDistillation(teacher, alpha, T)(logits, y, inputs=x)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.equal(KnowledgeDistillation(teacher, 0.0)(logits, y, inputs=x), F.cross_entropy(logits, y))
+    # the student equal to the teacher: the soft term vanishes
+    teacher.eval()
+    same = KnowledgeDistillation(teacher, 1.0, T)(teacher(x), y, inputs=x)
+    assert same.abs().item() < 1e-6
+
+
+def test_distillation_leaves_the_teacher_alone():
+    teacher, student = tiny_model(1).train(), tiny_model(2)
+    teacher.features[0].eval()                                # a mixed state, to be restored exactly
+    modes = {n: m.training for n, m in teacher.named_modules()}
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    loss_fn = KnowledgeDistillation(teacher, 0.5)
+    fit(student, loader(), steps=5, lr=1e-2, loss_fn=loss_fn, val_loader=loader(shuffle=False), progress=False)
+    assert {n: m.training for n, m in teacher.named_modules()} == modes
+    assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items()), "BN stats or weights changed"
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_distillation_pulls_the_student_toward_the_teacher():
+    """alpha = 1 ignores the labels: trained on *shuffled* labels, the student still learns the teacher's answers."""
+    teacher = tiny_model(1)
+    fit(teacher, loader(), steps=60, lr=1e-2, progress=False)
+    x, y = blobs().tensors
+    shuffled = TensorDataset(x, y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))])
+    student = tiny_model(2)
+    fit(student, loader(shuffled), steps=150, lr=1e-2, loss_fn=KnowledgeDistillation(teacher, 1.0, 1.0), progress=False)
+    held_out = loader(blobs(48, 5), shuffle=False)
+    agree = predict(student, held_out)[0] == predict(teacher, held_out)[0]
+    assert agree.float().mean() > 0.9
+
+
+def test_distillation_arguments_are_checked():
+    with pytest.raises(ValueError, match="alpha"):
+        KnowledgeDistillation(tiny_model(), alpha=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        KnowledgeDistillation(tiny_model(), temperature=0)
 
 
 def test_fit_history_rows_steps_mode():
