@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 ## Run every notebook in order, headless, in the quick profile; results in build/ and reports/.
 demo: $(STAMP)
-	$(PY) -m pruning_lib.demo
+	$(PY) -m pruning_lib.course.demo
 
 ## pytest on tests/ (the library, then the widgets in a real browser) and nbval on notebooks/; each part is timed.
 test: test-lib test-browser test-notebooks

@@ -24,8 +24,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pruning_lib import bench, experiment, iterative, train
-from pruning_lib.profiles import get_profile
+from pruning_lib import iterative, measure
+from pruning_lib.course import experiment
+from pruning_lib.course.profiles import get_profile
+from pruning_lib.evaluation import evaluate
 
 
 def one_run(P, baseline, loaders, criterion: str, seed: int, distill: float) -> dict:
@@ -36,13 +38,13 @@ def one_run(P, baseline, loaders, criterion: str, seed: int, distill: float) -> 
                                                   input_shape=P.input_shape, progress=False)
     final = experiment.final_fine_tune(model, P, teacher=baseline if distill else None)
     shape = (1, *P.input_shape)
-    dense_test = train.evaluate(baseline, loaders["test"])["accuracy"]
-    test = train.evaluate(model, loaders["test"])["accuracy"]
+    dense_test = evaluate(baseline, loaders["test"])["accuracy"]
+    test = evaluate(model, loaders["test"])["accuracy"]
     return {"criterion": criterion, "seed": seed, "distill": distill,
-            "val_accuracy": train.evaluate(model, loaders["val"])["accuracy"], "test_accuracy": test,
+            "val_accuracy": evaluate(model, loaders["val"])["accuracy"], "test_accuracy": test,
             "dense_test_accuracy": dense_test, "points_lost": 100 * (dense_test - test),
-            "flops_ratio": bench.count_flops(baseline, shape) / bench.count_flops(model, shape),
-            "params_ratio": bench.count_parameters(baseline) / bench.count_parameters(model),
+            "flops_ratio": measure.count_flops(baseline, shape) / measure.count_flops(model, shape),
+            "params_ratio": measure.count_parameters(baseline) / measure.count_parameters(model),
             "final_fine_tune_steps": int(final["step"].max()), "seconds": time.perf_counter() - start}
 
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     P = get_profile(args.profile)
     torch.set_num_threads(args.threads)
     weights = args.distill or sorted({0.0, P.distill})
-    print("machine:", json.dumps(bench.machine_info()))
+    print("machine:", json.dumps(measure.machine_info()))
     print(f"profile={P.name}  criteria={args.criteria}  seeds={args.seeds}  distill={weights}  threads={args.threads}")
     baseline, loaders = experiment.load_baseline(P), experiment.target_loaders(P)
     rows = []
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out_dir / "bench_distill.csv", index=False)
     (args.out_dir / "bench_distill.json").write_text(json.dumps(
-        {"machine": bench.machine_info(), "profile": P.name, "threads": args.threads, "runs": rows}, indent=1))
+        {"machine": measure.machine_info(), "profile": P.name, "threads": args.threads, "runs": rows}, indent=1))
     print(f"wrote {args.out_dir / 'bench_distill.csv'} and .json")
     return table
 

@@ -21,9 +21,9 @@ and reports/iterative.json.  Prints the machine, threads and batch sizes, and wr
    ``torch_pruning``, removing the same filter indices as our surgery): same widths? same outputs?
    same speed?  Both are timed interleaved in the same form.
 
-glibc's malloc is told to keep freed memory (``bench.keep_freed_memory``, as in notebook 04; ``--default-malloc``
+glibc's malloc is told to keep freed memory (``measure.keep_freed_memory``, as in notebook 04; ``--default-malloc``
 to leave it): otherwise every forward pass page-faults its feature maps back in, and the timings depend on
-the allocator's history.  Forms (``pruning_lib.bench.FORMS``): ``eager`` is the model as trained; ``deploy`` folds BatchNorm into
+the allocator's history.  Forms (``pruning_lib.measure.FORMS``): ``eager`` is the model as trained; ``deploy`` folds BatchNorm into
 the convs and uses channels-last tensors, for dense and pruned alike.
 """
 
@@ -41,8 +41,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pruning_lib import bench, experiment, models, speed, surgery, train
-from pruning_lib.profiles import get_profile
+from pruning_lib import measure, models
+from pruning_lib.couplings import filters_per_layer
+from pruning_lib.course import experiment, reports
+from pruning_lib.course.profiles import get_profile
+from pruning_lib.evaluation import evaluate
+from pruning_lib.history import history_widths, speedup_sweep
+from pruning_lib.planning import transfer_widths
+from pruning_lib.surgery import with_widths
+from pruning_lib.vgg16 import vgg16
 
 
 # --------------------------------------------------------------------------- Torch-Pruning, same plan
@@ -51,7 +58,7 @@ from pruning_lib.profiles import get_profile
 def torch_pruning_same_widths(template: nn.Module, widths: Mapping[str, int], example: torch.Tensor) -> nn.Module:
     """A copy of `template` pruned by Torch-Pruning so that each conv keeps ``widths[conv]`` filters.
 
-    Removes the same indices as :func:`pruning_lib.speed.architecture_from_widths` (the last
+    Removes the same indices as :func:`pruning_lib.surgery.with_widths` (the last
     ``n - widths[conv]`` filters), through Torch-Pruning's dependency graph, so both libraries compute the
     same function from the same weights.
     """
@@ -78,7 +85,7 @@ def compare_with_torch_pruning(
     rounds: int = 5,
     trained: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Build the architecture with our surgery and with Torch-Pruning; compare widths, outputs and speed.
+    """Build the architecture with our surgery and with Torch-Pruning; compare widths, outputs and measure.
 
     Returns ``same_widths``, ``same_shapes`` (every state_dict tensor), ``max_abs_output_diff`` (on one
     random batch of `input_shape`), ``params``, and per form ``latency_ms`` of each (median over
@@ -87,7 +94,7 @@ def compare_with_torch_pruning(
     (``trained_over_ours``): the weights' values should not change the speed of a dense conv.
     """
     shape = tuple(input_shape)
-    ours = speed.architecture_from_widths(template, widths).eval()
+    ours = with_widths(template, widths).eval()
     theirs = torch_pruning_same_widths(template, widths, torch.randn(1, *shape[1:])).eval()
     so, st = ours.state_dict(), theirs.state_dict()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
@@ -95,10 +102,10 @@ def compare_with_torch_pruning(
         diff = float((ours(x) - theirs(x)).abs().max())
     result: dict[str, Any] = {
         "widths": dict(widths),
-        "same_widths": surgery.filters_per_layer(theirs) == surgery.filters_per_layer(ours),
+        "same_widths": filters_per_layer(theirs) == filters_per_layer(ours),
         "same_shapes": so.keys() == st.keys() and all(so[k].shape == st[k].shape for k in so),
         "max_abs_output_diff": diff,
-        "params": {"ours": bench.count_parameters(ours), "torch_pruning": bench.count_parameters(theirs)},
+        "params": {"ours": measure.count_parameters(ours), "torch_pruning": measure.count_parameters(theirs)},
         "input_shape": list(shape), "num_threads": num_threads, "forms": {},
     }
     for form in forms:
@@ -106,7 +113,7 @@ def compare_with_torch_pruning(
         times: dict[str, list[float]] = {k: [] for k, _ in contenders}
         for _ in range(rounds):
             for key, m in contenders:
-                times[key].append(bench.measure_latency(m, shape, num_threads=num_threads, min_run_time=min_run_time,
+                times[key].append(measure.measure_latency(m, shape, num_threads=num_threads, min_run_time=min_run_time,
                                                         form=form)["median_ms"])
         med = {k: statistics.median(v) for k, v in times.items()}
         result["forms"][form] = {"latency_ms": med, "tp_over_ours": med["torch_pruning"] / med["ours"],
@@ -122,8 +129,8 @@ def compare_with_torch_pruning(
 def side_by_side_all(nets: Mapping[str, nn.Module], image_shape: Sequence[int], *, threads: Sequence[int],
                      batches: Sequence[int], forms: Sequence[str], accuracy: Mapping[str, float],
                      rounds: int, min_run_time: float) -> pd.DataFrame:
-    """`speed.side_by_side` for each thread count; one table with a ``threads`` column."""
-    frames = [speed.side_by_side(nets, image_shape, batches, forms=forms, accuracy=accuracy, num_threads=t,
+    """`measure.side_by_side` for each thread count; one table with a ``threads`` column."""
+    frames = [measure.side_by_side(nets, image_shape, batches, forms=forms, accuracy=accuracy, num_threads=t,
                                  min_run_time=min_run_time, rounds=rounds).assign(threads=t) for t in threads]
     return pd.concat(frames, ignore_index=True)
 
@@ -132,11 +139,11 @@ def vgg16_seed_setting(kept: Sequence[float], *, remove_fraction: float, multipl
                        num_threads: int, min_run_time: float, rounds: int) -> tuple[pd.DataFrame, dict[str, int]]:
     """VGG16 (random weights, 2-class head) dense vs pruned like notebook 03, at batch 1."""
     torch.manual_seed(0)
-    vgg = models.vgg16(weights=None, num_classes=2).eval()
-    widths = speed.transfer_widths(kept, surgery.filters_per_layer(vgg), remove_fraction=remove_fraction,
+    vgg = vgg16(weights=None, num_classes=2).eval()
+    widths = transfer_widths(kept, filters_per_layer(vgg), remove_fraction=remove_fraction,
                                    multiple_of=multiple_of)
-    nets = {"VGG16": vgg, "VGG16 pruned": speed.architecture_from_widths(vgg, widths)}
-    table = speed.side_by_side(nets, (3, 224, 224), [1], forms=forms, num_threads=num_threads,
+    nets = {"VGG16": vgg, "VGG16 pruned": with_widths(vgg, widths)}
+    table = measure.side_by_side(nets, (3, 224, 224), [1], forms=forms, num_threads=num_threads,
                                min_run_time=min_run_time, rounds=rounds)
     return table, widths
 
@@ -153,13 +160,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batches", type=int, nargs="+", default=None, help="default: 1 and the profile's benchmark batch")
     parser.add_argument("--sweep-batches", type=int, nargs="+", default=None,
                         help="batch sizes of the batch sweep (default: 1 4 16 B 4B, B = the benchmark batch)")
-    parser.add_argument("--forms", nargs="+", default=["eager", "deploy"], choices=bench.FORMS)
+    parser.add_argument("--forms", nargs="+", default=["eager", "deploy"], choices=measure.FORMS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-run-time", type=float, default=0.3)
     parser.add_argument("--skip-sweep", action="store_true", help="skip the per-iteration and batch sweeps")
     parser.add_argument("--skip-vgg16", action="store_true")
     parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc as it is (default: bench.keep_freed_memory(), as in notebook 04)")
+                        help="leave glibc's malloc as it is (default: measure.keep_freed_memory(), as in notebook 04)")
     parser.add_argument("--out-dir", type=Path, default=Path("build"))
     args = parser.parse_args(argv)
 
@@ -167,15 +174,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batch = P.benchmark_batch
     batches = args.batches or [1, batch]
     sweep_batches = args.sweep_batches or [1, 4, 16, batch, 4 * batch]
-    kept_memory = False if args.default_malloc else bench.keep_freed_memory()
-    machine = bench.machine_info()
+    kept_memory = False if args.default_malloc else measure.keep_freed_memory()
+    machine = measure.machine_info()
     print("machine:", json.dumps(machine))
     print(f"profile={P.name}  threads={args.threads}  batches={batches}  sweep batches={sweep_batches}  "
           f"forms={args.forms}  rounds={args.rounds}  min_run_time={args.min_run_time}s  "
-          f"freed memory kept (bench.keep_freed_memory): {kept_memory}")
+          f"freed memory kept (measure.keep_freed_memory): {kept_memory}")
 
     try:
-        histories = speed.read_iterative_report()
+        histories = reports.read_iterative_report()
         pruned, meta = {}, {}
         for c in ("taylor", "random"):
             pruned[c], meta[c] = experiment.load_pruned_model(c, P)
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sys.exit(f"{e}\n(bench_speed.py measures notebook 03's pruned models: run `make demo` first)")
     dense = experiment.load_baseline(P, progress=False)
     nets = {"dense": dense.cpu(), **{k: m.cpu() for k, m in pruned.items()}}
-    accuracy = {"dense": train.evaluate(nets["dense"], experiment.target_loaders(P)["test"])["accuracy"],
+    accuracy = {"dense": evaluate(nets["dense"], experiment.target_loaders(P)["test"])["accuracy"],
                 **{c: meta[c]["accuracy"] for c in pruned}}
     report: dict[str, Any] = {"machine": machine, "profile": P.name, "threads": args.threads, "batches": batches,
                               "forms": args.forms, "rounds": args.rounds, "min_run_time_s": args.min_run_time,
@@ -199,28 +206,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if not args.skip_sweep:
         t0 = args.threads[0]
-        tables["sweep"] = speed.speedup_sweep(experiment.architecture(P), {c: histories[c] for c in pruned},
+        tables["sweep"] = speedup_sweep(experiment.architecture(P), {c: histories[c] for c in pruned},
                                               (batch, *P.input_shape), forms=args.forms, num_threads=t0,
                                               min_run_time=args.min_run_time / 2, rounds=max(1, args.rounds // 2))
         _print_table(f"speedup vs FLOPs, every iteration of notebook 03 (batch {batch}, {t0} thread)", tables["sweep"],
                      ["form", "criterion", "iteration", "flops_ratio", "latency_ms", "speedup", "speedup_per_flops"])
-        tables["batches"] = speed.batch_sweep(nets, P.input_shape, sweep_batches, forms=args.forms, num_threads=t0,
+        tables["batches"] = measure.batch_sweep(nets, P.input_shape, sweep_batches, forms=args.forms, num_threads=t0,
                                               min_run_time=args.min_run_time / 2, rounds=max(1, args.rounds // 2))
         _print_table(f"by batch size ({t0} thread)", tables["batches"],
                      ["form", "batch", "model", "latency_ms", "throughput", "speedup", "speedup_per_flops"])
 
-    widths_hist = speed.history_widths(histories["taylor"])
+    widths_hist = history_widths(histories["taylor"])
     kept = [widths_hist[-1][c] / widths_hist[0][c] for c in widths_hist[0]]
     if not args.skip_vgg16:
         tables["vgg16"], vgg_widths = vgg16_seed_setting(
-            kept, remove_fraction=P.target_fraction, multiple_of=P.channel_multiple, forms=args.forms,
+            kept, remove_fraction=P.target_fraction, multiple_of=P.multiple_of, forms=args.forms,
             num_threads=args.threads[0], min_run_time=args.min_run_time, rounds=max(1, args.rounds // 2))
         report["vgg16_widths"] = vgg_widths
         _print_table(f"VGG16, the seed's setting (batch 1, {args.threads[0]} thread)", tables["vgg16"],
                      ["form", "model", "params", "size_mb", "gflops", "latency_ms", "speedup", "flops_ratio",
                       "size_ratio"])
 
-    same = surgery.filters_per_layer(nets["taylor"]) == widths_hist[-1]
+    same = filters_per_layer(nets["taylor"]) == widths_hist[-1]
     if not same:
         print("note: notebook 03's Taylor model and the last row of iterative.json have different widths "
               "(re-run notebook 03); the trained model is not timed against the rebuilt one")

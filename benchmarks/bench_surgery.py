@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pruning_lib.bench import machine_info
+from pruning_lib.couplings import filters_per_layer
 from pruning_lib.criteria import rank_filters
-from pruning_lib.surgery import filters_per_layer, prune_filters
+from pruning_lib.measure import machine_info
+from pruning_lib.surgery import prune_filters
 
 
 def random_plan(model, n_filters: int, seed: int = 0) -> dict[str, list[int]]:

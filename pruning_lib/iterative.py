@@ -1,4 +1,4 @@
-"""Prune–Train–Repeat (Molchanov et al. 2017, Fig. 1; the seed's "iterative pruning").
+"""Prune–Train–Repeat (Molchanov et al. 2017, Fig. 1; the post's "iterative pruning").
 
 Each iteration:
 1. rank the filters with a criterion over a few batches (scores L2-normalised per layer, Eq. 9);
@@ -20,38 +20,30 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import bench, train
+from . import train
+from .checkpoints import load_pruned, plain_value, save_pruned
+from .couplings import filters_per_layer
 from .criteria import rank_filters
-from .models import init_weights
-from .surgery import find_couplings, filters_per_layer, load_pruned, plan_from_scores, prune_filters, save_pruned
+from .distill import KnowledgeDistillation
+from .evaluation import evaluate
+from .measure.counting import count_flops, count_parameters
+from .planning import flops_per_filter, plan_from_scores, regularised_scores
+from .runtime import iteration_seed
+from .surgery import prune_filters
 
-__all__ = [
-    "CheckpointMismatchError",
-    "PruningSchedule",
-    "compare_at_flops",
-    "fingerprint",
-    "flops_per_filter",
-    "history_records",
-    "layer_widths",
-    "prune_train_repeat",
-    "regularised_scores",
-    "scratch_model",
-    "write_report",
-]
+__all__ = ["HISTORY_COLUMNS", "CheckpointMismatchError", "PruningSchedule", "fingerprint", "prune_train_repeat"]
 
 HISTORY_COLUMNS = ("iteration", "filters_removed", "fraction_removed", "params", "gflops",
                    "accuracy_before_finetune", "accuracy_after_finetune", "finetune_steps", "time_s")
@@ -63,7 +55,7 @@ class PruningSchedule:
 
     Attributes:
         criterion: a name from ``criteria.CRITERIA`` ("taylor", "l1", "apoz", "random", ...).
-        filters_per_iteration: filters removed per iteration (the paper's and the seed's k).
+        filters_per_iteration: filters removed per iteration (the paper's and the post's k).
         finetune_steps: optimisation steps (batches) of fine-tuning after each removal.
         lr: Adam learning rate of that fine-tuning (a fresh optimizer each iteration).
         rank_batches: training batches the criterion sees per iteration.
@@ -125,37 +117,6 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint was made from another starting model or with another schedule."""
 
 
-# ---------------------------------------------------------------- the FLOPs regularisation
-def flops_per_filter(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
-    """GFLOPs per image that removing one filter of each conv saves (its own output + the consumer's input).
-
-    ``input_shape`` is one image's ``(C, H, W)``.
-    """
-    per_layer = bench.flops_per_layer(model, (1, *input_shape)).set_index("module")["flops"]
-    modules = dict(model.named_modules())
-    cost = {}
-    for name, c in find_couplings(model).items():
-        if isinstance(c, str):
-            continue
-        conv, consumer = modules[name], modules[c.consumer]
-        fan_in = consumer.in_channels if isinstance(consumer, nn.Conv2d) else conv.out_channels
-        cost[name] = (per_layer.get(name, 0) / conv.out_channels + per_layer.get(c.consumer, 0) / fan_in) / 1e9
-    return cost
-
-
-def regularised_scores(scores: Mapping[str, torch.Tensor], cost: Mapping[str, float], lam: float) -> dict[str, torch.Tensor]:
-    """Θ − λ · Θ_flops (paper, Sec. 2.3), with Θ_flops a layer's FLOPs per filter relative to the most costly layer.
-
-    Scores are L2-normalised per layer (so each is at most 1), and Θ_flops is in [0, 1]:
-    λ of about 0.1 nudges ties toward costly layers, λ >= 1 dominates the criterion.
-    """
-    if lam == 0:
-        return dict(scores)
-    top = max(cost.values())
-    return {n: s - lam * cost[n] / top for n, s in scores.items()}
-
-
-# ---------------------------------------------------------------- helpers of the loop
 def fingerprint(model: nn.Module) -> str:
     """SHA-256 (hex) of a model's state_dict: names, shapes, dtypes and values.  Same weights, same string."""
     digest = hashlib.sha256()
@@ -168,7 +129,7 @@ def fingerprint(model: nn.Module) -> str:
 
 def _record(model, iteration, acc_before, acc_after, input_shape, removed, total, steps, seconds) -> dict:
     row = {"iteration": iteration, "filters_removed": removed, "fraction_removed": removed / total,
-           "params": bench.count_parameters(model), "gflops": bench.count_flops(model, (1, *input_shape)) / 1e9,
+           "params": count_parameters(model), "gflops": count_flops(model, (1, *input_shape)) / 1e9,
            "accuracy_before_finetune": acc_before, "accuracy_after_finetune": acc_after,
            "finetune_steps": steps, "time_s": seconds}
     row.update({f"filters:{n}": k for n, k in filters_per_layer(model).items()})
@@ -176,7 +137,7 @@ def _record(model, iteration, acc_before, acc_after, input_shape, removed, total
 
 
 def _reseed(schedule: PruningSchedule, iteration: int, loader) -> None:
-    seed = schedule.seed * 100_003 + iteration
+    seed = iteration_seed(schedule.seed, iteration)
     torch.manual_seed(seed)
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed)
@@ -192,22 +153,13 @@ def _done(schedule: PruningSchedule, row: Mapping) -> bool:
             or _below_floor(schedule, row))
 
 
-def _notify(callbacks, hook: str, *args) -> bool:
-    return any([bool(getattr(cb, hook)(*args)) for cb in callbacks if hasattr(cb, hook)])
-
-
-def _plain(value):
-    """numpy / pandas scalars -> Python ones (checkpoints are read with weights_only=True)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _history_dict(history: pd.DataFrame) -> dict[str, list]:
-    return {col: [_plain(v) for v in history[col].tolist()] for col in history.columns}
+    return {col: [plain_value(v) for v in history[col].tolist()] for col in history.columns}
 
 
-def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, print_: str):
+def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, baseline_fingerprint: str):
     pruned, meta = load_pruned(path, model)
-    if meta.get("baseline_fingerprint") != print_:
+    if meta.get("baseline_fingerprint") != baseline_fingerprint:
         raise CheckpointMismatchError(
             f"{path} was made from another starting model (weights fingerprint differs); "
             "delete it, use another checkpoint path, or pass restart_stale=True to start over")
@@ -224,14 +176,13 @@ def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, print_: str
     return pruned, history
 
 
-def _save(path: Path, model: nn.Module, schedule, print_, history, optimizer, model_iteration) -> None:
+def _save(path: Path, model: nn.Module, schedule, baseline_fingerprint, history, optimizer, model_iteration) -> None:
     save_pruned(model, path, meta={
-        "schedule": asdict(schedule), "baseline_fingerprint": print_,
+        "schedule": asdict(schedule), "baseline_fingerprint": baseline_fingerprint,
         "iteration": int(history["iteration"].iloc[-1]), "model_iteration": int(model_iteration),
         "history": _history_dict(history), "optimizer": optimizer.state_dict() if optimizer else None})
 
 
-# ---------------------------------------------------------------- the loop
 def prune_train_repeat(
     model: nn.Module,
     train_loader: Iterable,
@@ -271,24 +222,24 @@ def prune_train_repeat(
         one, except after an accuracy-floor stop).
     """
     total = sum(filters_per_layer(model).values())
-    loss_fn = (train.KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
+    loss_fn = (KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
                else F.cross_entropy)
     checkpoint = Path(checkpoint) if checkpoint else None
-    print_ = fingerprint(model)
+    baseline_fingerprint = fingerprint(model)
     current = history = None
     if checkpoint and checkpoint.exists():
         try:
-            current, history = _resume(checkpoint, model, schedule, print_)
+            current, history = _resume(checkpoint, model, schedule, baseline_fingerprint)
         except CheckpointMismatchError:
             if not restart_stale:
                 raise
     if current is None:
         current = copy.deepcopy(model)
-        acc = train.evaluate(current, val_loader)["accuracy"]
+        acc = evaluate(current, val_loader)["accuracy"]
         history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0)])
         history.attrs["model_iteration"] = 0
     model_iteration = history.attrs["model_iteration"]
-    _notify(callbacks, "on_start", history.copy(), current)
+    train.notify(callbacks, "on_start", history.copy(), current)
     bar = tqdm(desc=f"prune-train-repeat ({schedule.criterion})", unit="iter", disable=not progress)
     while not _done(schedule, history.iloc[-1]):
         iteration = int(history["iteration"].iloc[-1]) + 1
@@ -303,7 +254,7 @@ def prune_train_repeat(
         before_prune = copy.deepcopy(current) if schedule.min_accuracy is not None else None
         _reseed(schedule, iteration, train_loader)
         batches = list(itertools.islice(train_loader, schedule.rank_batches))
-        scores = rank_filters(current, batches, schedule.criterion, seed=schedule.seed * 1000 + iteration)
+        scores = rank_filters(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration))
         cost = flops_per_filter(current, input_shape) if schedule.flops_lambda else {}
         plan = plan_from_scores(regularised_scores(scores, cost, schedule.flops_lambda), k,
                                 min_keep=schedule.min_keep, multiple_of=schedule.multiple_of)
@@ -311,9 +262,9 @@ def prune_train_repeat(
         if k == 0:
             break
         prune_filters(current, plan)
-        before = train.evaluate(current, val_loader)["accuracy"]
+        before = evaluate(current, val_loader)["accuracy"]
         row = _record(current, iteration, before, math.nan, input_shape, removed + k, total, 0, 0.0)
-        stop = _notify(callbacks, "on_prune", dict(row), current)
+        stop = train.notify(callbacks, "on_prune", dict(row), current)
         optimizer = torch.optim.Adam([p for p in current.parameters() if p.requires_grad], lr=schedule.lr)
         if schedule.finetune_steps:
             fitted = train.fit(current, train_loader, steps=schedule.finetune_steps, optimizer=optimizer,
@@ -322,7 +273,7 @@ def prune_train_repeat(
                                progress=False)
             stop = stop or fitted.attrs.get("stopped_early", False)
             row["finetune_steps"] = int(fitted["step"].iloc[-1]) if len(fitted) else 0
-        row["accuracy_after_finetune"] = train.evaluate(current, val_loader)["accuracy"]
+        row["accuracy_after_finetune"] = evaluate(current, val_loader)["accuracy"]
         row["time_s"] = time.perf_counter() - start
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
         if _below_floor(schedule, row):     # keep the last model that met the floor
@@ -331,84 +282,10 @@ def prune_train_repeat(
             model_iteration = iteration
         history.attrs["model_iteration"] = model_iteration
         if checkpoint:
-            _save(checkpoint, current, schedule, print_, history, optimizer, model_iteration)
+            _save(checkpoint, current, schedule, baseline_fingerprint, history, optimizer, model_iteration)
         bar.update()
         bar.set_postfix(gflops=f"{row['gflops']:.4f}", acc=f"{row['accuracy_after_finetune']:.3f}")
-        if _notify(callbacks, "on_iteration", dict(row), current) or stop:
+        if train.notify(callbacks, "on_iteration", dict(row), current) or stop:
             break
     bar.close()
     return current.eval(), history
-
-
-# ---------------------------------------------------------------- after the loop
-def layer_widths(history: pd.DataFrame, *, relative: bool = True) -> pd.DataFrame:
-    """Filters left per layer (rows, forward order) at every iteration (columns); fractions of row 0 if `relative`."""
-    cols = [c for c in history.columns if c.startswith("filters:")]
-    table = history.set_index("iteration")[cols].T
-    table.index = [c.removeprefix("filters:") for c in cols]
-    return table.div(table.iloc[:, 0], axis=0) if relative else table
-
-
-def compare_at_flops(histories: Mapping[str, pd.DataFrame], gflops: Sequence[float],
-                     column: str = "accuracy_after_finetune") -> pd.DataFrame:
-    """Each run's `column` and parameters at the same FLOPs, interpolated linearly between iterations.
-
-    Returns one row per (criterion, gflops) with ``accuracy`` and ``params``; NaN where a run
-    never reached that FLOPs level (outside its range).
-    """
-    rows = []
-    for name, h in histories.items():
-        h = h.sort_values("gflops")
-        x = h["gflops"].to_numpy(float)
-        for g in gflops:
-            inside = x.min() - 1e-12 <= g <= x.max() + 1e-12
-            rows.append({"criterion": name, "gflops": g,
-                         "accuracy": float(np.interp(g, x, h[column].to_numpy(float))) if inside else math.nan,
-                         "params": float(np.interp(g, x, h["params"].to_numpy(float))) if inside else math.nan})
-    return pd.DataFrame(rows)
-
-
-def scratch_model(pruned: nn.Module, template: nn.Module, *, seed: int = 0) -> nn.Module:
-    """The pruned architecture with fresh random weights: "train the small network from scratch".
-
-    Args:
-        pruned: a model pruned from `template`'s architecture (only its widths are used).
-        template: a freshly built, *unpruned* model of the same architecture (left unchanged).
-        seed: for the initialisation.
-
-    Returns a copy of `template` cut to `pruned`'s widths, then re-initialised as torchvision's
-    VGG is (Kaiming-normal for the new fan-out), so it is a properly initialised small network.
-    """
-    widths = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
-    modules = dict(template.named_modules())
-    plan = {}
-    for name, width in widths.items():
-        if not isinstance(modules.get(name), nn.Conv2d) or width > modules[name].out_channels:
-            raise ValueError(f"{name} of the pruned model does not fit the template; pass a freshly built "
-                             "unpruned model of the architecture that was pruned")
-        plan[name] = list(range(width, modules[name].out_channels))
-    small = prune_filters(copy.deepcopy(template), plan)
-    torch.manual_seed(seed)
-    init_weights(small)
-    return small.train()
-
-
-def history_records(history: pd.DataFrame) -> list[dict]:
-    """The history as JSON-safe records: Python numbers, NaN as None, ``filters`` as {conv: n}."""
-    cols = [c for c in history.columns if c.startswith("filters:")]
-    records = []
-    for row in history.to_dict(orient="records"):
-        rec = {k: _plain(v) for k, v in row.items() if k not in cols}
-        rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
-        rec["filters"] = {c.removeprefix("filters:"): int(row[c]) for c in cols}
-        records.append(rec)
-    return records
-
-
-def write_report(histories: Mapping[str, pd.DataFrame], path: str | Path) -> Path:
-    """Write ``{criterion: history_records(history)}`` as JSON (strict: no NaN) to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {name: history_records(h) for name, h in histories.items()}
-    path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    return path

@@ -1,4 +1,4 @@
-"""The networks we prune: a small VGG for quick lessons and torchvision's ImageNet VGG16.
+"""The networks we prune: a small VGG for quick lessons (and torchvision's VGG16, in `vgg16`).
 
 Both share torchvision's VGG layout, so every pruning function treats them alike:
 
@@ -12,28 +12,23 @@ The forward pass is a plain chain (no residuals), so ``torch.fx.symbolic_trace``
 
 from __future__ import annotations
 
-import http.client
-import socket
-import urllib.error
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
-from .train import state_dict_differences
+from .surgery import with_widths
 
 __all__ = [
     "DEFAULT_WIDTHS",
     "SmallVGG",
-    "WeightsUnavailableError",
     "freeze_features",
     "init_weights",
+    "first_linear",
     "replace_head",
+    "scratch_model",
     "small_vgg",
-    "vgg16",
 ]
 
 #: Default ``small_vgg`` layout: filters per conv layer, ``"M"`` for a 2x2 max-pool.
@@ -187,6 +182,36 @@ def small_vgg(
     return model
 
 
+def scratch_model(pruned: nn.Module, template: nn.Module, *, seed: int = 0) -> nn.Module:
+    """The pruned architecture with fresh random weights: "train the small network from scratch".
+
+    Args:
+        pruned: a model pruned from `template`'s architecture (only its widths are used).
+        template: a freshly built, *unpruned* model of the same architecture (left unchanged).
+        seed: for the initialisation.
+
+    Returns a copy of `template` cut to `pruned`'s widths (`surgery.with_widths`), then
+    re-initialised as torchvision's VGG is (`init_weights`), in train mode.
+    """
+    widths = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    try:
+        small = with_widths(template, widths)
+    except ValueError as err:
+        raise ValueError(f"the pruned model does not fit the template ({err}); pass a freshly built "
+                         "unpruned model of the architecture that was pruned") from None
+    torch.manual_seed(seed)
+    init_weights(small)
+    return small.train()
+
+
+def first_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The first ``nn.Linear`` in `model` (module order) and its name: the layer that reads the last conv."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            return name, m
+    raise ValueError(f"{type(model).__name__} has no nn.Linear layer")
+
+
 # --------------------------------------------------------------------------- head and freezing
 
 
@@ -228,7 +253,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
 def freeze_features(model: nn.Module, frozen: bool = True) -> nn.Module:
     """Set ``requires_grad = not frozen`` on every parameter of ``model.features``.
 
-    Freeze the convolutional part to fine-tune only the classifier (first stage of the seed);
+    Freeze the convolutional part to fine-tune only the classifier (first stage of the post);
     unfreeze before pruning, which needs gradients of the feature maps' filters.
     BatchNorm running statistics still update in train mode. Returns the same ``model``.
     """
@@ -237,103 +262,4 @@ def freeze_features(model: nn.Module, frozen: bool = True) -> nn.Module:
         raise TypeError(f"{type(model).__name__} has no `features` module to freeze")
     for p in features.parameters():
         p.requires_grad_(not frozen)
-    return model
-
-
-# --------------------------------------------------------------------------- ImageNet VGG16
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The pretrained weights could not be downloaded (e.g. no network)."""
-
-
-#: What a failed download raises: URLError/HTTPError, socket errors and timeouts (all OSError),
-#: and a connection that drops mid-transfer.
-_DOWNLOAD_ERRORS = (urllib.error.URLError, OSError, socket.timeout, http.client.HTTPException)
-
-
-def _imagenet_state_dict(progress: bool) -> dict[str, torch.Tensor]:
-    """Download (or read from the torch hub cache) the ImageNet VGG16 state dict."""
-    weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
-    try:
-        return weights.get_state_dict(progress=progress, check_hash=True)
-    except _DOWNLOAD_ERRORS as err:
-        cause = f"{type(err).__name__}: {err}"
-    except RuntimeError as err:  # torch.hub's "invalid hash value": a truncated download
-        if "hash" not in str(err):
-            raise
-        cause = f"corrupted download ({err})"
-    raise WeightsUnavailableError(
-        f"Downloading the ImageNet VGG16 weights failed ({cause}).\n"
-        f"URL: {weights.url}\n"
-        f"Fix: download that file on a machine with internet and pass its path, "
-        f"vgg16(weights='path/to/{Path(weights.url).name}'), or put it in torch hub's "
-        f"checkpoints folder: {Path(torch.hub.get_dir()) / 'checkpoints'}"
-    )
-
-
-def _local_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a VGG16 state dict saved with ``torch.save`` (tensors only, ``weights_only=True``)."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"VGG16 weights file not found: {path.resolve()}\n"
-            f"Fix: check the path, or download "
-            f"{torchvision.models.VGG16_Weights.IMAGENET1K_V1.url} and pass its path "
-            f"(or use weights='imagenet' with internet, weights=None for random init)."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"{path} is not a VGG16 state dict (expected a dict of tensors such as the file at "
-            f"{torchvision.models.VGG16_Weights.IMAGENET1K_V1.url}); got {type(state).__name__}"
-        )
-    return state
-
-
-def _check_vgg16_keys(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise ValueError naming missing/unexpected keys and shape mismatches."""
-    differences = state_dict_differences(model, state, "file")
-    if differences:
-        raise ValueError(
-            f"{source} is not a VGG16 state dict: " + "; ".join(differences) + ". "
-            f"Fix: pass the torchvision file {torchvision.models.VGG16_Weights.IMAGENET1K_V1.url}"
-        )
-
-
-def vgg16(
-    weights: str | Path | None = "imagenet", *, num_classes: int = 2, progress: bool = True
-) -> torchvision.models.VGG:
-    """torchvision's VGG16 (no BN; 13 convs in ``features``), with a ``num_classes`` head.
-
-    Args:
-        weights: ``"imagenet"`` downloads ``VGG16_Weights.IMAGENET1K_V1`` through torchvision
-            (cached under ``torch.hub.get_dir()``); a path loads a local state dict
-            (``torch.load(path, weights_only=True)``); ``None`` gives random init (for timing).
-        num_classes: outputs of the new last classifier layer (2 for Dogs vs Cats). The head is
-            replaced unless it already has this many outputs (e.g. 1000 keeps ImageNet's head).
-        progress: show torchvision's download progress bar.
-
-    Raises:
-        WeightsUnavailableError: the ImageNet download failed; the message gives the URL and fix.
-        FileNotFoundError: ``weights`` is a path that does not exist.
-        ValueError: the file is not a VGG16 state dict.
-    """
-    _check_positive_int("num_classes", num_classes)
-    if weights is None:
-        model = torchvision.models.vgg16(weights=None)
-    else:
-        if isinstance(weights, str) and weights.lower() == "imagenet":
-            state, source = _imagenet_state_dict(progress), "the ImageNet download"
-        else:
-            state, source = _local_state_dict(Path(weights)), str(weights)
-        head = state.get("classifier.6.weight")
-        model = torchvision.models.vgg16(
-            weights=None,
-            init_weights=False,
-            num_classes=head.shape[0] if isinstance(head, torch.Tensor) and head.ndim == 2 else 1000,
-        )
-        _check_vgg16_keys(model, state, source)
-        model.load_state_dict(state)
-    if model.classifier[-1].out_features != num_classes:
-        replace_head(model, num_classes)
     return model

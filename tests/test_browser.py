@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import pytest
 
-from pruning_lib.paths import REPO_ROOT, build_dir
+from pruning_lib.course.paths import REPO_ROOT, build_dir
 
 pytestmark = pytest.mark.slow
 
@@ -63,12 +63,12 @@ BROKEN_WIDGET_TEXTS = ("A Jupyter widget could not be displayed", "Error display
 # the first code cell containing each `setup` string, then the one cell containing `widget`.
 NOTEBOOKS = {
     "02": dict(path="notebooks/02_ranking_criteria.ipynb",
-               setup=["from pruning_lib import", "experiment.load_baseline(", "criteria.rank_all(", "criteria.oracle(",
+               setup=["from pruning_lib import", "experiment.load_baseline(", "criteria.rank_all(", "oracle.oracle(",
                       "oneshot.selection_scores("],
-               widget="oneshot.one_shot_widget("),
+               widget="one_shot_widget("),
     "03": dict(path="notebooks/03_iterative_pruning.ipynb",
                setup=["from pruning_lib import", "experiment.load_baseline("],
-               widget="recovery.recovery_widget("),
+               widget="recovery_widget("),
 }
 
 # generous but bounded waits, in seconds (2 shared CPU cores)

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning_lib.criteria import CRITERIA, oracle, rank_all, rank_filters, spearman, spearman_table
+from pruning_lib.criteria import CRITERIA, rank_all, rank_filters
+from pruning_lib.oracle import oracle, spearman, spearman_table
 from pruning_lib.surgery import prune_filters
 
 

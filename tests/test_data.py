@@ -114,11 +114,52 @@ def test_fashion_missing_file_says_how_to_regenerate(tmp_path):
 def test_fashion_env_var_overrides_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path))
     assert data.data_dir() == tmp_path
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-        fashion_mnist("test")
     (tmp_path / "fashion_mnist").mkdir()
     shutil.copy(NPZ, tmp_path / "fashion_mnist" / NPZ.name)
     assert len(fashion_mnist("test", [1])) == 50
+    tiny = {"test_images": np.zeros((3, 28, 28), np.uint8), "test_labels": np.array([1, 1, 2], np.uint8)}
+    np.savez(tmp_path / "fashion_mnist" / NPZ.name, **tiny)
+    assert len(fashion_mnist("test", [1])) == 2  # the env folder's file, not the repository's
+
+
+def test_data_dir_expands_user(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PRUNING_DATA_DIR", "~/course-data")
+    assert data.data_dir() == tmp_path / "course-data"
+
+
+def test_fashion_falls_back_to_repository_copy_when_env_folder_lacks_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path))
+    assert data.REPO_DATA_DIR / "fashion_mnist" / NPZ.name == NPZ
+    assert len(fashion_mnist("test", [1])) == 50  # tmp_path holds no subset: the repository's is used
+    monkeypatch.setattr(data.locations, "REPO_DATA_DIR", tmp_path / "no-repo-copy")
+    with pytest.raises(FileNotFoundError, match="make_fashion_subset.py") as info:
+        fashion_mnist("test")
+    assert str(tmp_path / "fashion_mnist") in str(info.value)
+
+
+def test_full_data_dir_defaults_to_data_dir_full(tmp_path, monkeypatch):
+    monkeypatch.delenv("PRUNING_DATA_ROOT", raising=False)
+    monkeypatch.delenv("PRUNING_DATA_DIR", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert data.full_data_dir() == data.REPO_DATA_DIR / "full"
+        monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path))
+        assert data.full_data_dir() == tmp_path / "full"
+        monkeypatch.setenv("HOME", str(tmp_path))
+        monkeypatch.setenv("PRUNING_DATA_DIR", "~/d")
+        assert data.full_data_dir() == tmp_path / "d" / "full"
+
+
+def test_full_data_dir_old_variable_wins_with_deprecation_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNING_DATA_DIR", str(tmp_path / "new"))
+    monkeypatch.setenv("PRUNING_DATA_ROOT", str(tmp_path / "old"))
+    with pytest.warns(DeprecationWarning, match=r"PRUNING_DATA_ROOT is deprecated; set PRUNING_DATA_DIR"):
+        assert data.full_data_dir() == tmp_path / "old"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PRUNING_DATA_ROOT", "~/legacy")
+    with pytest.warns(DeprecationWarning, match=r"\$PRUNING_DATA_DIR/full"):
+        assert data.full_data_dir() == tmp_path / "legacy"
 
 
 def test_fashion_root_may_be_the_npz_itself():

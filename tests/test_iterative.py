@@ -12,48 +12,24 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning_lib import bench, train
+from conftest import SHAPE, loaders, tiny_model
+from pruning_lib import measure, train
+from pruning_lib.distill import KnowledgeDistillation
+from pruning_lib.evaluation import evaluate
+from pruning_lib.checkpoints import load_pruned
+from pruning_lib.couplings import filters_per_layer
+from pruning_lib.course.reports import history_records, write_iterative_json
+from pruning_lib.history import compare_at_flops, layer_widths
 from pruning_lib.iterative import (
     HISTORY_COLUMNS,
     CheckpointMismatchError,
     PruningSchedule,
-    compare_at_flops,
     fingerprint,
-    flops_per_filter,
-    history_records,
-    layer_widths,
     prune_train_repeat,
-    regularised_scores,
-    scratch_model,
-    write_report,
 )
-from pruning_lib.models import small_vgg
-from pruning_lib.surgery import filters_per_layer, load_pruned, prune_filters
-
-SHAPE = (1, 8, 8)
-
-
-def tiny_model(seed: int = 0) -> nn.Module:
-    """20 prunable filters (4, 8, 8), dropout in the head so the RNG matters."""
-    torch.manual_seed(seed)
-    return small_vgg((4, "M", 8, "M", 8), in_channels=1, num_classes=3, hidden=8, dropout=0.2)
-
-
-def blobs(n: int = 96, seed: int = 0) -> TensorDataset:
-    """The class sets the brightness of a quadrant of an 8x8 image: learnable in a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    x = torch.randn(n, 1, 8, 8, generator=g) * 0.5
-    for c in range(3):
-        x[y == c, :, (c // 2) * 4:(c // 2) * 4 + 4, (c % 2) * 4:(c % 2) * 4 + 4] += 1.5
-    return TensorDataset(x, y)
-
-
-def loaders(seed: int = 0):
-    train_dl = DataLoader(blobs(96, seed), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    val_dl = DataLoader(blobs(48, seed + 1), batch_size=48)
-    return train_dl, val_dl
-
+from pruning_lib.models import scratch_model, small_vgg
+from pruning_lib.planning import flops_per_filter, regularised_scores
+from pruning_lib.surgery import prune_filters
 
 @pytest.fixture(scope="module")
 def baseline() -> nn.Module:
@@ -102,10 +78,10 @@ def test_flops_never_increase_and_history_is_complete(baseline):
     assert h["accuracy_before_finetune"].between(0, 1).all() and h["accuracy_after_finetune"].between(0, 1).all()
     # the last row describes the returned model
     assert filters_per_layer(pruned) == {c.removeprefix("filters:"): h[c].iloc[-1] for c in layer_cols}
-    assert bench.count_flops(pruned, (1, *SHAPE)) / 1e9 == pytest.approx(h["gflops"].iloc[-1])
-    assert bench.count_parameters(pruned) == h["params"].iloc[-1]
+    assert measure.count_flops(pruned, (1, *SHAPE)) / 1e9 == pytest.approx(h["gflops"].iloc[-1])
+    assert measure.count_parameters(pruned) == h["params"].iloc[-1]
     _, val_dl = loaders()
-    assert train.evaluate(pruned, val_dl)["accuracy"] == h["accuracy_after_finetune"].iloc[-1]
+    assert evaluate(pruned, val_dl)["accuracy"] == h["accuracy_after_finetune"].iloc[-1]
     assert h.attrs["model_iteration"] == h["iteration"].iloc[-1]
 
 
@@ -196,8 +172,7 @@ def test_interrupt_while_writing_the_checkpoint_keeps_the_previous_one(baseline,
     def flaky_save(obj, f, *args, **kwargs):
         calls.append(f)
         if len(calls) == 3:        # Ctrl-C in the middle of writing iteration 3
-            with open(f, "wb") as fh:
-                fh.write(b"half a checkpoint")
+            f.write(b"half a checkpoint")   # the atomic writer hands torch.save an open file
             raise KeyboardInterrupt
         return real_save(obj, f, *args, **kwargs)
 
@@ -260,7 +235,7 @@ def test_target_fraction_lands_exactly(baseline):
 
 
 def test_target_gflops_stops_at_the_first_iteration_under_budget(baseline):
-    start = bench.count_flops(baseline, (1, *SHAPE)) / 1e9
+    start = measure.count_flops(baseline, (1, *SHAPE)) / 1e9
     budget = 0.7 * start
     _, h = run(baseline, schedule(target_fraction=None, target_gflops=budget, criterion="l1"))
     assert h["gflops"].iloc[-1] <= budget < h["gflops"].iloc[-2]
@@ -318,7 +293,7 @@ def test_distilling_from_the_starting_model(baseline, monkeypatch):
     before = fingerprint(baseline)
     pruned, h = run(baseline, schedule(distill=0.5, temperature=3.0))
     assert fingerprint(baseline) == before
-    assert len(seen) == len(h) - 1 and all(isinstance(f, train.KnowledgeDistillation) for f in seen)
+    assert len(seen) == len(h) - 1 and all(isinstance(f, KnowledgeDistillation) for f in seen)
     assert all(f.teacher is baseline and f.alpha == 0.5 and f.temperature == 3.0 for f in seen)
     plain, _ = run(baseline, schedule())
     assert not same_state(pruned, plain), "distillation should change the fine-tuned weights"
@@ -328,10 +303,10 @@ def test_distilling_from_the_starting_model(baseline, monkeypatch):
 def test_flops_per_filter_is_what_removing_one_filter_saves():
     model = tiny_model()
     cost = flops_per_filter(model, SHAPE)
-    start = bench.count_flops(model, (1, *SHAPE))
+    start = measure.count_flops(model, (1, *SHAPE))
     for name in filters_per_layer(model):
         smaller = prune_filters(copy.deepcopy(model), {name: [0]})
-        assert (start - bench.count_flops(smaller, (1, *SHAPE))) / 1e9 == pytest.approx(cost[name])
+        assert (start - measure.count_flops(smaller, (1, *SHAPE))) / 1e9 == pytest.approx(cost[name])
 
 
 def test_regularised_scores_subtract_the_relative_cost():
@@ -369,7 +344,7 @@ def test_layer_widths_and_compare_at_flops(baseline):
 def test_report_is_strict_json(baseline, tmp_path):
     _, h = run(baseline, schedule(target_fraction=0.3))
     h.loc[1, "accuracy_after_finetune"] = float("nan")
-    path = write_report({"taylor": h}, tmp_path / "iterative.json")
+    path = write_iterative_json({"taylor": h}, tmp_path / "iterative.json")
     data = json.loads(path.read_text())           # strict: NaN would not be valid JSON
     records = data["taylor"]
     assert len(records) == len(h) and records[1]["accuracy_after_finetune"] is None
@@ -383,7 +358,7 @@ def test_scratch_model_has_the_pruned_widths_and_fresh_weights(baseline):
     pruned, _ = run(baseline, schedule(target_fraction=0.3))
     a, b = scratch_model(pruned, tiny_model(), seed=3), scratch_model(pruned, tiny_model(), seed=3)
     assert filters_per_layer(a) == filters_per_layer(pruned)
-    assert bench.count_parameters(a) == bench.count_parameters(pruned)
+    assert measure.count_parameters(a) == measure.count_parameters(pruned)
     assert same_state(a, b), "seeded"
     assert not same_state(a, pruned)
     assert not same_state(a, scratch_model(pruned, tiny_model(), seed=4))
@@ -407,7 +382,7 @@ def test_blocks_keep_every_pruned_width_a_multiple(baseline):
 def test_live_sawtooth_updates_one_display_per_iteration(baseline, monkeypatch):
     import IPython.display
 
-    from pruning_lib.plots_iterative import LiveSawtooth
+    from pruning_lib.widgets.live import LiveSawtooth
 
     shown = []
 

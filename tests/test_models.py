@@ -9,15 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-import pruning_lib.models as models
-from pruning_lib.models import (
-    SmallVGG,
-    WeightsUnavailableError,
-    freeze_features,
-    replace_head,
-    small_vgg,
-    vgg16,
-)
+import pruning_lib.vgg16 as vgg16_module
+from pruning_lib.models import SmallVGG, freeze_features, replace_head, small_vgg
+from pruning_lib.vgg16 import WeightsUnavailableError, vgg16
 
 VGG16_URL = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
 
@@ -275,6 +269,6 @@ def test_vgg16_does_not_download_for_paths_or_none(monkeypatch, tmp_path):
     def forbidden(*args, **kwargs):
         raise AssertionError("network used")
 
-    monkeypatch.setattr(models.torchvision.models._api, "load_state_dict_from_url", forbidden)
+    monkeypatch.setattr(vgg16_module.torchvision.models._api, "load_state_dict_from_url", forbidden)
     with pytest.raises(FileNotFoundError):
         vgg16(weights=tmp_path / "absent.pth")

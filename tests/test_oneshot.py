@@ -11,10 +11,17 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
+from conftest import masked_forward
 from pruning_lib import oneshot, train
-from pruning_lib.criteria import rank_all, spearman, spearman_table
+from pruning_lib.couplings import filters_per_layer
+from pruning_lib.course import reports
+from pruning_lib.criteria import rank_all
+from pruning_lib.evaluation import evaluate
 from pruning_lib.models import small_vgg
-from pruning_lib.surgery import filters_per_layer, find_couplings, plan_from_scores, prune_filters
+from pruning_lib.oracle import compare_with_paper, spearman, spearman_table
+from pruning_lib.planning import plan_from_scores
+from pruning_lib.surgery import prune_filters
+from pruning_lib.widgets.oneshot import one_shot_summary, one_shot_widget
 
 INPUT = (1, 8, 8)
 
@@ -55,26 +62,6 @@ def assert_unchanged(m, before):
         assert torch.equal(after[k], v), k
 
 
-def masked_forward(model, plan, x):
-    """The unpruned model with the planned channels of every post-activation map set to zero."""
-    modules = dict(model.named_modules())
-    hooks = []
-    for conv, idx in plan.items():
-        capture = find_couplings(model)[conv].capture
-
-        def zero(module, inputs, output, idx=list(idx)):
-            out = output.clone()
-            out[:, idx] = 0
-            return out
-        hooks.append(modules[capture].register_forward_hook(zero))
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-
-
 # ---------------------------------------------------------------- pruning a copy
 @pytest.mark.parametrize("amount", [0.0, 0.2, 0.5, 0.8])
 def test_prune_copy_is_real_surgery_on_a_copy(model, loader, scores, amount):
@@ -87,7 +74,6 @@ def test_prune_copy_is_real_surgery_on_a_copy(model, loader, scores, amount):
     x = loader[0][0]
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), masked_forward(model, plan, x), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(oneshot.masked_forward(model, plan, x), masked_forward(model, plan, x))
 
 
 @pytest.mark.parametrize("amount", [0.0, 0.25, 0.5, 0.75])  # slider values
@@ -98,7 +84,7 @@ def test_one_shot_matches_an_independent_computation(model, loader, scores, amou
     plan = plan_from_scores(scores["l2"], fraction=amount)
     by_hand = prune_filters(copy.deepcopy(model), plan)
     assert r.criterion == "l2" and r.amount == amount
-    assert r.accuracy == train.evaluate(by_hand, loader)["accuracy"]
+    assert r.accuracy == evaluate(by_hand, loader)["accuracy"]
     assert r.removed == {n: len(v) for n, v in plan.items()}
     assert r.kept == filters_per_layer(by_hand)
     assert r.filters_removed == sum(r.removed.values()) and r.filters_total == 18
@@ -188,7 +174,7 @@ def test_spearman_table_identical_reversed_random():
 
 def test_compare_with_paper_layout():
     table = pd_table()
-    both = oneshot.compare_with_paper(table)
+    both = compare_with_paper(table)
     assert list(both.index) == ["taylor", "l2", "random", "std_activation", "mean_activation", "mutual_information"]
     assert both.loc["taylor", "paper: all layers (L2)"] == 0.73 and both.loc["l2", "paper: per layer"] == 0.27
     assert both.loc["taylor", "ours: all layers (L2)"] == 0.5
@@ -207,8 +193,8 @@ def test_ranking_json_schema(tmp_path, model, loader, scores):
     table = spearman_table(rank_all(model, loader, list(scores), normalize=None),
                            {n: s.abs() for n, s in scores["taylor"].items()})
     sweep = oneshot.sweep(model, {**scores, "oracle": scores["taylor"]}, [0.0, 0.5], loader, input_shape=INPUT)
-    report = oneshot.ranking_report(table, sweep)
-    path = oneshot.write_ranking_json(report, tmp_path / "ranking.json")
+    report = reports.ranking_report(table, sweep)
+    path = reports.write_ranking_json(report, tmp_path / "ranking.json")
     loaded = json.loads(path.read_text())
     assert set(loaded) == set(scores)  # the oracle is not a criterion of the table
     for criterion, entry in loaded.items():
@@ -221,7 +207,7 @@ def test_ranking_json_schema(tmp_path, model, loader, scores):
 def test_ranking_json_refuses_bad_reports(tmp_path):
     good = {"taylor": {"spearman_all_l2": 0.5, "spearman_all_raw": 0.1, "spearman_per_layer_mean": 0.4,
                        "amounts": [0.0, 0.5], "accuracy": [0.9, 0.7]}}
-    oneshot.write_ranking_json(good, tmp_path / "ok.json")
+    reports.write_ranking_json(good, tmp_path / "ok.json")
     bad_cases = [
         {"taylor": {k: v for k, v in good["taylor"].items() if k != "accuracy"}},
         {"taylor": {**good["taylor"], "accuracy": [90.0, 70.0]}},  # percent, not fractions
@@ -231,14 +217,14 @@ def test_ranking_json_refuses_bad_reports(tmp_path):
     ]
     for bad in bad_cases:
         with pytest.raises(ValueError, match="ranking report"):
-            oneshot.write_ranking_json(bad, tmp_path / "bad.json")
+            reports.write_ranking_json(bad, tmp_path / "bad.json")
     assert not (tmp_path / "bad.json").exists()
 
 
 # ---------------------------------------------------------------- the widget, without a browser
 def test_widget_follows_the_controls(model, loader, scores):
     before = state(model)
-    w = oneshot.one_shot_widget(model, scores, loader, input_shape=INPUT, criterion="taylor", amount=0.5)
+    w = one_shot_widget(model, scores, loader, input_shape=INPUT, criterion="taylor", amount=0.5)
     assert ("taylor", 0.5) in w.results and "taylor" in w.summary.value  # drawn at build time
     w.slider.value = 0.25
     r = w.results[("taylor", 0.25)]
@@ -249,22 +235,22 @@ def test_widget_follows_the_controls(model, loader, scores):
     assert w.results[("random", 0.25)] == expected
     assert_unchanged(model, before)
     with pytest.raises(ValueError, match="choose one of"):
-        oneshot.one_shot_widget(model, scores, loader, input_shape=INPUT, criterion="apoz")
+        one_shot_widget(model, scores, loader, input_shape=INPUT, criterion="apoz")
 
 
 def test_summary_and_chart(model, loader, scores):
     base = oneshot.one_shot(model, scores["taylor"], 0.0, loader, input_shape=INPUT)
     r = oneshot.one_shot(model, scores["taylor"], 0.5, loader, input_shape=INPUT, criterion="taylor")
-    html = oneshot.one_shot_summary(r, base)
+    html = one_shot_summary(r, base)
     assert "9 of 18" in html and f"{r.params:,}" in html and f"{r.flops / 1e6:.1f}" in html
-    from pruning_lib.plots_ranking import plot_one_shot
+    from pruning_lib.plots.ranking import plot_one_shot
     fig = plot_one_shot(r)
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [*r.kept.values(), *r.removed.values()]
 
 
 def test_widget_reports_an_impossible_amount_instead_of_raising(model, loader, scores):
-    w = oneshot.one_shot_widget(model, scores, loader, input_shape=INPUT, amount=0.2, max_amount=0.95)
+    w = one_shot_widget(model, scores, loader, input_shape=INPUT, amount=0.2, max_amount=0.95)
     w.slider.value = 0.95  # 17 of 18 filters: more than a floor of 1 per layer allows
     assert "cannot prune" in w.summary.value and "floor" in w.summary.value
     w.slider.value = 0.2

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from pruning_lib import train
+from pruning_lib.evaluation import evaluate
 from pruning_lib.iterative import fingerprint
-from pruning_lib.plots_iterative import plot_recovery
-from pruning_lib.recovery import RECOVERY_COLUMNS, prune_and_finetune, recovery_widget
-from pruning_lib.surgery import filters_per_layer
+from pruning_lib.plots.iterative import plot_recovery
+from pruning_lib.recovery import RECOVERY_COLUMNS, prune_and_finetune
+from pruning_lib.widgets.recovery import recovery_widget
+from pruning_lib.couplings import filters_per_layer
 
-from test_iterative import SHAPE, loaders, tiny_model
+from conftest import SHAPE, loaders, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,8 @@ def test_prune_and_finetune_records_the_drop_and_the_recovery(baseline):
     assert sum(filters_per_layer(result.model).values()) == 10
     assert result.pruned["gflops"] < result.baseline["gflops"] and result.pruned["params"] < result.baseline["params"]
     _, val_dl = loaders()
-    assert result.accuracy == train.evaluate(result.model, val_dl)["accuracy"]
-    assert h["accuracy"].iloc[0] == train.evaluate(baseline, val_dl)["accuracy"]
+    assert result.accuracy == evaluate(result.model, val_dl)["accuracy"]
+    assert h["accuracy"].iloc[0] == evaluate(baseline, val_dl)["accuracy"]
     assert not result.stopped
     assert recover(baseline).history.equals(h), "deterministic for a seed"
 
@@ -61,7 +63,7 @@ def test_should_stop_ends_fine_tuning_early(baseline):
     assert result.stopped and steps_seen == [1, 2, 3]
     assert list(result.history["step"]) == [0, 0, 2, 3]
     _, val_dl = loaders()
-    assert result.accuracy == train.evaluate(result.model, val_dl)["accuracy"]
+    assert result.accuracy == evaluate(result.model, val_dl)["accuracy"]
 
 
 def test_amount_is_validated(baseline):

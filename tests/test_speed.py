@@ -1,5 +1,5 @@
-"""Tests for pruning_lib.speed (notebook 04), the deployment forms added to pruning_lib.bench, and
-benchmarks/bench_speed.py's core function.  Tiny models, short timings: behaviour, not speed."""
+"""Tests for the comparisons and per-layer timing of pruning_lib.measure (notebook 04), the deployment forms,
+the reports of notebook 04 and benchmarks/bench_speed.py's core function.  Tiny models, short timings: behaviour, not speed."""
 import copy
 import importlib.util
 import json
@@ -14,7 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from pruning_lib import bench, demo, models, speed, surgery
+from pruning_lib import measure, models
+from pruning_lib.couplings import filters_per_layer
+from pruning_lib.course import demo, reports
+from pruning_lib.history import history_widths, speedup_sweep
+from pruning_lib.planning import transfer_widths
+from pruning_lib.surgery import with_widths
 
 FAST = 0.02  # min_run_time (s)
 SHAPE = (1, 8, 8)  # one image of the tiny model
@@ -35,7 +40,7 @@ def tiny(seed: int = 0) -> nn.Module:
 
 def fake_report(tmp_path: Path) -> Path:
     """An iterative.json in notebook 03's format, for the tiny model (a test fixture, not a result)."""
-    convs = list(surgery.filters_per_layer(tiny()))
+    convs = list(filters_per_layer(tiny()))
     rows = {"taylor": [(16, 32, 16), (16, 16, 16), (8, 16, 8)], "random": [(16, 32, 16), (8, 32, 8)]}
     payload = {c: [{"iteration": i, "fraction_removed": 1 - sum(w) / 64, "gflops": 0.0, "params": 0,
                     "accuracy_after_finetune": 0.9, "filters": dict(zip(convs, w))} for i, w in enumerate(ws)]
@@ -51,7 +56,7 @@ def fake_report(tmp_path: Path) -> Path:
 def test_fold_batchnorm_computes_the_same_function_and_leaves_the_model_alone():
     model = tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    folded = bench.fold_batchnorm(model)
+    folded = measure.fold_batchnorm(model)
     x = torch.randn(4, *SHAPE)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
@@ -76,17 +81,17 @@ class Branchy(nn.Module):
 def test_fold_batchnorm_skips_a_conv_with_other_readers():
     model = Branchy().eval()
     model.bn.running_mean.fill_(0.3)
-    folded = bench.fold_batchnorm(model)
+    folded = measure.fold_batchnorm(model)
     assert isinstance(folded.bn, nn.BatchNorm2d)
     x = torch.randn(2, *SHAPE)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x))
 
 
-@pytest.mark.parametrize("form", bench.FORMS)
+@pytest.mark.parametrize("form", measure.FORMS)
 def test_every_form_computes_the_same_function(form):
     model = tiny()
-    runner = bench.deployment_form(model, form)
+    runner = measure.deployment_form(model, form)
     assert (runner is model) == (form == "eager")
     x = torch.randn(3, *SHAPE)
     with torch.no_grad():
@@ -95,23 +100,23 @@ def test_every_form_computes_the_same_function(form):
 
 def test_unknown_form_is_named():
     with pytest.raises(ValueError, match="'fast'"):
-        bench.deployment_form(tiny(), "fast")
+        measure.deployment_form(tiny(), "fast")
     with pytest.raises(ValueError, match="'fast'"):
-        bench.measure_latency(tiny(), (1, *SHAPE), form="fast", min_run_time=FAST, num_threads=1)
+        measure.measure_latency(tiny(), (1, *SHAPE), form="fast", min_run_time=FAST, num_threads=1)
 
 
 def test_measure_latency_and_compare_in_a_form_keep_the_models_measures():
     model = tiny().train()
-    r = bench.measure_latency(model, (2, *SHAPE), form="deploy", min_run_time=FAST, num_threads=1)
+    r = measure.measure_latency(model, (2, *SHAPE), form="deploy", min_run_time=FAST, num_threads=1)
     assert r["form"] == "deploy" and r["median_ms"] > 0
     assert model.training and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    df = bench.compare({"a": model, "b": tiny(1)}, (2, *SHAPE), form="deploy", min_run_time=FAST, num_threads=1)
-    assert df.loc["a", "params"] == bench.count_parameters(model)  # BatchNorm still counted: not the folded copy
+    df = measure.compare({"a": model, "b": tiny(1)}, (2, *SHAPE), form="deploy", min_run_time=FAST, num_threads=1)
+    assert df.loc["a", "params"] == measure.count_parameters(model)  # BatchNorm still counted: not the folded copy
 
 
 def test_page_faults_reports_time_and_faults_per_pass():
     model = tiny().train()
-    r = bench.page_faults(model, (2, *SHAPE), runs=3, warmup=1, num_threads=1, form="deploy")
+    r = measure.page_faults(model, (2, *SHAPE), runs=3, warmup=1, num_threads=1, form="deploy")
     assert r["ms_per_pass"] > 0 and (r["faults_per_pass"] >= 0 or math.isnan(r["faults_per_pass"]))
     assert model.training
 
@@ -122,13 +127,13 @@ def test_keep_freed_memory_stops_page_faults_in_a_fresh_process():
         pytest.skip("glibc only")
     import resource
 
-    code = ("import torch, resource; from pruning_lib import bench\n"
+    code = ("import torch, resource; from pruning_lib import measure\n"
             "def faults():\n"
             "    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
             "    for _ in range(20):\n"
             "        t = torch.empty(8 << 20); t.fill_(1.0); del t\n"  # 32 MB, mmap-sized by default
             "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0\n"
-            "faults(); before = faults(); ok = bench.keep_freed_memory(); faults(); after = faults()\n"
+            "faults(); before = faults(); ok = measure.keep_freed_memory(); faults(); after = faults()\n"
             "print(ok, before, after)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     ok, before, after = out[0] == "True", int(out[1]), int(out[2])
@@ -142,30 +147,30 @@ def test_keep_freed_memory_stops_page_faults_in_a_fresh_process():
 
 
 def test_read_iterative_report_and_history_widths(tmp_path):
-    histories = speed.read_iterative_report(fake_report(tmp_path))
+    histories = reports.read_iterative_report(fake_report(tmp_path))
     assert set(histories) == {"taylor", "random"}
     h = histories["taylor"]
-    assert [c for c in h.columns if c.startswith("filters:")] == [f"filters:{c}" for c in surgery.filters_per_layer(tiny())]
-    widths = speed.history_widths(h)
+    assert [c for c in h.columns if c.startswith("filters:")] == [f"filters:{c}" for c in filters_per_layer(tiny())]
+    widths = history_widths(h)
     assert len(widths) == 3 and list(widths[2].values()) == [8, 16, 8]
 
 
 def test_missing_report_says_run_notebook_03(tmp_path):
     with pytest.raises(FileNotFoundError, match="03_iterative_pruning"):
-        speed.read_iterative_report(tmp_path / "nope.json")
+        reports.read_iterative_report(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"taylor": [{"iteration": 0}]}))
     with pytest.raises(ValueError, match="filters"):
-        speed.read_iterative_report(bad)
+        reports.read_iterative_report(bad)
 
 
 def test_architecture_from_widths_gives_the_widths_and_keeps_the_template():
     template = tiny()
-    convs = list(surgery.filters_per_layer(template))
+    convs = list(filters_per_layer(template))
     widths = {convs[0]: 5, convs[1]: 32, convs[2]: 1}
-    model = speed.architecture_from_widths(template, widths)
-    assert surgery.filters_per_layer(model) == widths
-    assert surgery.filters_per_layer(template) == dict(zip(convs, (16, 32, 16)))
+    model = with_widths(template, widths)
+    assert filters_per_layer(model) == widths
+    assert filters_per_layer(template) == dict(zip(convs, (16, 32, 16)))
     assert model(torch.randn(2, *SHAPE)).shape == (2, 2)
     # the first filters are kept: the first conv's weights are the template's first 5 rows
     assert torch.equal(model.get_submodule(convs[0]).weight, template.get_submodule(convs[0]).weight[:5])
@@ -175,7 +180,7 @@ def test_architecture_from_widths_gives_the_widths_and_keeps_the_template():
                                            ({"features.0": 17}, "keep 1..16")])
 def test_architecture_from_widths_rejects_bad_widths(widths, match):
     with pytest.raises(ValueError, match=match):
-        speed.architecture_from_widths(tiny(), widths)
+        with_widths(tiny(), widths)
 
 
 # --------------------------------------------------------------------------- timing tables
@@ -185,12 +190,12 @@ def test_layer_times_one_row_per_layer_in_execution_order():
     model = tiny().train()
     leaves = [n for n, m in model.named_modules() if n and next(m.children(), None) is None]
     for form in ("eager", "deploy"):
-        df = speed.layer_times(model, (2, *SHAPE), form=form, repeats=3, warmup=1, num_threads=1)
+        df = measure.layer_times(model, (2, *SHAPE), form=form, repeats=3, warmup=1, num_threads=1)
         assert list(df["module"]) == leaves + ["(outside modules)"]  # names of the model, whatever the form
         assert (df["time_ms"] >= 0).all()
         # the rest is the median total minus the layers' medians (clipped at 0), so the shares add up to about 1
         assert 1.0 - 1e-9 <= df["share"].sum() < 1.5
-    types = speed.layer_times(model, (2, *SHAPE), form="deploy", repeats=2, include_rest=False, num_threads=1)["type"]
+    types = measure.layer_times(model, (2, *SHAPE), form="deploy", repeats=2, include_rest=False, num_threads=1)["type"]
     assert "BatchNorm2d" not in set(types) and "Identity" in set(types)
     assert model.training  # flags restored
     assert not model._forward_hooks and not model.features[0]._forward_pre_hooks  # hooks removed
@@ -198,31 +203,31 @@ def test_layer_times_one_row_per_layer_in_execution_order():
 
 def test_per_layer_table_counts_match_bench():
     model = tiny()
-    df = speed.per_layer_table(model, (2, *SHAPE), repeats=2, num_threads=1)
-    counted = bench.flops_per_layer(model, (2, *SHAPE)).set_index("module")["flops"]
+    df = measure.per_layer_table(model, (2, *SHAPE), repeats=2, num_threads=1)
+    counted = measure.flops_per_layer(model, (2, *SHAPE)).set_index("module")["flops"]
     assert df.set_index("module")["flops"].loc[counted.index].tolist() == counted.tolist()
     assert df["% FLOPs"].sum() == pytest.approx(100) and df["% params"].sum() == pytest.approx(100)
-    by_type = speed.time_by_type(df)
+    by_type = measure.time_by_type(df)
     assert by_type.sum() == pytest.approx(df["time_ms"].sum())
-    gap = speed.explain_gap({"dense": df, "pruned": df})
+    gap = measure.explain_gap({"dense": df, "pruned": df})
     assert gap.loc["dense", "flop_layers_ms"] + gap.loc["dense", "other_ms"] == pytest.approx(df["time_ms"].sum())
     assert gap.loc["dense", "gflops"] == pytest.approx(counted.sum() / 1e9)
 
 
 def test_per_layer_tables_one_table_per_model_and_form():
-    nets = {"dense": tiny(), "pruned": speed.architecture_from_widths(tiny(), {"features.4": 8})}
-    tables = speed.per_layer_tables(nets, (2, *SHAPE), forms=("eager", "deploy"), rounds=2, repeats=2, num_threads=1)
+    nets = {"dense": tiny(), "pruned": with_widths(tiny(), {"features.4": 8})}
+    tables = measure.per_layer_tables(nets, (2, *SHAPE), forms=("eager", "deploy"), rounds=2, repeats=2, num_threads=1)
     assert list(tables) == ["dense, eager", "dense, deploy", "pruned, eager", "pruned, deploy"]
     for t in tables.values():
         assert t["% time"].sum() == pytest.approx(100)
         assert list(t["module"]) == list(tables["dense, eager"]["module"])
     with pytest.raises(ValueError, match="rounds"):
-        speed.per_layer_tables(nets, (2, *SHAPE), rounds=0)
+        measure.per_layer_tables(nets, (2, *SHAPE), rounds=0)
 
 
 def test_side_by_side_one_row_per_form_batch_model():
-    nets = {"dense": tiny(), "pruned": speed.architecture_from_widths(tiny(), {"features.4": 8})}
-    df = speed.side_by_side(nets, SHAPE, [1, 4], forms=("eager", "deploy"), accuracy={"dense": 0.9, "pruned": 0.8},
+    nets = {"dense": tiny(), "pruned": with_widths(tiny(), {"features.4": 8})}
+    df = measure.side_by_side(nets, SHAPE, [1, 4], forms=("eager", "deploy"), accuracy={"dense": 0.9, "pruned": 0.8},
                             min_run_time=0.005, num_threads=1, rounds=2)
     assert len(df) == 2 * 2 * 2
     assert list(df[["form", "batch", "model"]].itertuples(index=False, name=None))[:3] == [
@@ -236,26 +241,26 @@ def test_side_by_side_one_row_per_form_batch_model():
 
 
 def test_speedup_sweep_rebuilds_every_iteration(tmp_path):
-    histories = speed.read_iterative_report(fake_report(tmp_path))
-    df = speed.speedup_sweep(tiny(), histories, (2, *SHAPE), forms=("eager",), min_run_time=FAST, num_threads=1)
+    histories = reports.read_iterative_report(fake_report(tmp_path))
+    df = speedup_sweep(tiny(), histories, (2, *SHAPE), forms=("eager",), min_run_time=FAST, num_threads=1)
     assert len(df) == 3 + 2
     first = df[df["iteration"] == 0]
     assert (first["flops_ratio"] == 1.0).all()
     last = df[(df["criterion"] == "taylor") & (df["iteration"] == 2)].iloc[0]
-    rebuilt = speed.architecture_from_widths(tiny(), speed.history_widths(histories["taylor"])[2])
-    assert last["gflops"] == pytest.approx(bench.count_flops(rebuilt, (1, *SHAPE)) / 1e9)
+    rebuilt = with_widths(tiny(), history_widths(histories["taylor"])[2])
+    assert last["gflops"] == pytest.approx(measure.count_flops(rebuilt, (1, *SHAPE)) / 1e9)
     assert last["flops_ratio"] > 1 and last["batch"] == 2
 
 
 def test_batch_sweep_rows():
-    nets = {"dense": tiny(), "pruned": speed.architecture_from_widths(tiny(), {"features.0": 8})}
-    df = speed.batch_sweep(nets, SHAPE, [1, 3], forms=("deploy",), min_run_time=FAST, num_threads=1)
+    nets = {"dense": tiny(), "pruned": with_widths(tiny(), {"features.0": 8})}
+    df = measure.batch_sweep(nets, SHAPE, [1, 3], forms=("deploy",), min_run_time=FAST, num_threads=1)
     assert len(df) == 4 and set(df["batch"]) == {1, 3}
     assert df["ms_per_image"].tolist() == pytest.approx((df["latency_ms"] / df["batch"]).tolist())
 
 
 def test_conv_width_staircase_rows():
-    df = speed.conv_width_staircase([4, 8], in_channels=2, size=4, batch=2, min_run_time=FAST, num_threads=1)
+    df = measure.conv_width_staircase([4, 8], in_channels=2, size=4, batch=2, min_run_time=FAST, num_threads=1)
     assert list(df["out_channels"]) == [4, 8]
     assert df.loc[1, "gflops"] == pytest.approx(2 * df.loc[0, "gflops"])
     assert (df["latency_ms"] > 0).all()
@@ -267,7 +272,7 @@ def test_conv_width_staircase_rows():
 def test_transfer_widths_hits_the_fraction_in_blocks():
     target = {f"c{i}": w for i, w in enumerate([64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512])}
     kept = [1.0, 0.5, 0.75, 0.5, 0.375, 0.25, 0.3125]
-    widths = speed.transfer_widths(kept, target, remove_fraction=0.6, multiple_of=16)
+    widths = transfer_widths(kept, target, remove_fraction=0.6, multiple_of=16)
     assert list(widths) == list(target)
     assert all(w % 16 == 0 and 16 <= w <= target[n] for n, w in widths.items())
     removed = 1 - sum(widths.values()) / sum(target.values())
@@ -276,19 +281,19 @@ def test_transfer_widths_hits_the_fraction_in_blocks():
 
 
 def test_transfer_widths_uniform_source_prunes_uniformly():
-    widths = speed.transfer_widths([1.0, 1.0], {"a": 100, "b": 200}, remove_fraction=0.5)
+    widths = transfer_widths([1.0, 1.0], {"a": 100, "b": 200}, remove_fraction=0.5)
     assert widths == {"a": 50, "b": 100}
     with pytest.raises(ValueError, match="remove_fraction"):
-        speed.transfer_widths([1.0], {"a": 4}, remove_fraction=1.0)
+        transfer_widths([1.0], {"a": 4}, remove_fraction=1.0)
 
 
 def test_first_linear_shrinks_with_the_last_conv():
     model = models.small_vgg((8, "M", 16), in_channels=1, num_classes=3)
-    pruned = speed.architecture_from_widths(model, {"features.4": 5})
-    name, fc = speed.first_linear(pruned)
+    pruned = with_widths(model, {"features.4": 5})
+    name, fc = models.first_linear(pruned)
     assert name == "classifier.0" and fc.in_features == 5
     with pytest.raises(ValueError, match="no nn.Linear"):
-        speed.first_linear(nn.Conv2d(1, 1, 1))
+        models.first_linear(nn.Conv2d(1, 1, 1))
 
 
 # --------------------------------------------------------------------------- targets and summary.json
@@ -300,22 +305,22 @@ def table_for_targets(acc_taylor: float = 0.86) -> pd.DataFrame:
 
 
 def test_check_targets_computes_each_check():
-    t = speed.check_targets(table_for_targets())
+    t = reports.check_targets(table_for_targets())
     assert t["met"].tolist() == [True, True, True, True]
     assert t.loc["accuracy lost (points)", "measured"] == pytest.approx(0.8)
-    t = speed.check_targets(table_for_targets(acc_taylor=0.855))
+    t = reports.check_targets(table_for_targets(acc_taylor=0.855))
     assert t["met"].tolist() == [True, True, True, False]
     slow = table_for_targets().assign(speedup=[1.0, 2.7])  # 2.7 < 0.8 * 3.4 = 2.72
-    assert not speed.check_targets(slow).loc["measured speedup (x faster)", "met"]
+    assert not reports.check_targets(slow).loc["measured speedup (x faster)", "met"]
 
 
 @pytest.fixture(scope="module")
 def summary_once() -> dict:
     """summary.json from a tiny run: side_by_side on a tiny dense and pruned model."""
-    nets = {"dense": tiny(), "taylor": speed.architecture_from_widths(tiny(), {"features.4": 8})}
-    table = speed.side_by_side(nets, SHAPE, [4], forms=("deploy",), accuracy={"dense": 0.9, "taylor": 0.88},
+    nets = {"dense": tiny(), "taylor": with_widths(tiny(), {"features.4": 8})}
+    table = measure.side_by_side(nets, SHAPE, [4], forms=("deploy",), accuracy={"dense": 0.9, "taylor": 0.88},
                                min_run_time=FAST, num_threads=1, rounds=1).set_index("model")
-    return speed.build_summary("quick", "fashion-mnist", "small_vgg", table,
+    return reports.build_summary("quick", "fashion-mnist", "small_vgg", table,
                                measurement={"batch_size": 4, "num_threads": 1, "form": "deploy"})
 
 
@@ -334,7 +339,7 @@ def test_summary_from_a_tiny_run_has_the_schema(tiny_summary, tmp_path, monkeypa
     t = summary["pruned"]["taylor"]
     assert t["speedup"] == pytest.approx(summary["dense"]["latency_ms"] / t["latency_ms"])
     monkeypatch.setenv("PRUNING_REPORTS_DIR", str(tmp_path))
-    path = speed.write_summary(summary)
+    path = reports.write_summary(summary)
     assert path == tmp_path / "summary.json"
     assert json.loads(path.read_text()) == json.loads(json.dumps(summary))
     lines = demo.summary_lines()  # what make demo prints
@@ -356,7 +361,7 @@ def test_validator_rejects_bad_summaries(tiny_summary, change, match):
     summary = tiny_summary
     change(summary)
     with pytest.raises(ValueError, match=match):
-        speed.validate_summary(summary)
+        reports.validate_summary(summary)
 
 
 # --------------------------------------------------------------------------- benchmarks/bench_speed.py
@@ -374,7 +379,7 @@ def test_bench_speed_torch_pruning_builds_the_same_architecture():
     pytest.importorskip("torch_pruning")
     bs = _bench_speed()
     widths = {"features.0": 8, "features.4": 16, "features.8": 4}
-    trained = speed.architecture_from_widths(tiny(1), widths)
+    trained = with_widths(tiny(1), widths)
     r = bs.compare_with_torch_pruning(tiny(), widths, (2, *SHAPE), forms=("eager", "deploy"), min_run_time=FAST, num_threads=1,
                                       rounds=1, trained=trained)
     assert r["same_widths"] and r["same_shapes"]

@@ -8,15 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from pruning_lib.surgery import (
-    filters_per_layer,
-    find_couplings,
-    load_pruned,
-    plan_from_scores,
-    prunable_convs,
-    prune_filters,
-    save_pruned,
-)
+from pruning_lib.checkpoints import load_pruned, save_pruned
+from pruning_lib.couplings import filters_per_layer, find_couplings, prunable_convs
+from pruning_lib.planning import plan_from_scores
+from pruning_lib.surgery import prune_filters
 
 
 # ---------------------------------------------------------------- models under test

@@ -13,22 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
+import pruning_lib.checkpoints as checkpoints
 import pruning_lib.train as train
+from pruning_lib.checkpoints import load_checkpoint, save_checkpoint
+from pruning_lib.distill import KnowledgeDistillation
+from pruning_lib.evaluation import confusion_matrix, evaluate, predict
 from pruning_lib.models import small_vgg
+from pruning_lib.runtime import pick_device, seed_everything
 from pruning_lib.train import (
     HISTORY_COLUMNS,
     Callback,
     FunctionCallback,
-    KnowledgeDistillation,
     StopTraining,
-    confusion_matrix,
-    evaluate,
     fit,
-    load_checkpoint,
-    pick_device,
-    predict,
-    save_checkpoint,
-    seed_everything,
 )
 
 
@@ -475,10 +472,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         f.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.torch, "save", interrupted)
+    monkeypatch.setattr(checkpoints.torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, model, meta={"version": 2})
-    monkeypatch.setattr(train.torch, "save", real_save)
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)
 
     assert path.read_bytes() == good  # the old checkpoint is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left behind

@@ -1,12 +1,14 @@
-"""Plots for the notebooks: each returns its matplotlib Figure (titles, labelled axes, legends)."""
+"""Plots of notebook 01 (examples, training history, confusion matrix), and `figure_png` for widgets."""
 
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch.utils.data import Dataset
 
 
@@ -69,3 +71,10 @@ def plot_confusion(matrix: torch.Tensor, class_names: Sequence[str], title: str 
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     fig.tight_layout()
     return fig
+
+
+def figure_png(fig: Figure, dpi: int = 90) -> bytes:
+    """A figure as PNG bytes (for widgets; works from any thread with a non-pyplot Figure)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()

@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+__all__ = ["REPO_ROOT", "build_dir", "checkpoints_dir", "reports_dir"]
+
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 REPO_ROOT = _PACKAGE_PARENT if (_PACKAGE_PARENT / "pyproject.toml").exists() else Path.cwd()
 
 
 def _folder(env: str, default: str) -> Path:
-    path = Path(os.environ.get(env) or REPO_ROOT / default)
+    """``$env`` (``~`` expanded) or <repo>/default, created if missing; a clear error if it is a file."""
+    path = Path(os.environ.get(env) or REPO_ROOT / default).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{env}={path} is a file, not a folder; point {env} at a folder "
+                                 f"(or unset it to use {REPO_ROOT / default})")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -121,7 +121,7 @@ def plot_width_staircase(stairs: Mapping[str, pd.DataFrame], *, vector_width: in
 
 
 def plot_vgg16_shares(per_layer: pd.DataFrame) -> Figure:
-    """VGG16 per layer: % of parameters and % of FLOPs (from ``bench.flops_per_layer``)."""
+    """VGG16 per layer: % of parameters and % of FLOPs (from ``measure.flops_per_layer``)."""
     df = per_layer.copy()
     x = np.arange(len(df))
     fig, ax = plt.subplots(figsize=(10, 3.6))

@@ -6,16 +6,16 @@ X axes show the FLOPs left as a percentage of the unpruned model, decreasing to 
 
 from __future__ import annotations
 
-import io
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
-from .iterative import layer_widths
+from ..history import layer_widths
+
+__all__ = ["draw_recovery", "draw_sawtooth", "plot_criteria", "plot_layer_heatmap", "plot_recovery", "plot_sawtooth"]
 
 
 def _flops_left(history: pd.DataFrame) -> np.ndarray:
@@ -55,47 +55,6 @@ def plot_sawtooth(history: pd.DataFrame, title: str = "Prune–Train–Repeat") 
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
-
-
-class LiveSawtooth:
-    """A `prune_train_repeat` callback that redraws the sawtooth in the notebook after every iteration.
-
-    It draws on a figure outside pyplot (so Jupyter does not show it twice), shows it as a PNG
-    (which renders whatever the matplotlib backend) and updates that one display in place;
-    `finish(history)` draws the final state (also when a finished run was simply resumed from
-    its checkpoint and no iteration ran).
-    """
-
-    def __init__(self, title: str = "Prune–Train–Repeat, live"):
-        self.title, self.rows, self.handle = title, [], None
-
-    def _draw(self, history: pd.DataFrame) -> None:
-        from IPython.display import Image, display
-
-        fig = Figure(figsize=(7, 3.8))
-        ax = fig.subplots()
-        draw_sawtooth(ax, history)
-        ax.axhline(100 * history["accuracy_after_finetune"].iloc[0], color="gray", ls="--", lw=1,
-                   label="before pruning")
-        ax.set_title(f"{self.title} (iteration {int(history['iteration'].iloc[-1])})", fontsize=10)
-        ax.legend(fontsize=8, loc="lower left")
-        fig.tight_layout()
-        image = Image(figure_png(fig, dpi=100))
-        if self.handle is None:
-            self.handle = display(image, display_id=True)
-        else:
-            self.handle.update(image)
-
-    def on_start(self, history: pd.DataFrame, model) -> None:
-        self.rows = history.to_dict(orient="records")
-        self._draw(history)
-
-    def on_iteration(self, row: dict, model) -> None:
-        self.rows.append(row)
-        self._draw(pd.DataFrame(self.rows))
-
-    def finish(self, history: pd.DataFrame) -> None:
-        self._draw(history)
 
 
 def plot_criteria(histories: Mapping[str, pd.DataFrame], title: str = "Criteria under the same schedule") -> plt.Figure:
@@ -169,14 +128,3 @@ def plot_recovery(histories: Mapping[str, pd.DataFrame] | pd.DataFrame, title: s
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
-
-
-def figure_png(fig: Figure, dpi: int = 90) -> bytes:
-    """A figure as PNG bytes (for widgets; works from any thread with a non-pyplot Figure)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
-
-
-__all__: Sequence[str] = ["LiveSawtooth", "draw_recovery", "draw_sawtooth", "figure_png",
-                          "plot_criteria", "plot_layer_heatmap", "plot_recovery", "plot_sawtooth"]

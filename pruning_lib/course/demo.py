@@ -1,6 +1,6 @@
 """``make demo``: run every notebook in order, headless, and print what they measured.
 
-    python -m pruning_lib.demo [--profile quick|full] [--only 01]
+    python -m pruning_lib.course.demo [--profile quick|full] [--only 01]
 
 Executed notebooks and their HTML go to build/; the notebooks' machine-readable
 results go to reports/ (both at the repository root, whatever the working directory).

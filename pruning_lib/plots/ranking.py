@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .oneshot import OneShot
+from ..oneshot import OneShot
 
 Scores = Mapping[str, torch.Tensor]
 

@@ -1,0 +1,250 @@
+"""Checkpoints: one atomic writer and one file format for every model the course saves.
+
+A checkpoint holds only plain data (tensors, numbers, strings, lists, dicts), so
+``torch.load(path, weights_only=True)`` reads it and no code is ever unpickled:
+
+    {"format": "pruning_lib.checkpoint/2", "widths": {conv: filters}, "state_dict": ...,
+     "optimizer": state or None, "history": {column: values} or None, "meta": {...}}
+
+- `save_checkpoint` / `load_checkpoint`: a model of a known architecture (the baseline).
+- `save_pruned` / `load_pruned`: a pruned model; ``widths`` rebuilds its architecture from a
+  freshly built unpruned model (`surgery.with_widths`).
+- `atomic_write`: every file the library writes (checkpoints and JSON reports) goes to a hidden
+  temporary file in the same folder, is flushed to disk (fsync) and then renamed over the target,
+  so an interrupted write never leaves a broken file.  Files are readable by others (mode 0644).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "atomic_write",
+    "check_plain",
+    "load_checkpoint",
+    "load_pruned",
+    "plain_value",
+    "read_checkpoint",
+    "save_checkpoint",
+    "save_pruned",
+    "state_dict_differences",
+]
+
+FORMAT = "pruning_lib.checkpoint/2"
+_OLD_FORMATS = ("pruning_lib.checkpoint/1", "pruning_lib.pruned/1")   # still read
+_PLAIN = (type(None), bool, int, float, str, torch.Tensor)
+
+
+class CheckpointError(ValueError):
+    """A file is not a readable pruning_lib checkpoint (missing, truncated, foreign, inconsistent)."""
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(f)`` on a hidden temporary file next to `path`, fsync it, then rename it to `path`.
+
+    Temporary files left by an earlier, killed write (``.<name>.*.tmp``) are removed first.
+    The result has mode 0644 (``torch.save`` alone would give the same; ``mkstemp`` gives 0600).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name such as {path / 'model.pt'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def check_plain(obj: Any, where: str) -> None:
+    """Raise TypeError if `obj` holds anything ``torch.load(weights_only=True)`` refuses to read."""
+    if isinstance(obj, _PLAIN):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise TypeError(f"{where} has key {k!r} of type {type(k).__name__}; use str keys")
+            check_plain(v, f"{where}[{k!r}]")
+    else:
+        raise TypeError(
+            f"{where} is a {type(obj).__name__}; checkpoints hold only plain types "
+            "(None, bool, int, float, str, tensors, lists, dicts). Convert it (e.g. float(x), str(path), x.tolist())"
+        )
+
+
+def plain_value(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (checkpoints and JSON take only plain types); others unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _widths(model: nn.Module) -> dict[str, int]:
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def _save(path: str | os.PathLike, model: nn.Module, optimizer, history, meta) -> Path:
+    payload = {
+        "format": FORMAT,
+        "widths": _widths(model),
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "history": history.to_dict(orient="list") if isinstance(history, pd.DataFrame) else history,
+        "meta": dict(meta) if meta is not None else {},
+    }
+    check_plain(payload["history"], "history")
+    check_plain(payload["meta"], "meta")
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    history: pd.DataFrame | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save model (and optimizer) state, history and `meta` atomically; returns the path.
+
+    `meta` and `history` must hold plain types (TypeError otherwise, before anything is written).
+    """
+    return _save(path, model, optimizer, history, meta)
+
+
+def save_pruned(model: nn.Module, path: str | os.PathLike, *, meta: Mapping[str, Any] | None = None,
+                optimizer: torch.optim.Optimizer | None = None) -> Path:
+    """Save a (pruned) model's widths and weights; restore it with `load_pruned` and an unpruned model."""
+    return _save(path, model, optimizer, None, meta)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's payload (format 2 keys), read safely; `CheckpointError` naming the file if unreadable."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint not found: {path.resolve()}. Fix: check the path (working directory is "
+            f"{Path.cwd()}) or create it with save_checkpoint(path, model) / save_pruned(model, path).")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted copy? Delete it and save again")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds on a damaged or foreign file
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path} cannot be read as a pruning_lib checkpoint ({type(err).__name__}: {first}). It is truncated, "
+            "damaged or not a checkpoint of this library; delete it and save the model again") from None
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, *_OLD_FORMATS):
+        raise CheckpointError(
+            f"{path} is not a pruning_lib checkpoint (not written by save_pruned or save_checkpoint: no format "
+            f"{FORMAT!r}); for a bare state dict use "
+            "model.load_state_dict(torch.load(path, weights_only=True))")
+    if payload["format"] != FORMAT:   # the two formats of version 1
+        payload = {"widths": payload.get("widths"), "state_dict": payload.get("state_dict", payload.get("model")),
+                   "optimizer": payload.get("optimizer"), "history": payload.get("history"),
+                   "meta": payload.get("meta", {})}
+    if not isinstance(payload.get("meta"), dict):
+        raise CheckpointError(f"{path}: 'meta' is a {type(payload.get('meta')).__name__}, not a dict")
+    return payload
+
+
+def state_dict_differences(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "file") -> list[str]:
+    """How `state` differs from ``model.state_dict()``: missing keys, unexpected keys, shape mismatches
+    (at most 8 of each named); an empty list when they match."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k}: {source} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    parts = [f"missing keys {missing[:8]}" if missing else "",
+             f"unexpected keys {unexpected[:8]}" if unexpected else "",
+             f"shape mismatches {shapes[:8]}" if shapes else ""]
+    return [p for p in parts if p]
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    differences = state_dict_differences(model, state, "checkpoint")
+    if differences:
+        raise ValueError(
+            f"checkpoint {path} does not match {type(model).__name__}: " + "; ".join(differences)
+            + ". Fix: build the model with the same architecture before loading (a pruned model "
+            "has fewer filters: rebuild it with load_pruned).")
+    model.load_state_dict(state)
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, *,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Load a `save_checkpoint` file into `model` (and `optimizer`) in place.
+
+    Returns ``{"history": DataFrame or None, "meta": dict}``.
+    """
+    path = Path(path).expanduser()
+    payload = read_checkpoint(path)
+    _load_state(model, payload["state_dict"], path)
+    if optimizer is not None:
+        if payload["optimizer"] is None:
+            raise ValueError(f"checkpoint {path} has no optimizer state; pass optimizer=None, "
+                             "or save with save_checkpoint(..., optimizer=opt)")
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except ValueError as err:
+            raise ValueError(f"optimizer state in {path} does not fit this optimizer ({err}); build the "
+                             "optimizer over the same parameters, in the same order, as when saving") from err
+    history = payload["history"]
+    return {"history": pd.DataFrame(history) if history is not None else None, "meta": payload["meta"]}
+
+
+def load_pruned(path: str | os.PathLike, model: nn.Module) -> tuple[nn.Module, dict]:
+    """Rebuild a pruned model saved by `save_pruned` (or `save_checkpoint`).
+
+    Args:
+        path: the checkpoint (read with ``torch.load(weights_only=True)``: it cannot run code).
+        model: a freshly built model of the *unpruned* architecture (e.g. ``small_vgg(...)``);
+            it is left unchanged.
+
+    Returns:
+        ``(pruned copy of model with the saved weights, meta dict)``.
+    """
+    from .surgery import with_widths
+
+    path = Path(path).expanduser()
+    device = next(model.parameters()).device
+    payload = read_checkpoint(path, map_location=device)
+    widths = payload["widths"]
+    if not isinstance(widths, dict):
+        raise CheckpointError(f"{path} holds no conv widths: it was not written by save_pruned or save_checkpoint")
+    try:
+        pruned = with_widths(model, widths)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}; build the same unpruned architecture that was pruned") from None
+    _load_state(pruned, payload["state_dict"], path)
+    return pruned, payload["meta"]

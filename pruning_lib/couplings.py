@@ -1,0 +1,208 @@
+"""Couplings: who reads each conv's output, found from the model's real data flow (``torch.fx``).
+
+`find_couplings` traces the model and follows every ``Conv2d``'s output through the layers that act
+on each channel separately (BatchNorm2d, activations, pooling, Dropout, Flatten) to the layer that
+*mixes* channels: the next conv, or the first Linear after the last conv.  That path is a
+`Coupling`; surgery slices exactly the layers on it.  Anything else (a residual ``add``, ``cat``, a
+grouped conv, a shared module, ...) makes that conv unprunable, and the reason is recorded.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ACTIVATIONS", "Coupling", "filters_per_layer", "find_couplings", "prunable_convs", "trace"]
+
+# Modules that act on each channel separately (so a removed channel stays "removed").
+ACTIVATIONS = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus,
+)
+_SPATIAL = (
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity,
+)
+_FUNCTIONAL_ACTIVATIONS = {
+    torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish,
+    torch.sigmoid, torch.tanh, F.hardswish, F.hardtanh,
+}
+_FUNCTIONAL_SPATIAL = {
+    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout,
+}
+_METHOD_ACTIVATIONS = {"relu", "relu_", "sigmoid", "tanh"}
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """How one conv's output channels reach the next channel-mixing layer.
+
+    Attributes:
+        conv: name of the conv whose filters would be removed.
+        batchnorms: BatchNorm2d layers on the way (their per-channel state is sliced).
+        capture: the module whose output is the post-activation map *z* (after BN
+            and the non-linearity) that ranking criteria look at; ``None`` when the
+            non-linearity is a function rather than a module.
+        consumer: name of the next conv or Linear, whose input channels are sliced.
+        flattened: True when the consumer is a Linear reading the flattened map.
+    """
+
+    conv: str
+    batchnorms: tuple[str, ...]
+    capture: str | None
+    consumer: str
+    flattened: bool
+
+
+def _describe(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
+    if node.op == "call_module":
+        return f"{node.target} ({type(modules[node.target]).__name__})"
+    if node.op == "call_function":
+        names = {operator.add: "residual addition (+)", operator.mul: "multiplication (*)",
+                 torch.add: "residual addition (torch.add)", torch.cat: "concatenation (torch.cat)"}
+        return names.get(node.target, getattr(node.target, "__name__", str(node.target)))
+    return f"{node.op} {node.target}"
+
+
+def _is_flatten(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        m = modules[node.target]
+        return isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
+    if node.target is torch.flatten or (node.op == "call_method" and node.target == "flatten"):
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+        return start == 1 and end == -1
+    return False
+
+
+def _step_kind(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
+    """Classify a layer on a conv's output path: bn, activation, spatial, flatten, conv, linear or other."""
+    if node.op == "call_module":
+        m = modules[node.target]
+        if isinstance(m, nn.BatchNorm2d):
+            return "bn"
+        if isinstance(m, ACTIVATIONS) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
+            return "activation"
+        if isinstance(m, _SPATIAL):
+            return "spatial"
+        if isinstance(m, nn.Conv2d):
+            return "conv" if m.groups == 1 else "other"
+        if isinstance(m, nn.Linear):
+            return "linear"
+    if _is_flatten(node, modules):
+        return "flatten"
+    if node.op == "call_function" and node.target in _FUNCTIONAL_ACTIVATIONS:
+        return "functional_activation"
+    if node.op == "call_method" and node.target in _METHOD_ACTIVATIONS:
+        return "functional_activation"
+    if node.op == "call_function" and node.target in _FUNCTIONAL_SPATIAL:
+        return "spatial"
+    return "other"
+
+
+def _readers(node: fx.Node) -> list[fx.Node]:
+    """Nodes that read `node`'s values (``x.size()`` only reads the shape)."""
+    return [u for u in node.users if not (u.op == "call_method" and u.target == "size")]
+
+
+def _follow(conv_node: fx.Node, modules: Mapping[str, nn.Module]) -> Coupling | str:
+    """Walk from a conv to its consumer; return the Coupling, or why it can't be pruned."""
+    name = conv_node.target
+    if modules[name].groups != 1:
+        return f"{name} is a grouped/depthwise conv (groups={modules[name].groups})"
+    batchnorms, capture, leading, flattened = [], name, True, False
+    node = conv_node
+    while True:
+        readers = _readers(node)
+        if len(readers) != 1:
+            what = ", ".join(_describe(r, modules) for r in readers) or "nothing"
+            return f"the output of {name} is read by {len(readers)} layers ({what}): a branch or residual connection"
+        user = readers[0]
+        if user.op == "output":
+            return f"the output of {name} is the model's output"
+        if not user.args or user.args[0] is not node:
+            return f"the output of {name} is combined by {_describe(user, modules)}"
+        kind = _step_kind(user, modules)
+        if kind == "conv" and not flattened:
+            return Coupling(name, tuple(batchnorms), capture, user.target, False)
+        if kind == "linear" and flattened:
+            if modules[user.target].in_features % modules[name].out_channels:
+                return (f"{user.target} has {modules[user.target].in_features} inputs, not a multiple of "
+                        f"the {modules[name].out_channels} channels of {name} flattened into it")
+            return Coupling(name, tuple(batchnorms), capture, user.target, True)
+        if kind == "bn" and not flattened:
+            batchnorms.append(user.target)
+            capture = user.target if leading and capture is not None else capture
+        elif kind == "activation":
+            capture = user.target if leading and capture is not None else capture
+        elif kind == "functional_activation":
+            capture = None if leading else capture
+        elif kind == "spatial" and not flattened:
+            leading = False
+        elif kind == "flatten" and not flattened:
+            leading, flattened = False, True
+        else:
+            return f"the output of {name} reaches {_describe(user, modules)}, which couples channels"
+        node = user
+
+
+def trace(model: nn.Module) -> fx.Graph:
+    """The model's data flow as a ``torch.fx`` graph (leaf modules from torch.nn stay whole).
+
+    Raises:
+        NotImplementedError: if ``torch.fx`` cannot trace the model.
+    """
+    tracer = fx.Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as e:  # fx raises many kinds of errors on dynamic models
+        raise NotImplementedError(
+            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
+            "surgery supports plain chains such as torchvision's VGG") from e
+    finally:
+        # fx keeps the tracer in a reference cycle; without this it would keep the model
+        # (hundreds of MB for VGG16) alive until Python's cycle collector happens to run
+        tracer.__dict__.clear()
+    return graph
+
+
+def find_couplings(model: nn.Module) -> dict[str, Coupling | str]:
+    """Trace `model` and map every Conv2d name to its `Coupling` (or the reason it can't be pruned).
+
+    Raises:
+        NotImplementedError: if ``torch.fx`` cannot trace the model.
+    """
+    graph = trace(model)
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    result: dict[str, Coupling | str] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], nn.Conv2d):
+            result[node.target] = (f"{node.target} is called {calls[node.target]} times (shared weights)"
+                                   if calls[node.target] > 1 else _follow(node, modules))
+    for name, c in list(result.items()):
+        if isinstance(c, Coupling):
+            shared = [m for m in (*c.batchnorms, c.consumer) if calls.get(m, 0) > 1]
+            if shared:
+                result[name] = f"{shared[0]}, which reads {name}, is called more than once (shared weights)"
+    return result
+
+
+def prunable_convs(model: nn.Module) -> list[str]:
+    """Names of the convs whose filters `prune_filters` can remove exactly, in forward order."""
+    return [name for name, c in find_couplings(model).items() if isinstance(c, Coupling)]
+
+
+def filters_per_layer(model: nn.Module) -> dict[str, int]:
+    """Number of output filters of every prunable conv, e.g. ``{"features.0": 64, ...}``."""
+    modules = dict(model.named_modules())
+    return {name: modules[name].out_channels for name in prunable_convs(model)}

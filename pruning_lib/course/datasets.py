@@ -1,0 +1,63 @@
+"""The target task's data for each profile: train / val / test datasets and their loaders.
+
+Quick profile: T-shirt/top vs Shirt from the embedded Fashion-MNIST subset.  Full profile: cats vs dogs
+from Oxford-IIIT Pet (``$PRUNING_DATA_DIR/full``; downloaded only with ``PRUNING_DOWNLOAD=1``) or from a
+Kaggle Dogs vs Cats folder (``PRUNING_KAGGLE_DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import DataLoader
+
+from .. import data
+from .profiles import Profile, get_profile
+
+__all__ = ["SOURCE_CLASSES", "TARGET_CLASSES", "class_names", "target_datasets", "target_loaders"]
+
+SOURCE_CLASSES = (1, 2, 3, 4, 5, 7, 8, 9)   # Trouser, Pullover, Dress, Coat, Sandal, Sneaker, Bag, Ankle boot
+TARGET_CLASSES = (0, 6)                     # T-shirt/top vs Shirt: the most confusable pair
+
+
+def _full_datasets(profile: Profile) -> dict[str, torch.utils.data.Dataset]:
+    root = data.full_data_dir()
+    download = os.environ.get("PRUNING_DOWNLOAD", "0") == "1"
+    size = profile.input_shape[-1]
+    tr, ev = data.imagenet_transforms(True, size), data.imagenet_transforms(False, size)
+    kaggle = os.environ.get("PRUNING_KAGGLE_DIR")
+    if kaggle:
+        return {"train": data.kaggle_dogs_vs_cats(kaggle, "train", transform=tr),
+                "val": data.kaggle_dogs_vs_cats(kaggle, "val", transform=ev)}
+    trainval = data.oxford_pets_cats_vs_dogs(root, "trainval", download=download, transform=tr)
+    trainval_eval = data.oxford_pets_cats_vs_dogs(root, "trainval", download=False, transform=ev)
+    train_idx, val_idx = data.split_train_val(trainval, 0.15, seed=profile.seed)
+    return {"train": torch.utils.data.Subset(trainval, train_idx.indices),
+            "val": torch.utils.data.Subset(trainval_eval, val_idx.indices),
+            "test": data.oxford_pets_cats_vs_dogs(root, "test", download=download, transform=ev)}
+
+
+def target_datasets(profile: Profile | None = None) -> dict[str, torch.utils.data.Dataset]:
+    """train / val / test datasets of the target task (val is carved from train, seeded)."""
+    profile = profile or get_profile()
+    if profile.dataset != "fashion-mnist":
+        return _full_datasets(profile)
+    train_set, val_set = data.split_train_val(data.fashion_mnist("train", TARGET_CLASSES), 0.2, seed=profile.seed)
+    return {"train": train_set, "val": val_set, "test": data.fashion_mnist("test", TARGET_CLASSES)}
+
+
+def target_loaders(profile: Profile | None = None) -> dict[str, DataLoader]:
+    """Loaders for `target_datasets`; only train is shuffled (seeded)."""
+    profile = profile or get_profile()
+    workers = 0 if profile.dataset == "fashion-mnist" else min(8, os.cpu_count() or 1)
+    return {split: data.make_loader(ds, profile.batch_size, shuffle=split == "train", seed=profile.seed,
+                                    num_workers=workers)
+            for split, ds in target_datasets(profile).items()}
+
+
+def class_names(profile: Profile | None = None) -> list[str]:
+    profile = profile or get_profile()
+    if profile.dataset == "fashion-mnist":
+        return [data.FASHION_CLASSES[c] for c in TARGET_CLASSES]
+    return ["cat", "dog"]

@@ -1,0 +1,292 @@
+"""Reports: the JSON files the notebooks write to ``reports/`` (and `make demo` prints), in one style.
+
+Each report has a builder (plain data from the run's tables), a validator (``validate_*``: returns
+the report or raises ``ValueError`` naming the first thing that is wrong) and a writer (``write_*``:
+validates, then `write_json`).  Every writer goes through `write_json`: strict JSON (NaN and
+infinities become ``null``), written atomically (`checkpoints.atomic_write`).
+
+- ``ranking.json`` (notebook 02): per criterion, the three Spearman columns and the one-shot curve.
+- ``iterative.json`` (notebook 03): per criterion, one record per Prune–Train–Repeat iteration.
+- ``summary.json`` (notebook 04): dense and pruned models' accuracy, FLOPs, parameters, size, latency.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..checkpoints import atomic_write, plain_value
+from .paths import reports_dir
+
+__all__ = ["build_summary", "check_targets", "history_records", "iterative_report", "ranking_report",
+           "read_iterative_report", "validate_iterative", "validate_ranking", "validate_summary",
+           "write_iterative_json", "write_json", "write_ranking_json", "write_summary"]
+
+RANKING_KEYS = ("spearman_all_l2", "spearman_all_raw", "spearman_per_layer_mean", "amounts", "accuracy")
+SUMMARY_ENTRY = ("accuracy", "gflops", "params", "size_mb", "latency_ms")
+
+
+def _json_safe(obj: Any) -> Any:
+    """Plain Python values for JSON: numpy scalars unwrapped, NaN and infinities as None."""
+    obj = plain_value(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_json(payload: Mapping[str, Any], path: str | Path) -> Path:
+    """Write `payload` as strict JSON (NaN as null), atomically; returns the path."""
+    text = json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _path(path: str | Path | None, name: str) -> Path:
+    return Path(path).expanduser() if path is not None else reports_dir() / name
+
+
+# --------------------------------------------------------------------------- ranking.json (notebook 02)
+
+
+def ranking_report(table: pd.DataFrame, sweep_table: pd.DataFrame) -> dict[str, dict]:
+    """``{criterion: {spearman_all_l2, spearman_all_raw, spearman_per_layer_mean, amounts, accuracy}}``.
+
+    Args:
+        table: `criteria.spearman_table` (rows: criteria).
+        sweep_table: `sweep` (amounts as fractions of all filters, accuracy as a fraction);
+            criteria in it but not in `table` (e.g. the oracle) are left out.
+    """
+    missing = [c for c in table.index if c not in set(sweep_table["criterion"])]
+    if missing:
+        raise ValueError(f"the sweep has no rows for {missing}; sweep every criterion of the Spearman table")
+    report = {}
+    for criterion in table.index:
+        part = sweep_table[sweep_table["criterion"] == criterion].sort_values("amount")
+        report[criterion] = {
+            "spearman_all_l2": float(table.loc[criterion, "all_layers_l2"]),
+            "spearman_all_raw": float(table.loc[criterion, "all_layers_raw"]),
+            "spearman_per_layer_mean": float(table.loc[criterion, "per_layer_mean"]),
+            "amounts": [float(a) for a in part["amount"]],
+            "accuracy": [float(a) for a in part["accuracy"]],
+        }
+    validate_ranking(report)
+    return report
+
+
+def validate_ranking(report: Mapping) -> dict:
+    """Return `report`, or raise ValueError naming its first entry that does not follow ranking.json's schema."""
+    if not isinstance(report, Mapping) or not report:
+        raise ValueError("ranking report must be a non-empty {criterion: {...}} mapping")
+    for criterion, entry in report.items():
+        if not isinstance(entry, Mapping) or set(entry) != set(RANKING_KEYS):
+            got = sorted(entry) if isinstance(entry, Mapping) else type(entry).__name__
+            raise ValueError(f"ranking report[{criterion!r}] must have exactly the keys {list(RANKING_KEYS)}; got {got}")
+        for key in RANKING_KEYS[:3]:
+            v = entry[key]
+            if v is not None and (not isinstance(v, float) or not (math.isnan(v) or -1.0 - 1e-9 <= v <= 1.0 + 1e-9)):
+                raise ValueError(f"ranking report[{criterion!r}][{key!r}] must be a Spearman ρ in [-1, 1] "
+                                 f"(or None: undefined); got {v!r}")
+        amounts, accuracy = entry["amounts"], entry["accuracy"]
+        if len(amounts) != len(accuracy) or not amounts:
+            raise ValueError(f"ranking report[{criterion!r}]: 'amounts' and 'accuracy' must be non-empty lists "
+                             f"of the same length; got {len(amounts)} and {len(accuracy)}")
+        if any(not 0.0 <= x <= 1.0 for x in [*amounts, *accuracy]):
+            raise ValueError(f"ranking report[{criterion!r}]: amounts and accuracy are fractions in [0, 1]")
+    return dict(report)
+
+
+def write_ranking_json(report: Mapping, path: str | Path | None = None) -> Path:
+    """Validate `report` (`validate_ranking`) and write it (default: ``reports/ranking.json``)."""
+    return write_json(validate_ranking(report), _path(path, "ranking.json"))
+
+
+
+# --------------------------------------------------------------------------- iterative.json (notebook 03)
+
+
+def history_records(history: pd.DataFrame) -> list[dict]:
+    """The history as JSON-safe records: Python numbers, NaN as None, ``filters`` as {conv: n}."""
+    cols = [c for c in history.columns if c.startswith("filters:")]
+    records = []
+    for row in history.to_dict(orient="records"):
+        rec = {k: plain_value(v) for k, v in row.items() if k not in cols}
+        rec = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in rec.items()}
+        rec["filters"] = {c.removeprefix("filters:"): int(row[c]) for c in cols}
+        records.append(rec)
+    return records
+
+
+def iterative_report(histories: Mapping[str, pd.DataFrame]) -> dict[str, list[dict]]:
+    """``{criterion: history_records(history)}``: the content of ``reports/iterative.json``."""
+    return validate_iterative({name: history_records(h) for name, h in histories.items()})
+
+
+def validate_iterative(report: Any) -> dict[str, list[dict]]:
+    """Return `report`, or raise ValueError naming the first criterion whose records break iterative.json's schema."""
+    if not isinstance(report, Mapping) or not report:
+        raise ValueError(f"iterative report must map criterion -> list of iteration records; got {type(report).__name__}")
+    for criterion, records in report.items():
+        if (not isinstance(records, list) or not records
+                or not all(isinstance(r, Mapping) and isinstance(r.get("filters"), Mapping) for r in records)):
+            raise ValueError(f"iterative report[{criterion!r}] should be a non-empty list of records with a "
+                             "'filters' dict; regenerate it with notebook 03")
+    return dict(report)
+
+
+def write_iterative_json(histories: Mapping[str, pd.DataFrame], path: str | Path | None = None) -> Path:
+    """Write `iterative_report(histories)` (default: ``reports/iterative.json``)."""
+    return write_json(iterative_report(histories), _path(path, "iterative.json"))
+
+
+def read_iterative_report(path: str | Path | None = None) -> dict[str, pd.DataFrame]:
+    """Notebook 03's ``iterative.json`` as ``{criterion: history}``, one row per iteration.
+
+    Each history has notebook 03's columns (``iteration``, ``fraction_removed``, ``params``,
+    ``gflops``, accuracies, ...) and one ``filters:<conv>`` column per conv (filters left), as
+    returned by `iterative.prune_train_repeat`.  Row 0 is the unpruned model.
+
+    Raises:
+        FileNotFoundError: the file is missing (run notebook 03 first).
+        ValueError: the file is not a ``{criterion: [records]}`` report.
+    """
+    path = _path(path, "iterative.json")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run notebooks/03_iterative_pruning.ipynb first "
+                                "(or make demo), which writes it")
+    try:
+        report = validate_iterative(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    histories = {}
+    for criterion, records in report.items():
+        rows = [{**{k: (math.nan if v is None else v) for k, v in r.items() if k != "filters"},
+                 **{f"filters:{conv}": int(n) for conv, n in r["filters"].items()}} for r in records]
+        histories[criterion] = pd.DataFrame(rows)
+    return histories
+
+
+# --------------------------------------------------------------------------- summary.json (notebook 04)
+
+
+def check_targets(
+    table: pd.DataFrame,
+    *,
+    criterion: str = "taylor",
+    reference: str = "dense",
+    min_flops_ratio: float = 3.0,
+    min_params_ratio: float = 4.0,
+    min_speedup_per_flops: float = 0.8,
+    max_accuracy_drop_points: float = 1.0,
+) -> pd.DataFrame:
+    """The issue's targets for `criterion` against `reference`, measured, each with True/False.
+
+    `table` is indexed by model name with ``flops_ratio``, ``params_ratio``, ``speedup`` and
+    ``accuracy`` (a fraction), e.g. one (form, batch) slice of `side_by_side`.
+    """
+    row, ref = table.loc[criterion], table.loc[reference]
+    drop = 100 * (ref["accuracy"] - row["accuracy"])
+    needed_speedup = min_speedup_per_flops * row["flops_ratio"]
+    checks = [
+        ("FLOPs reduction (x fewer)", f">= {min_flops_ratio:g}", row["flops_ratio"], row["flops_ratio"] >= min_flops_ratio),
+        ("parameter reduction (x fewer)", f">= {min_params_ratio:g}", row["params_ratio"],
+         row["params_ratio"] >= min_params_ratio),
+        ("measured speedup (x faster)", f">= {min_speedup_per_flops:g} x FLOPs ratio = {needed_speedup:.2f}",
+         row["speedup"], row["speedup"] >= needed_speedup),
+        ("accuracy lost (points)", f"<= {max_accuracy_drop_points:g}", drop, drop <= max_accuracy_drop_points),
+    ]
+    return pd.DataFrame(checks, columns=["target", "required", "measured", "met"]).set_index("target")
+
+
+def build_summary(
+    profile: str,
+    dataset: str,
+    model: str,
+    table: pd.DataFrame,
+    *,
+    reference: str = "dense",
+    measurement: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``reports/summary.json``'s content from one (form, batch) slice of `side_by_side`.
+
+    `table` is indexed by model name with ``accuracy`` (fraction), ``gflops`` (per image),
+    ``params``, ``size_mb``, ``latency_ms`` (per batch) and ``speedup``; every row but `reference`
+    becomes ``pruned[name]``.  `measurement` (batch size, threads, form, machine, ...) is stored
+    under ``"measurement"`` so the latency can be read correctly.
+    """
+    def entry(name: str, with_speedup: bool) -> dict[str, Any]:
+        r = table.loc[name]
+        e = {"accuracy": float(r["accuracy"]), "gflops": float(r["gflops"]), "params": int(r["params"]),
+             "size_mb": float(r["size_mb"]), "latency_ms": float(r["latency_ms"])}
+        if with_speedup:
+            e["speedup"] = float(r["speedup"])
+        return e
+
+    summary = {"profile": profile, "dataset": dataset, "model": model, "dense": entry(reference, False),
+               "pruned": {name: entry(name, True) for name in table.index if name != reference}}
+    if measurement is not None:
+        summary["measurement"] = dict(measurement)
+    return validate_summary(summary)
+
+
+def _check_number(where: str, value: Any, *, low: float = 0.0, high: float = math.inf,
+                  integer: bool = False, positive: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{where} = {value!r} must be {'an int' if integer else 'a number'}")
+    if not math.isfinite(value) or not low <= value <= high or (positive and value <= 0):
+        bound = f"in [{low:g}, {high:g}]" if math.isfinite(high) else ("> 0" if positive else f">= {low:g}")
+        raise ValueError(f"{where} = {value!r} must be finite and {bound}"
+                         + (" (accuracy is a fraction, not a percentage)" if where.endswith("['accuracy']") else ""))
+
+
+def _check_entry(where: str, entry: Any, pruned: bool) -> None:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a dict with {list(SUMMARY_ENTRY)}; got {type(entry).__name__}")
+    needed = SUMMARY_ENTRY + (("speedup",) if pruned else ())
+    missing = [k for k in needed if k not in entry]
+    if missing:
+        raise ValueError(f"{where} is missing {missing}")
+    _check_number(f"{where}['accuracy']", entry["accuracy"], high=1.0)
+    _check_number(f"{where}['gflops']", entry["gflops"], positive=True)
+    _check_number(f"{where}['params']", entry["params"], integer=True, positive=True)
+    _check_number(f"{where}['size_mb']", entry["size_mb"], positive=True)
+    _check_number(f"{where}['latency_ms']", entry["latency_ms"], positive=True)
+    if pruned:
+        _check_number(f"{where}['speedup']", entry["speedup"], positive=True)
+
+
+def validate_summary(summary: Any) -> dict[str, Any]:
+    """Check `summary` against the schema of ``reports/summary.json``; return it, or raise ``ValueError``.
+
+    Schema: ``{"profile", "dataset", "model": str, "dense": {"accuracy", "gflops", "params",
+    "size_mb", "latency_ms"}, "pruned": {criterion: {... the same ..., "speedup"}}}``; accuracy a
+    fraction in [0, 1], every number finite, counts and times positive.  Extra keys are allowed.
+    """
+    if not isinstance(summary, dict):
+        raise ValueError(f"summary must be a dict; got {type(summary).__name__}")
+    missing = [k for k in ("profile", "dataset", "model", "dense", "pruned") if k not in summary]
+    if missing:
+        raise ValueError(f"summary is missing {missing}")
+    for key in ("profile", "dataset", "model"):
+        if not isinstance(summary[key], str) or not summary[key]:
+            raise ValueError(f"summary['{key}'] = {summary[key]!r} must be a non-empty string")
+    _check_entry("summary['dense']", summary["dense"], pruned=False)
+    if not isinstance(summary["pruned"], dict) or not summary["pruned"]:
+        raise ValueError("summary['pruned'] must map at least one criterion to its entry")
+    for name, entry in summary["pruned"].items():
+        _check_entry(f"summary['pruned'][{name!r}]", entry, pruned=True)
+    return summary
+
+
+def write_summary(summary: Mapping[str, Any], path: str | Path | None = None) -> Path:
+    """Validate `summary` (`validate_summary`) and write it (default ``reports/summary.json``)."""
+    return write_json(validate_summary(dict(summary)), _path(path, "summary.json"))

@@ -1,0 +1,95 @@
+"""The embedded Fashion-MNIST subset: a committed .npz read into normalised tensors, no download ever.
+
+The file is looked up in ``data_dir()`` (``$PRUNING_DATA_DIR``, default the repository's ``data/``);
+when ``PRUNING_DATA_DIR`` points at a folder without it, the repository's own copy is used. Also
+holds ``_check_classes``, the class-index validation shared with CIFAR-10.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from . import locations
+
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # over the 60 000 official train images, pixels in [0, 1]
+FASHION_FILE = Path("fashion_mnist") / "fashion_mnist_subset.npz"
+FASHION_REGENERATE = "python data/make_fashion_subset.py  (see data/fashion_mnist/README.md)"
+
+
+def _fashion_path(root: str | os.PathLike | None) -> Path:
+    """Path of the subset .npz: ``root`` may be the .npz itself or a data folder holding it.
+
+    With ``root=None`` the file is looked up in ``data_dir()``; if that is ``$PRUNING_DATA_DIR`` and
+    holds no subset, the repository's own ``data/`` copy is used when present.
+    """
+    if root is not None:
+        root = Path(root)
+        return root if root.suffix == ".npz" else root / FASHION_FILE
+    path = locations.data_dir() / FASHION_FILE
+    fallback = locations.REPO_DATA_DIR / FASHION_FILE
+    return fallback if not path.is_file() and fallback.is_file() else path
+
+
+def _check_classes(classes: Sequence[int] | None, names: Sequence[str]) -> list[int]:
+    """Validate class indices (distinct, in range); ``None`` means all classes in order."""
+    if classes is None:
+        return list(range(len(names)))
+    valid = ", ".join(f"{i}={name}" for i, name in enumerate(names))
+    chosen = list(classes)
+    for c in chosen:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < len(names):
+            raise ValueError(f"class index {c!r} is not valid; use integers from {valid}")
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"classes={chosen} must be non-empty and without repeats; valid: {valid}")
+    return [int(c) for c in chosen]
+
+
+def _load_fashion_arrays(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, 28, 28) and uint8 labels (N,) of ``split`` from the subset file."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Fashion-MNIST subset not found at {path}. Regenerate it from the repository root with "
+            f"`{FASHION_REGENERATE}`, or set PRUNING_DATA_DIR to a folder holding {FASHION_FILE}."
+        )
+    with np.load(path, allow_pickle=False) as npz:
+        return npz[f"{split}_images"], npz[f"{split}_labels"]
+
+
+def fashion_mnist(
+    split: str, classes: Sequence[int] | None = None, *, root: str | os.PathLike | None = None
+) -> TensorDataset:
+    """The embedded Fashion-MNIST subset as tensors.
+
+    Args:
+        split: ``"train"`` (8800 images from the official train set) or ``"test"`` (2600, official test set).
+        classes: original class indices to keep (0..9, see ``FASHION_CLASSES``), e.g. ``[0, 6]`` for
+            T-shirt/top vs Shirt; labels become 0..len(classes)-1 in this order. ``None``: all ten.
+        root: data folder holding ``fashion_mnist/fashion_mnist_subset.npz``, or the .npz itself;
+            default ``data_dir()``, falling back to the repository's ``data/`` if the file is not there.
+
+    Returns:
+        ``TensorDataset(images, labels)``: images float32 (N, 1, 28, 28), pixels scaled to [0, 1] then
+        normalised as (x - 0.2860) / 0.3530; labels int64 (N,). ``.classes`` lists the kept names.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r} is not valid; use 'train' or 'test'")
+    chosen = _check_classes(classes, FASHION_CLASSES)
+    images, labels = _load_fashion_arrays(_fashion_path(root), split)
+    remap = np.full(len(FASHION_CLASSES), -1, dtype=np.int64)
+    remap[chosen] = np.arange(len(chosen))
+    keep = remap[labels] >= 0
+    x = torch.from_numpy(images[keep]).float().div_(255.0).unsqueeze(1)
+    x = (x - FASHION_MEAN) / FASHION_STD
+    dataset = TensorDataset(x, torch.from_numpy(remap[labels[keep]]))
+    dataset.classes = [FASHION_CLASSES[c] for c in chosen]
+    return dataset

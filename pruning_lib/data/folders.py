@@ -1,0 +1,145 @@
+"""Labelled image folders on disk: Kaggle's Dogs vs Cats layout and one folder per class.
+
+``kaggle_dogs_vs_cats`` reads labels from file names (``cat.<n>.jpg`` / ``dog.<n>.jpg``) and splits
+them into train/val by a seeded per-class shuffle; ``image_folder`` takes labels from folder names.
+Both return an ``ImageFileDataset`` and explain, when nothing matches, what layout was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .images import IMAGE_EXTENSIONS, ImageFileDataset, _image_files
+from .splits import _check_fraction, _split_indices
+
+KAGGLE_URL = "https://www.kaggle.com/c/dogs-vs-cats/data"
+KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png|bmp|gif|webp|tiff?)$", re.IGNORECASE)
+KAGGLE_LAYOUT = "root/train/cat.0.jpg, root/train/dog.0.jpg, ... (or root itself holding those files)"
+
+
+def _parse_kaggle(files: Sequence[Path]) -> tuple[list[tuple[Path, int, int]], list[Path]]:
+    """``(path, label, number)`` for files named cat.<n>.<ext> / dog.<n>.<ext> (cat=0, dog=1); other files."""
+    matched, other = [], []
+    for path in files:
+        m = KAGGLE_NAME.match(path.name)
+        if m:
+            matched.append((path, int(m.group(1).lower() == "dog"), int(m.group(2))))
+        else:
+            other.append(path)
+    return matched, other
+
+
+def _kaggle_not_found(root: Path, seen: Sequence[Path]) -> ValueError:
+    """The error for a folder without Kaggle-named images, with a hint from what was there."""
+    if not seen:
+        found = "they hold no files"
+    else:
+        found = f"found {len(seen)} other files, e.g. {', '.join(p.name for p in seen[:3])}"
+    hint = ""
+    if any((root / name).is_dir() for name in ("cat", "dog", "Cat", "Dog")):
+        hint = " This looks like one folder per class: use image_folder(root) instead."
+    elif seen and all(p.stem.isdigit() for p in seen[:20]):
+        hint = " Files named <number>.jpg are Kaggle's unlabelled test1 set: point root at train instead."
+    return ValueError(
+        f"no images named cat.<number>.jpg or dog.<number>.jpg in {root} or {root / 'train'} "
+        f"({found}). Expected the Kaggle layout {KAGGLE_LAYOUT}.{hint}"
+    )
+
+
+def _kaggle_scan(root: Path) -> list[tuple[Path, int, int]]:
+    """Kaggle-named images under ``root/train`` or ``root``; warns about files with other names."""
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Kaggle Dogs vs Cats folder {root} does not exist (or is not a folder). Expected {KAGGLE_LAYOUT}: unzip "
+            f"train.zip from {KAGGLE_URL} and pass the folder that contains train/."
+        )
+    seen: list[Path] = []
+    for folder in (root / "train", root):
+        if folder.is_dir():
+            matched, other = _parse_kaggle(_image_files(folder))
+            if matched:
+                if other:
+                    warnings.warn(
+                        f"ignored {len(other)} files in {folder} not named cat.<number>.jpg or "
+                        f"dog.<number>.jpg, e.g. {', '.join(p.name for p in other[:3])}",
+                        stacklevel=3,
+                    )
+                return matched
+            seen += other
+    raise _kaggle_not_found(root, seen)
+
+
+def kaggle_dogs_vs_cats(
+    root: str | os.PathLike,
+    split: str = "train",
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    transform: Callable[[Image.Image], Any] | None = None,
+    verify: bool = True,
+) -> ImageFileDataset:
+    """Kaggle Dogs vs Cats (``root/train/cat.0.jpg``, ...), labels cat=0, dog=1.
+
+    The labelled files are split per class into train and val: each class's files, in order of their
+    number, are shuffled with ``torch.Generator().manual_seed(seed)`` and the first
+    ``round(n * val_fraction)`` go to ``"val"``. The split depends only on the file names, seed and
+    fraction, so train and val never overlap and together cover every labelled file.
+
+    Args:
+        root: the folder holding ``train/``, or the folder holding the jpgs directly.
+        split: ``"train"`` or ``"val"``.
+        transform: applied to each RGB PIL image, e.g. ``imagenet_transforms(train=True)``.
+        verify: decode every file of the split now (JPEGs at 1/8 scale, about 1 ms per Kaggle image)
+            and skip unreadable ones with a ``SkippedFilesWarning``; ``False`` defers errors to loading.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split={split!r} is not valid; use 'train' or 'val'")
+    _check_fraction(val_fraction)
+    files = sorted(_kaggle_scan(Path(root)), key=lambda f: (f[1], f[2], f[0].name))
+    labels = np.array([label for _, label, _ in files])
+    train, val = _split_indices(labels, val_fraction, seed)
+    chosen = [(files[i][0], files[i][1]) for i in (train if split == "train" else val)]
+    if not chosen:
+        raise ValueError(
+            f"the {split!r} split of {len(files)} files in {root} is empty with "
+            f"val_fraction={val_fraction}; add images or change val_fraction"
+        )
+    return ImageFileDataset(chosen, ["cat", "dog"], transform, verify=verify)
+
+
+def image_folder(
+    root: str | os.PathLike,
+    transform: Callable[[Image.Image], Any] | None = None,
+    *,
+    verify: bool = True,
+) -> ImageFileDataset:
+    """One folder per class (``root/cat/*.jpg``, ``root/dog/*.jpg``); classes are the sorted folder names.
+
+    Files with image extensions (``IMAGE_EXTENSIONS``) are taken from each class folder and its
+    subfolders; unreadable ones are skipped as in ``kaggle_dogs_vs_cats``.
+    """
+    root = Path(root)
+    layout = "root/<class>/<image>.jpg, e.g. root/cat/1.jpg and root/dog/1.jpg"
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist (or is not a folder); expected {layout}")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    per_class = {
+        d.name: sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        for d in class_dirs
+    }
+    per_class = {name: files for name, files in per_class.items() if files}
+    if not per_class:
+        raise ValueError(
+            f"no class folders with images ({', '.join(IMAGE_EXTENSIONS)}) in {root}; expected {layout}"
+        )
+    classes = sorted(per_class)
+    samples = [(p, i) for i, name in enumerate(classes) for p in per_class[name]]
+    return ImageFileDataset(samples, classes, transform, verify=verify)

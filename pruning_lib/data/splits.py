@@ -1,0 +1,90 @@
+"""Seeded, reproducible splits and loaders: the same seed always gives the same split and batch order.
+
+``split_train_val`` is stratified when labels are cheap to read; ``_split_indices`` is the per-label
+seeded shuffle it shares with the Kaggle train/val split; ``make_loader`` seeds shuffling and workers.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+
+def _labels_of(dataset: Dataset) -> np.ndarray | None:
+    """Integer labels (N,) when cheap to get (``.targets``, a TensorDataset, a Subset); else None."""
+    if isinstance(dataset, Subset):
+        base = _labels_of(dataset.dataset)
+        return None if base is None else base[np.asarray(dataset.indices, dtype=np.int64)]
+    targets = getattr(dataset, "targets", None)
+    if targets is None and isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        targets = dataset.tensors[1]
+    if targets is None:
+        return None
+    labels = torch.as_tensor(targets).numpy() if not isinstance(targets, np.ndarray) else targets
+    return labels if labels.ndim == 1 and len(labels) == len(dataset) else None
+
+
+def _check_fraction(val_fraction: float) -> None:
+    """Raise unless 0 < val_fraction < 1."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction} must be strictly between 0 and 1 (e.g. 0.2)")
+
+
+def _split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Per-label seeded shuffle; round(n * val_fraction) of each label go to val. Sorted index lists."""
+    generator = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[torch.randperm(len(members), generator=generator).numpy()]
+        n_val = int(len(members) * val_fraction + 0.5)
+        val += members[:n_val].tolist()
+        train += members[n_val:].tolist()
+    return sorted(train), sorted(val)
+
+
+def split_train_val(
+    dataset: Dataset, val_fraction: float = 0.2, *, seed: int = 0
+) -> tuple[Subset, Subset]:
+    """Split ``dataset`` into disjoint (train, val) Subsets, the same for the same seed.
+
+    Stratified (each label keeps its share) when labels are cheap to read (``.targets``, a
+    TensorDataset's second tensor, a Subset of those); otherwise a plain seeded random split.
+    """
+    _check_fraction(val_fraction)
+    labels = _labels_of(dataset)
+    if labels is None:
+        labels = np.zeros(len(dataset), dtype=np.int64)
+    train, val = _split_indices(labels, val_fraction, seed)
+    if not train or not val:
+        raise ValueError(
+            f"val_fraction={val_fraction} leaves an empty split of a dataset of {len(dataset)} items; "
+            "use more data or a val_fraction nearer 0.5"
+        )
+    return Subset(dataset, train), Subset(dataset, val)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in a DataLoader worker from its torch seed (set by the loader's generator)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader whose shuffling and worker seeds come from ``torch.Generator().manual_seed(seed)``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 64")
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+    )

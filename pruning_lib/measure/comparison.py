@@ -1,0 +1,199 @@
+"""Comparing models: one table of parameters, size, FLOPs and latency with ratios against a reference.
+
+- `compare`: every model profiled once (`latency.profile`), ratios against the reference.
+- `side_by_side`: `compare` at several batch sizes and forms, the models interleaved over rounds.
+- `batch_sweep`: latency, throughput and speedup against the batch size.
+
+Ratios are written so that **bigger than 1 is better than the reference**: ``speedup`` = reference
+latency / latency, ``flops_ratio`` = reference FLOPs / FLOPs, ...; ``speedup_per_flops`` =
+speedup / flops_ratio is 1 when the time falls exactly with the FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .counting import count_flops, count_parameters
+from .latency import measure_latency, profile
+
+__all__ = ["batch_sweep", "compare", "ratio", "side_by_side", "timed"]
+
+
+def ratio(reference: float, value: float) -> float:
+    """``reference / value``, with ``inf`` for x/0 and ``nan`` for 0/0."""
+    if value == 0:
+        return math.nan if reference == 0 else math.inf
+    return reference / value
+
+
+def _validate_compare_args(
+    models: dict[str, nn.Module], reference: str | None, accuracy: dict[str, float] | None
+) -> str:
+    """Check ``compare``'s arguments and return the reference name."""
+    if not isinstance(models, dict) or not models:
+        raise ValueError("models must be a non-empty dict like {'original': model, 'pruned': pruned}")
+    for name, model in models.items():
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"models[{name!r}] is a {type(model).__name__}, not an nn.Module")
+    reference = next(iter(models)) if reference is None else reference
+    if reference not in models:
+        raise ValueError(f"reference {reference!r} is not in models; choose one of {list(models)}")
+    unknown = set(accuracy or {}) - set(models)
+    if unknown:
+        raise ValueError(f"accuracy has names {sorted(unknown)} that are not in models {list(models)}")
+    return reference
+
+
+def compare(
+    models: dict[str, nn.Module],
+    input_shape: Sequence[int],
+    *,
+    reference: str | None = None,
+    num_threads: int | None = None,
+    device: str | torch.device = "cpu",
+    min_run_time: float = 1.0,
+    accuracy: dict[str, float] | None = None,
+    compiled: bool = False,
+    form: str = "eager",
+) -> pd.DataFrame:
+    """Profile several models and compare them with a reference model.
+
+    Args:
+        models: name -> model, all already on ``device``. Measured one after another.
+        input_shape: batch shape for latency, e.g. ``(1, 3, 224, 224)``; FLOPs are per image.
+        reference: the name to compare against; default the first key of ``models``.
+        accuracy: optional name -> accuracy; adds an ``accuracy`` column (NaN if missing).
+        compiled: time every model through ``torch.compile`` (see `measure_latency`).
+        form: time every model in this form (one of :data:`FORMS`, see `measure_latency`);
+            parameters, size and FLOPs are always those of the models as given.
+
+    Returns:
+        A DataFrame indexed by name with columns ``params``, ``size_mb``, ``gflops``,
+        ``latency_ms``, ``latency_iqr_ms``, ``throughput`` and four ratios, each written so
+        that **bigger than 1 means better than the reference** (1.0 on the reference row):
+        ``speedup`` = ref latency / latency ("x faster"), ``size_ratio`` = ref size / size
+        ("x smaller"), ``flops_ratio`` = ref FLOPs / FLOPs ("x fewer FLOPs"),
+        ``params_ratio`` = ref params / params ("x fewer parameters").
+    """
+    reference = _validate_compare_args(models, reference, accuracy)
+    rows = {}
+    for name, model in models.items():
+        p = profile(model, input_shape, num_threads=num_threads, device=device,
+                    min_run_time=min_run_time, compiled=compiled, form=form)
+        rows[name] = {k: p[k] for k in
+                      ("params", "size_mb", "gflops", "latency_ms", "latency_iqr_ms", "throughput")}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    ref = df.loc[reference]
+    for column, source in [("speedup", "latency_ms"), ("size_ratio", "size_mb"),
+                           ("flops_ratio", "gflops"), ("params_ratio", "params")]:
+        df[column] = [ratio(ref[source], v) for v in df[source]]
+    if accuracy is not None:
+        df["accuracy"] = [accuracy.get(name, math.nan) for name in df.index]
+    return df
+
+
+def side_by_side(
+    models: Mapping[str, nn.Module],
+    image_shape: Sequence[int],
+    batches: Sequence[int],
+    *,
+    forms: Sequence[str] = ("eager", "deploy"),
+    accuracy: Mapping[str, float] | None = None,
+    num_threads: int | None = None,
+    device: str | torch.device = "cpu",
+    min_run_time: float = 0.3,
+    rounds: int = 3,
+    reference: str | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """:func:`pruning_lib.compare` at each batch size and form, repeated `rounds` times.
+
+    The rounds interleave the models (dense, pruned, dense, pruned, ...), so a slow moment of the
+    machine hits all of them.  ``latency_ms`` is the median over rounds of compare's median,
+    ``latency_iqr_ms`` the median over rounds of the within-round interquartile range.
+
+    Args:
+        image_shape: one image, ``(C, H, W)``; FLOPs are per image, latency per batch.
+
+    Returns:
+        One row per (form, batch, model) with columns ``form``, ``batch``, ``model``, ``params``,
+        ``size_mb``, ``gflops``, ``accuracy``, ``latency_ms``, ``latency_iqr_ms``, ``throughput``
+        (images/s), ``speedup``, ``flops_ratio``, ``params_ratio``, ``size_ratio`` (reference / model:
+        bigger is better) and ``speedup_per_flops`` (speedup / flops_ratio).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1; got {rounds}")
+    reference = reference or next(iter(models))
+    jobs = [(form, b) for form in forms for b in batches]
+    frames = []
+    for form, b in tqdm(jobs, disable=not progress, desc="side by side"):
+        runs = [compare(dict(models), (b, *image_shape), reference=reference, num_threads=num_threads,
+                              device=device, min_run_time=min_run_time, form=form) for _ in range(rounds)]
+        df = runs[0].copy()
+        for col in ("latency_ms", "latency_iqr_ms"):
+            df[col] = [statistics.median(r.loc[name, col] for r in runs) for name in df.index]
+        df["throughput"] = b / (df["latency_ms"] / 1e3)
+        df["speedup"] = [ratio(df.loc[reference, "latency_ms"], v) for v in df["latency_ms"]]
+        df["speedup_per_flops"] = df["speedup"] / df["flops_ratio"]
+        df["accuracy"] = [(accuracy or {}).get(name, math.nan) for name in df.index]
+        frames.append(df.rename_axis("model").reset_index().assign(form=form, batch=b))
+    out = pd.concat(frames, ignore_index=True)
+    first = ["form", "batch", "model", "params", "size_mb", "gflops", "accuracy", "latency_ms", "latency_iqr_ms",
+             "throughput", "speedup", "flops_ratio", "speedup_per_flops", "params_ratio", "size_ratio"]
+    return out[first]
+
+
+def timed(models: Mapping[Any, nn.Module], shape: tuple[int, ...], form: str, rounds: int,
+           **kwargs: Any) -> dict[Any, dict[str, float]]:
+    """Median latency (and IQR) of each model, the models interleaved over `rounds`."""
+    runs: dict[Any, list[dict]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for key, model in models.items():
+            runs[key].append(measure_latency(model, shape, form=form, **kwargs))
+    return {k: {"latency_ms": statistics.median(r["median_ms"] for r in v),
+                "latency_iqr_ms": statistics.median(r["iqr_ms"] for r in v)} for k, v in runs.items()}
+
+
+def batch_sweep(
+    models: Mapping[str, nn.Module],
+    image_shape: Sequence[int],
+    batches: Sequence[int],
+    *,
+    forms: Sequence[str] = ("eager", "deploy"),
+    reference: str | None = None,
+    rounds: int = 1,
+    progress: bool = False,
+    **timing: Any,
+) -> pd.DataFrame:
+    """Latency, throughput and speedup of each model at each batch size and form.
+
+    `timing` goes to `measure_latency` (``num_threads``, ``device``, ``min_run_time``, ...); the
+    models are interleaved over `rounds` and the median kept.
+
+    Returns:
+        One row per (form, batch, model): ``latency_ms`` (per batch), ``latency_iqr_ms``,
+        ``ms_per_image``, ``throughput`` (images/s), ``speedup`` (reference latency / latency, same
+        batch and form), ``flops_ratio`` (reference FLOPs / FLOPs) and ``speedup_per_flops``.
+    """
+    reference = reference or next(iter(models))
+    flops = {k: count_flops(m, (1, *image_shape)) for k, m in models.items()}
+    rows = []
+    jobs = [(form, b) for form in forms for b in batches]
+    for form, b in tqdm(jobs, disable=not progress, desc="batch sweep"):
+        times = timed(models, (b, *image_shape), form, rounds, **timing)
+        for name, t in times.items():
+            speedup = ratio(times[reference]["latency_ms"], t["latency_ms"])
+            fewer = ratio(flops[reference], flops[name])
+            rows.append({"form": form, "batch": b, "model": name, "latency_ms": t["latency_ms"],
+                         "latency_iqr_ms": t["latency_iqr_ms"], "ms_per_image": t["latency_ms"] / b,
+                         "throughput": b / (t["latency_ms"] / 1e3), "speedup": speedup, "flops_ratio": fewer,
+                         "speedup_per_flops": speedup / fewer})
+    return pd.DataFrame(rows)

@@ -1,0 +1,129 @@
+"""Latency: time one forward pass of a batch honestly (eval mode, no grad, warm-up, median and spread).
+
+**Latency** is the median wall-clock time of one forward pass of a whole batch, in milliseconds,
+measured with ``torch.utils.benchmark.Timer`` after warm-up runs.  **Throughput** is images per
+second: ``batch_size / median_seconds``.  The model's train/eval flags and the thread count are
+restored afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import runtime
+from ._checks import _make_input, _resolve_device, _validate_input_shape, _validate_num_threads, _validate_positive
+from .counting import count_flops, count_parameters, size_on_disk_mb
+from .deploy import FORMS, deployment_form
+
+# torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on CPU-only
+# machines: noise for a course run on laptops, so only errors from that logger are shown.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
+
+__all__ = ["measure_latency", "profile"]
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    num_threads: int | None = None,
+    device: str | torch.device = "cpu",
+    min_run_time: float = 1.0,
+    warmup: int = 3,
+    compiled: bool = False,
+    form: str = "eager",
+) -> dict[str, Any]:
+    """Time one forward pass of a batch of shape ``input_shape`` with ``torch.utils.benchmark``.
+
+    ``form`` (one of :data:`FORMS`) times a copy of the model converted by
+    :func:`deployment_form`, e.g. ``"deploy"`` (BatchNorm folded, channels-last); the model
+    itself is not changed.
+
+    With ``compiled=True`` the model is timed as it would be deployed: through
+    ``torch.compile`` (BatchNorm folded, kernels generated for these channel counts; compiling
+    takes seconds and needs a C++ compiler on CPU). FLOPs and weights do not change.
+
+    The model runs in eval mode under ``torch.no_grad()``; ``warmup`` untimed passes come
+    first, then ``Timer.blocked_autorange(min_run_time=...)``. On CUDA the Timer
+    synchronises the device around each timed block. The model is not moved: it must
+    already be on ``device``. Thread count and train/eval flags are restored afterwards.
+
+    Returns:
+        ``median_ms``, ``iqr_ms``, ``mean_ms``: per forward pass of the whole batch (ms);
+        ``runs``: forward passes timed; ``batch_size``; ``num_threads``; ``device`` (str);
+        ``throughput``: images/s, ``batch_size / median seconds``; ``compiled``; ``form``.
+    """
+    shape = _validate_input_shape(input_shape)
+    threads = _validate_num_threads(num_threads)
+    _validate_positive("min_run_time", min_run_time)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative int; got {warmup!r}")
+    dev = _resolve_device(model, device)
+    x = _make_input(model, shape, dev)
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; choose one of {FORMS}")
+    with runtime.mode(model), runtime.num_threads(threads), torch.no_grad():
+        runner = deployment_form(model, form)
+        runner = _compile(runner) if compiled else runner
+        timer = benchmark.Timer(stmt="model(x)", globals={"model": runner, "x": x}, num_threads=threads)
+        for _ in range(warmup if not compiled else max(warmup, 2)):
+            runner(x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        m = timer.blocked_autorange(min_run_time=min_run_time)
+    return {
+        "median_ms": m.median * 1e3,
+        "iqr_ms": m.iqr * 1e3,
+        "mean_ms": m.mean * 1e3,
+        "runs": len(m.raw_times) * m.number_per_run,
+        "batch_size": shape[0],
+        "num_threads": threads,
+        "device": str(dev),
+        "throughput": shape[0] / m.median,
+        "compiled": compiled,
+        "form": form,
+    }
+
+
+def _compile(model: nn.Module) -> Any:
+    """``torch.compile(model)`` after resetting Dynamo: models of one class share ``forward``'s code
+    object, and after a few recompilations Dynamo would silently fall back to eager."""
+    torch._dynamo.reset()
+    compiled = torch.compile(model)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        try:
+            return compiled(x)
+        except Exception as e:  # inductor raises backend-specific errors (no compiler, ...)
+            raise RuntimeError(f"torch.compile could not build {type(model).__name__} ({type(e).__name__}: "
+                               f"{str(e)[:300]}); on CPU it needs a C++ compiler (gcc or clang). "
+                               "Measure with compiled=False instead.") from e
+    return run
+
+
+def profile(model: nn.Module, input_shape: Sequence[int], **latency_kwargs: Any) -> dict[str, Any]:
+    """Everything the course reports about one model, in one dict.
+
+    Returns ``params`` (count), ``size_mb`` (10^6 bytes), ``gflops`` (10^9 FLOPs for *one*
+    image, i.e. ``input_shape`` with batch dim 1), ``latency`` (the full
+    :func:`measure_latency` dict at the given batch), and for convenience ``latency_ms``,
+    ``latency_iqr_ms`` (ms per batch) and ``throughput`` (images/s) taken from it.
+    ``latency_kwargs`` go to :func:`measure_latency` (``num_threads``, ``device``, ...).
+    """
+    shape = _validate_input_shape(input_shape)
+    latency = measure_latency(model, shape, **latency_kwargs)
+    return {
+        "params": count_parameters(model),
+        "size_mb": size_on_disk_mb(model),
+        "gflops": count_flops(model, (1, *shape[1:]), device=latency["device"]) / 1e9,
+        "latency": latency,
+        "latency_ms": latency["median_ms"],
+        "latency_iqr_ms": latency["iqr_ms"],
+        "throughput": latency["throughput"],
+    }

@@ -1,0 +1,179 @@
+"""Planning: turn scores (or target widths) into a plan, plain data that surgery applies.
+
+A plan is ``{conv name: [filter indices to remove]}``, for example ``{"features.10": [3, 17]}``:
+a notebook can print it, edit it and save it.  Nothing here changes a model.
+
+- `plan_from_scores`: the globally lowest-scored filters, with a floor per layer and blocks of
+  `multiple_of` filters (widths that vectorise well);
+- `flops_per_filter` and `regularised_scores`: the paper's FLOPs regularisation, Θ − λ·Θ_flops (Sec. 2.3);
+- `plan_from_widths`: "keep the first k filters of each conv", for rebuilding a pruned architecture;
+- `transfer_widths`: the widths of one network's pruning applied to another (the post's VGG16 setting).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .couplings import find_couplings
+from .measure.counting import flops_per_layer
+
+Plan = dict[str, list[int]]
+
+__all__ = ["Plan", "flops_per_filter", "plan_from_scores", "plan_from_widths", "regularised_scores",
+           "transfer_widths"]
+
+
+def _removal_blocks(scores: torch.Tensor, multiple_of: int) -> list[tuple[float, list[int]]]:
+    """A layer's filters from least to most important, in blocks that keep its width a multiple of `multiple_of`.
+
+    The first block takes ``C % multiple_of`` filters (if any), the others `multiple_of` each;
+    a block's score is the mean score of its filters.
+    """
+    order = torch.sort(scores.detach().float().cpu(), stable=True).indices.tolist()
+    first = len(order) % multiple_of or multiple_of
+    cuts = [0, *range(first, len(order) + 1, multiple_of)]
+    return [(float(scores[order[a:b]].float().mean()), order[a:b]) for a, b in zip(cuts, cuts[1:])]
+
+
+def plan_from_scores(
+    scores: Mapping[str, torch.Tensor],
+    num_filters: int | None = None,
+    *,
+    fraction: float | None = None,
+    min_keep: int = 1,
+    multiple_of: int = 1,
+) -> Plan:
+    """Select the globally lowest-scored filters, keeping at least `min_keep` per layer.
+
+    Args:
+        scores: ``{conv name: (C,) scores}``, higher = more important (normalise per layer
+            first when comparing layers, as the paper does).
+        num_filters: how many filters to remove in total; or
+        fraction: the fraction of all filters to remove (rounded to the nearest count).
+        min_keep: the floor: no layer keeps fewer filters than this.
+        multiple_of: remove filters in blocks so every layer keeps a multiple of this many
+            (8 or 16 suit CPU vector units); then at most `num_filters` are removed.
+
+    Returns:
+        A plan ``{conv name: sorted indices}`` with an entry for every layer (maybe empty).
+    """
+    total = sum(len(s) for s in scores.values())
+    if (num_filters is None) == (fraction is None):
+        raise ValueError("give exactly one of num_filters or fraction")
+    if fraction is not None:
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+        num_filters = round(fraction * total)
+    if min_keep < 1 or multiple_of < 1:
+        raise ValueError(f"min_keep and multiple_of must be >= 1 (no layer is emptied), got {min_keep}, {multiple_of}")
+    capacity = sum(max(len(s) - min_keep, 0) for s in scores.values())
+    if not 0 <= num_filters <= capacity:
+        raise ValueError(f"cannot remove {num_filters} filters: {total} in all, at most {capacity} "
+                         f"with a floor of {min_keep} per layer")
+    names = list(scores)
+    blocks = [(score, i, idx) for i, n in enumerate(names) for score, idx in _removal_blocks(scores[n], multiple_of)]
+    left = {n: len(scores[n]) for n in names}
+    plan: Plan = {n: [] for n in names}
+    for _, i, idx in sorted(blocks, key=lambda b: b[0]):  # sorted() is stable: ties keep layer order
+        name = names[i]
+        if len(idx) <= num_filters and left[name] - len(idx) >= min_keep:
+            plan[name] += idx
+            left[name] -= len(idx)
+            num_filters -= len(idx)
+    return {n: sorted(v) for n, v in plan.items()}
+
+
+def plan_from_widths(current: Mapping[str, int], widths: Mapping[str, int]) -> Plan:
+    """The plan that keeps the first ``widths[conv]`` filters of each named conv (removes the last ones).
+
+    Args:
+        current: each conv's filters now, ``{conv: n}``.
+        widths: the filters to keep, ``{conv: k}`` with ``1 <= k <= n``; convs not named keep all.
+
+    Raises:
+        ValueError: a conv that `current` lacks, or a width outside ``1..n``.
+    """
+    unknown = sorted(set(widths) - set(current))
+    if unknown:
+        raise ValueError(f"widths name {unknown}, convs that the model lacks (its convs: {list(current)})")
+    plan: Plan = {}
+    for conv, keep in widths.items():
+        n = current[conv]
+        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= keep <= n:
+            raise ValueError(f"widths[{conv!r}] = {keep!r}: {conv} has {n} filters, so keep 1..{n}")
+        if keep < n:
+            plan[conv] = list(range(int(keep), n))
+    return plan
+
+
+def flops_per_filter(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """GFLOPs per image that removing one filter of each conv saves (its own output + the consumer's input).
+
+    ``input_shape`` is one image's ``(C, H, W)``.
+    """
+    per_layer = flops_per_layer(model, (1, *input_shape)).set_index("module")["flops"]
+    modules = dict(model.named_modules())
+    cost = {}
+    for name, c in find_couplings(model).items():
+        if isinstance(c, str):
+            continue
+        conv, consumer = modules[name], modules[c.consumer]
+        fan_in = consumer.in_channels if isinstance(consumer, nn.Conv2d) else conv.out_channels
+        cost[name] = (per_layer.get(name, 0) / conv.out_channels + per_layer.get(c.consumer, 0) / fan_in) / 1e9
+    return cost
+
+
+def regularised_scores(scores: Mapping[str, torch.Tensor], cost: Mapping[str, float], lam: float) -> dict[str, torch.Tensor]:
+    """Θ − λ · Θ_flops (paper, Sec. 2.3), with Θ_flops a layer's FLOPs per filter relative to the most costly layer.
+
+    Scores are L2-normalised per layer (so each is at most 1), and Θ_flops is in [0, 1]:
+    λ of about 0.1 nudges ties toward costly layers, λ >= 1 dominates the criterion.
+    """
+    if lam == 0:
+        return dict(scores)
+    top = max(cost.values())
+    return {n: s - lam * cost[n] / top for n, s in scores.items()}
+
+
+def transfer_widths(
+    source_kept: Sequence[float],
+    target: Mapping[str, int],
+    *,
+    remove_fraction: float,
+    multiple_of: int = 1,
+    min_keep: int = 1,
+) -> dict[str, int]:
+    """Filters to keep per conv of `target` so that its layers are pruned the way a source network was.
+
+    `source_kept` is the fraction of filters each conv of the source kept, in forward order (e.g.
+    notebook 03's last widths over its first ones).  Each target conv takes the source's fraction at
+    the same relative depth (linear interpolation over 0..1), all scaled by one factor chosen so that
+    ``remove_fraction`` of all target filters are removed, as closely as blocks of `multiple_of` allow.
+    Every width is a multiple of `multiple_of` (at least ``max(min_keep, multiple_of)``), at most the
+    original width.
+    """
+    if not 0 <= remove_fraction < 1:
+        raise ValueError(f"remove_fraction must be in [0, 1); got {remove_fraction}")
+    if not source_kept or any(not 0 < f <= 1 for f in source_kept):
+        raise ValueError(f"source_kept must be fractions in (0, 1]; got {list(source_kept)}")
+    names, widths = list(target), np.array(list(target.values()), dtype=float)
+    depth_src = np.linspace(0, 1, len(source_kept)) if len(source_kept) > 1 else np.zeros(1)
+    depth_tgt = np.linspace(0, 1, len(names)) if len(names) > 1 else np.zeros(1)
+    base = np.interp(depth_tgt, depth_src, np.asarray(source_kept, dtype=float))
+    floor = max(min_keep, multiple_of)
+    goal = (1 - remove_fraction) * widths.sum()
+
+    def kept(scale: float) -> np.ndarray:
+        k = np.round(np.clip(scale * base, 0, 1) * widths / multiple_of) * multiple_of
+        return np.clip(k, np.minimum(floor, widths), widths)
+
+    lo, hi = 0.0, 1.0 / max(base.min(), 1e-9)
+    for _ in range(60):   # kept(scale).sum() is non-decreasing in scale
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if kept(mid).sum() < goal else (lo, mid)
+    best = min((kept(lo), kept(hi)), key=lambda k: abs(k.sum() - goal))
+    return {n: int(k) for n, k in zip(names, best)}

@@ -1,0 +1,58 @@
+"""Shared test fixtures and test oracles (independent computations the library is checked against).
+
+Test modules import what they need from here (``from conftest import ...``); pytest puts this folder
+on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pruning_lib.couplings import find_couplings
+from pruning_lib.models import small_vgg
+
+SHAPE = (1, 8, 8)
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    """20 prunable filters (4, 8, 8), dropout in the head so the RNG matters."""
+    torch.manual_seed(seed)
+    return small_vgg((4, "M", 8, "M", 8), in_channels=1, num_classes=3, hidden=8, dropout=0.2)
+
+
+def blobs(n: int = 96, seed: int = 0) -> TensorDataset:
+    """The class sets the brightness of a quadrant of an 8x8 image: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 1, 8, 8, generator=g) * 0.5
+    for c in range(3):
+        x[y == c, :, (c // 2) * 4:(c // 2) * 4 + 4, (c % 2) * 4:(c % 2) * 4 + 4] += 1.5
+    return TensorDataset(x, y)
+
+
+def loaders(seed: int = 0):
+    train_dl = DataLoader(blobs(96, seed), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    val_dl = DataLoader(blobs(48, seed + 1), batch_size=48)
+    return train_dl, val_dl
+
+
+def masked_forward(model, plan, x):
+    """The unpruned model with the planned channels of every post-activation map set to zero."""
+    modules = dict(model.named_modules())
+    hooks = []
+    for conv, idx in plan.items():
+        capture = find_couplings(model)[conv].capture
+
+        def zero(module, inputs, output, idx=list(idx)):
+            out = output.clone()
+            out[:, idx] = 0
+            return out
+        hooks.append(modules[capture].register_forward_hook(zero))
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        for h in hooks:
+            h.remove()
