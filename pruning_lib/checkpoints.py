@@ -81,6 +81,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
 
 def check_plain(obj: Any, where: str) -> None:
     """Raise TypeError if `obj` holds anything ``torch.load(weights_only=True)`` refuses to read."""
+    if isinstance(obj, np.generic):    # numpy scalars subclass float/int, but do not load with weights_only
+        raise TypeError(f"{where} is a numpy {type(obj).__name__}; checkpoints hold only plain types "
+                        "(None, bool, int, float, str, tensors, lists, dicts). Convert it with .item() or float(x)")
     if isinstance(obj, _PLAIN):
         return
     if isinstance(obj, (list, tuple)):
@@ -234,10 +237,14 @@ def load_pruned(path: str | os.PathLike, model: nn.Module) -> tuple[nn.Module, d
     Returns:
         ``(pruned copy of model with the saved weights, meta dict)``.
     """
+    from .runtime import model_device
     from .surgery import with_widths
 
     path = Path(path).expanduser()
-    device = next(model.parameters()).device
+    if next(model.parameters(), None) is None:
+        raise ValueError(f"{type(model).__name__} has no parameters: pass a freshly built model of the unpruned "
+                         "architecture that was pruned (e.g. small_vgg(...)), not an empty module")
+    device = model_device(model)
     payload = read_checkpoint(path, map_location=device)
     widths = payload["widths"]
     if not isinstance(widths, dict):

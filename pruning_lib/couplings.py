@@ -18,7 +18,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ACTIVATIONS", "Coupling", "filters_per_layer", "find_couplings", "prunable_convs", "trace"]
+__all__ = ["ACTIVATIONS", "Coupling", "filters_per_layer", "find_couplings", "prunable_convs", "refuse_wrappers", "trace"]
 
 # Modules that act on each channel separately (so a removed channel stays "removed").
 ACTIVATIONS = (
@@ -114,12 +114,19 @@ def _readers(node: fx.Node) -> list[fx.Node]:
 def _follow(conv_node: fx.Node, modules: Mapping[str, nn.Module]) -> Coupling | str:
     """Walk from a conv to its consumer; return the Coupling, or why it can't be pruned."""
     name = conv_node.target
-    if modules[name].groups != 1:
-        return f"{name} is a grouped/depthwise conv (groups={modules[name].groups})"
+    conv = modules[name]
+    if conv.groups != 1:
+        kind = "a depthwise conv" if conv.groups == conv.in_channels == conv.out_channels else "a grouped conv"
+        return f"{name} is {kind} (groups={conv.groups}): its filters are tied to its input channels"
     batchnorms, capture, leading, flattened = [], name, True, False
     node = conv_node
     while True:
         readers = _readers(node)
+        in_place = [r for r in readers if r.op == "call_method" and str(r.target).endswith("_")
+                    and not str(r.target).endswith("__") and str(r.target) not in _METHOD_ACTIVATIONS]
+        if in_place:
+            return (f"the output of {name} is changed in place by Tensor.{in_place[0].target}, which the surgery cannot "
+                    f"follow; write it out of place (x = x.{str(in_place[0].target)[:-1]}(...))")
         if len(readers) != 1:
             what = ", ".join(_describe(r, modules) for r in readers) or "nothing"
             return f"the output of {name} is read by {len(readers)} layers ({what}): a branch or residual connection"
@@ -147,9 +154,22 @@ def _follow(conv_node: fx.Node, modules: Mapping[str, nn.Module]) -> Coupling | 
             leading = False
         elif kind == "flatten" and not flattened:
             leading, flattened = False, True
+        elif kind == "other" and user.op == "call_module" and isinstance(modules[user.target], nn.Conv2d):
+            g = modules[user.target]
+            what = "a depthwise conv" if g.groups == g.in_channels == g.out_channels else "a grouped conv"
+            return (f"the output of {name} reaches {user.target}, {what} (groups={g.groups}), whose channels must shrink "
+                    f"together with {name}'s: channel groups are not supported")
         else:
             return f"the output of {name} reaches {_describe(user, modules)}, which couples channels"
         node = user
+
+
+def refuse_wrappers(model: nn.Module) -> None:
+    """Wrappers whose module tree is not the network's: raise TypeError naming the module to prune instead."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise TypeError(f"the model is wrapped in {type(model).__name__}: prune model.module, then wrap it again")
+    if type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
+        raise TypeError("the model is compiled (torch.compile): prune model._orig_mod, then compile the pruned model again")
 
 
 def trace(model: nn.Module) -> fx.Graph:
@@ -177,7 +197,9 @@ def find_couplings(model: nn.Module) -> dict[str, Coupling | str]:
 
     Raises:
         NotImplementedError: if ``torch.fx`` cannot trace the model.
+        TypeError: a wrapper (DataParallel, torch.compile) instead of the network: the message names the module.
     """
+    refuse_wrappers(model)
     graph = trace(model)
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}

@@ -17,6 +17,7 @@ float CPU tensors, one per filter, **higher = more important**.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -179,6 +180,9 @@ def collect_map_stats(
     every z (only to the maps, never into ``.grad`` of the weights) for the Taylor criterion.
     Hooks are removed and the train/eval mode restored, also when an error is raised.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("ranking needs gradients of the feature maps, but it was called under torch.inference_mode(); "
+                           "call it outside (it leaves the model's weights and .grad untouched)")
     couplings = _capture_points(model)
     modules = dict(model.named_modules())
     device = model_device(model)
@@ -200,7 +204,21 @@ def collect_map_stats(
     finally:
         for h in hooks:
             h.remove()
+    if not any(st.examples for st in stats.values()):
+        raise ValueError("no data to rank with: the batches were empty (or max_batches=0); pass at least one batch "
+                         "of (inputs, targets)")
     return stats
+
+
+def _check_scores(criterion: str, raw: Mapping[str, torch.Tensor]) -> None:
+    """Non-finite scores are an error naming the layer; all-zero Taylor scores (a constant loss) a warning."""
+    for name, scores in raw.items():
+        if not torch.isfinite(scores).all():
+            raise ValueError(f"{criterion} scores of {name} are not finite (NaN or inf): the inputs or the loss "
+                             "hold NaN/inf; check the data (and the model's outputs) before ranking")
+    if criterion == "taylor" and all(float(s.abs().max()) == 0.0 for s in raw.values()):
+        warnings.warn("every Taylor score is 0: the loss does not change with any feature map (a constant loss, "
+                      "or a loss that ignores the model's outputs); the ranking is arbitrary", RuntimeWarning, stacklevel=3)
 
 
 def normalize_per_layer(scores: Mapping[str, torch.Tensor], how: str | None = "l2") -> Scores:
@@ -239,6 +257,7 @@ def rank_all(
     for criterion in criteria:
         generator = torch.Generator().manual_seed(seed)
         raw = {n: CRITERIA[criterion](modules[n], s, generator).detach().float().cpu() for n, s in stats.items()}
+        _check_scores(criterion, raw)
         # random is the uniform floor over *all* filters: dividing by each layer's norm would favour wide layers
         result[criterion] = raw if criterion == "random" else normalize_per_layer(raw, normalize)
     return result

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .distill import LossFn, batch_loss
 from .runtime import mode, model_device
 
-__all__ = ["confusion_matrix", "evaluate", "predict", "unpack_batch"]
+__all__ = ["confusion_matrix", "correct", "evaluate", "predict", "unpack_batch"]
 
 
 def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -46,7 +46,8 @@ def evaluate(
     device: str | torch.device | None = None,
     loss_fn: LossFn = F.cross_entropy,
     progress: bool = False,
-) -> dict[str, float | int]:
+    per_example: bool = False,
+) -> dict[str, Any]:
     """Mean loss and top-1 accuracy of ``model`` over ``loader``.
 
     Runs in eval mode under ``torch.no_grad`` and restores each module's previous mode.
@@ -54,20 +55,24 @@ def evaluate(
     a loss with ``uses_inputs = True`` (:class:`KnowledgeDistillation`) also gets ``inputs=x``.
 
     Returns:
-        ``{"loss": mean loss per example, "accuracy": fraction correct in [0, 1], "n": examples}``.
+        ``{"loss": mean loss per example, "accuracy": fraction correct in [0, 1], "n": examples}``, and
+        with `per_example` also ``"correct"``: (N,) float64 per-image correctness (1.0 right, 0.0 wrong)
+        in the loader's order.
     """
     device = resolve_device(model, device)
-    total_loss, correct, n = 0.0, 0, 0
+    total_loss, hits = 0.0, []
     with mode(model, training=False), torch.no_grad():
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
             x, y = unpack_batch(batch, device)
             logits = model(x)
             total_loss += batch_loss(loss_fn, logits, y, x).item() * len(y)
-            correct += (logits.argmax(dim=1) == y).sum().item()
-            n += len(y)
-    if n == 0:
+            hits.append((logits.argmax(dim=1) == y).cpu())
+    if not hits:
         raise ValueError("evaluate got an empty loader; check the dataset and batch size")
-    return {"loss": total_loss / n, "accuracy": correct / n, "n": n}
+    correct = torch.cat(hits).double()
+    n = len(correct)
+    result = {"loss": total_loss / n, "accuracy": int(correct.sum()) / n, "n": n}
+    return {**result, "correct": correct} if per_example else result
 
 
 def predict(
@@ -84,6 +89,12 @@ def predict(
     if not preds:
         raise ValueError("predict got an empty loader; check the dataset and batch size")
     return torch.cat(preds).long(), torch.cat(targets).long()
+
+
+def correct(model: nn.Module, loader: Iterable, *, device: str | torch.device | None = None) -> torch.Tensor:
+    """Per-image correctness ``(N,)`` (1.0 right, 0.0 wrong), in the loader's order: what paired comparisons of
+    two models on the same images need (`course.lessons`); its mean is the accuracy."""
+    return evaluate(model, loader, device=device, per_example=True)["correct"]
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -39,7 +39,7 @@ from .criteria import rank_filters
 from .distill import KnowledgeDistillation
 from .evaluation import evaluate
 from .measure.counting import count_flops, count_parameters
-from .planning import flops_per_filter, plan_from_scores, regularised_scores
+from .planning import flops_per_filter, layer_floors, plan_from_scores, regularised_scores
 from .runtime import iteration_seed
 from .surgery import prune_filters
 
@@ -55,9 +55,12 @@ class PruningSchedule:
 
     Attributes:
         criterion: a name from ``criteria.CRITERIA`` ("taylor", "l1", "apoz", "random", ...).
-        filters_per_iteration: filters removed per iteration (the paper's and the post's k).
+        filters_per_iteration: filters removed per iteration (the paper's and the post's k) ...
+        fraction_per_iteration: ... or, when set, this share of the filters *left* (so every cut is
+            equally deep: the last iterations remove fewer filters than the first).
         finetune_steps: optimisation steps (batches) of fine-tuning after each removal.
         lr: Adam learning rate of that fine-tuning (a fresh optimizer each iteration).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (from `lr` to 0 within each fine-tune; `train.fit`).
         rank_batches: training batches the criterion sees per iteration.
         target_fraction: stop once this fraction of all prunable filters is gone (the last
             iteration removes fewer filters to land on it exactly).
@@ -67,6 +70,8 @@ class PruningSchedule:
             checkpointed) is the one from the iteration before it.
         flops_lambda: FLOPs regularisation strength λ (0: off); see `regularised_scores`.
         min_keep: the floor of filters kept in every layer (>= 1).
+        max_fraction: a per-layer cap: no layer loses more than this share of its starting filters
+            (`planning.layer_floors`, as Torch-Pruning's ``max_pruning_ratio``); None: no cap.
         multiple_of: every layer that loses filters keeps a multiple of this many (16 suits
             AVX-512 CPUs: odd widths vectorise badly); each iteration then removes at most
             `filters_per_iteration`, in blocks of this size.
@@ -78,14 +83,17 @@ class PruningSchedule:
 
     criterion: str = "taylor"
     filters_per_iteration: int = 48
+    fraction_per_iteration: float | None = None
     finetune_steps: int = 40
     lr: float = 5e-4
+    lr_schedule: str = "constant"
     rank_batches: int = 4
     target_fraction: float | None = None
     target_gflops: float | None = None
     min_accuracy: float | None = None
     flops_lambda: float = 0.0
     min_keep: int = 1
+    max_fraction: float | None = None
     multiple_of: int = 1
     distill: float = 0.0
     temperature: float = 4.0
@@ -105,6 +113,12 @@ class PruningSchedule:
                              f"{self.filters_per_iteration}, {self.rank_batches}, {self.finetune_steps}")
         if self.min_keep < 1:
             raise ValueError(f"min_keep must be >= 1 so no layer is emptied, got {self.min_keep}")
+        if self.fraction_per_iteration is not None and not 0 < self.fraction_per_iteration < 1:
+            raise ValueError(f"fraction_per_iteration must be in (0, 1), got {self.fraction_per_iteration}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.max_fraction is not None and not 0 < self.max_fraction <= 1:
+            raise ValueError(f"max_fraction must be in (0, 1], got {self.max_fraction}")
         if self.multiple_of < 1:
             raise ValueError(f"multiple_of must be >= 1, got {self.multiple_of}")
         if self.flops_lambda < 0:
@@ -157,22 +171,59 @@ def _history_dict(history: pd.DataFrame) -> dict[str, list]:
     return {col: [plain_value(v) for v in history[col].tolist()] for col in history.columns}
 
 
+_AGAIN = "delete it, use another checkpoint path, or pass restart_stale=True to start over"
+
+
+def _check_meta(path: Path, meta, schedule: PruningSchedule, baseline_fingerprint: str) -> pd.DataFrame:
+    """The checkpoint's history, after checking that its metadata belongs to this run and is consistent."""
+    if not isinstance(meta, dict):
+        raise CheckpointMismatchError(f"{path}: its metadata is a {type(meta).__name__}, not a dict; {_AGAIN}")
+    missing = [k for k in ("schedule", "baseline_fingerprint", "history", "model_iteration") if k not in meta]
+    if missing:
+        raise CheckpointMismatchError(f"{path} lacks {missing} in its metadata: not a Prune–Train–Repeat checkpoint; {_AGAIN}")
+    if meta["baseline_fingerprint"] != baseline_fingerprint:
+        raise CheckpointMismatchError(f"{path} was made from another starting model (weights fingerprint differs); {_AGAIN}")
+    if meta["schedule"] != asdict(schedule):
+        saved = meta["schedule"] if isinstance(meta["schedule"], dict) else {}
+        differ = {k: (saved.get(k), v) for k, v in asdict(schedule).items() if saved.get(k) != v}
+        raise CheckpointMismatchError(f"{path} was made with another schedule: "
+                                      + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items()) + f"; {_AGAIN}")
+    try:
+        history = pd.DataFrame(meta["history"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointMismatchError(f"{path}: its history is not a table ({err}); {_AGAIN}") from None
+    lacking = [c for c in HISTORY_COLUMNS if c not in history.columns]
+    if lacking or history.empty:
+        raise CheckpointMismatchError(f"{path}: its history lacks the columns {lacking} or is empty; {_AGAIN}")
+    for column in ("accuracy_before_finetune", "accuracy_after_finetune", "gflops", "params", "iteration"):
+        if not pd.api.types.is_numeric_dtype(history[column]):
+            raise CheckpointMismatchError(f"{path}: history column {column!r} is not numeric; {_AGAIN}")
+    iterations = history["iteration"].tolist()
+    model_iteration = meta["model_iteration"]
+    if iterations != list(range(len(iterations))):
+        raise CheckpointMismatchError(f"{path}: history iterations are {iterations}, not 0..{len(iterations) - 1}; {_AGAIN}")
+    if isinstance(model_iteration, bool) or not isinstance(model_iteration, int) or not 0 <= model_iteration < len(history):
+        raise CheckpointMismatchError(f"{path}: model_iteration={model_iteration!r} is not a row of its "
+                                      f"{len(history)}-row history; {_AGAIN}")
+    return history
+
+
 def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, baseline_fingerprint: str):
-    pruned, meta = load_pruned(path, model)
-    if meta.get("baseline_fingerprint") != baseline_fingerprint:
-        raise CheckpointMismatchError(
-            f"{path} was made from another starting model (weights fingerprint differs); "
-            "delete it, use another checkpoint path, or pass restart_stale=True to start over")
-    if meta.get("schedule") != asdict(schedule):
-        raise CheckpointMismatchError(
-            f"{path} was made with another schedule ({meta.get('schedule')}, now {asdict(schedule)}); "
-            "delete it, use another checkpoint path, or pass restart_stale=True to start over")
+    try:
+        pruned, meta = load_pruned(path, model)
+    except ValueError as err:                 # damaged, foreign, or another architecture
+        raise CheckpointMismatchError(f"{err}; {_AGAIN}") from None
+    history = _check_meta(path, meta, schedule, baseline_fingerprint)
+    widths = {c.removeprefix("filters:"): int(history[c].iloc[meta["model_iteration"]])
+              for c in history.columns if c.startswith("filters:")}
+    if widths and widths != filters_per_layer(pruned):
+        raise CheckpointMismatchError(f"{path}: the saved model's widths {filters_per_layer(pruned)} are not those of "
+                                      f"history row {meta['model_iteration']} ({widths}); {_AGAIN}")
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     for name, p in pruned.named_parameters():
         p.requires_grad_(trainable[name])
     pruned.train(model.training)
-    history = pd.DataFrame(meta["history"])
-    history.attrs["model_iteration"] = meta.get("model_iteration", int(history["iteration"].iloc[-1]))
+    history.attrs["model_iteration"] = meta["model_iteration"]
     return pruned, history
 
 
@@ -221,7 +272,9 @@ def prune_train_repeat(
         ``history.attrs["model_iteration"]`` is the row the returned model belongs to (the last
         one, except after an accuracy-floor stop).
     """
-    total = sum(filters_per_layer(model).values())
+    start_widths = filters_per_layer(model)
+    total = sum(start_widths.values())
+    floors = layer_floors(start_widths, min_keep=schedule.min_keep, max_fraction=schedule.max_fraction)
     loss_fn = (KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
                else F.cross_entropy)
     checkpoint = Path(checkpoint) if checkpoint else None
@@ -244,10 +297,11 @@ def prune_train_repeat(
     while not _done(schedule, history.iloc[-1]):
         iteration = int(history["iteration"].iloc[-1]) + 1
         removed = int(history["filters_removed"].iloc[-1])
-        k = schedule.filters_per_iteration
+        k = (schedule.filters_per_iteration if schedule.fraction_per_iteration is None
+             else max(1, round(schedule.fraction_per_iteration * (total - removed))))
         if schedule.target_fraction is not None:
             k = min(k, round(schedule.target_fraction * total) - removed)
-        k = min(k, sum(n - schedule.min_keep for n in filters_per_layer(current).values()))
+        k = min(k, sum(max(n - floors[c], 0) for c, n in filters_per_layer(current).items()))
         if k <= 0:
             break
         start = time.perf_counter()
@@ -257,7 +311,7 @@ def prune_train_repeat(
         scores = rank_filters(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration))
         cost = flops_per_filter(current, input_shape) if schedule.flops_lambda else {}
         plan = plan_from_scores(regularised_scores(scores, cost, schedule.flops_lambda), k,
-                                min_keep=schedule.min_keep, multiple_of=schedule.multiple_of)
+                                min_keep=floors, multiple_of=schedule.multiple_of)
         k = sum(map(len, plan.values()))  # with multiple_of > 1, blocks may add up to fewer than asked
         if k == 0:
             break
@@ -268,7 +322,7 @@ def prune_train_repeat(
         optimizer = torch.optim.Adam([p for p in current.parameters() if p.requires_grad], lr=schedule.lr)
         if schedule.finetune_steps:
             fitted = train.fit(current, train_loader, steps=schedule.finetune_steps, optimizer=optimizer,
-                               eval_every=schedule.finetune_steps, loss_fn=loss_fn,
+                               eval_every=schedule.finetune_steps, loss_fn=loss_fn, lr_schedule=schedule.lr_schedule,
                                callbacks=[cb for cb in callbacks if isinstance(cb, train.Callback)],
                                progress=False)
             stop = stop or fitted.attrs.get("stopped_early", False)

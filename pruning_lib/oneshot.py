@@ -17,7 +17,7 @@ Nothing here changes the model it is given.  The widget that wires a slider to `
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -48,6 +48,7 @@ class OneShot:
         accuracy: top-1 accuracy of the pruned copy, a fraction in [0, 1]; loss: its mean cross-entropy.
         flops: FLOPs of one image's forward pass (2 per multiply-add); params: parameter count.
         removed / kept: filters removed from / left in each conv, ``{conv: count}`` in forward order.
+        correct: per-image correctness (N,) on the loader (1.0 right), for paired comparisons.
     """
 
     criterion: str
@@ -60,6 +61,7 @@ class OneShot:
     params: int
     removed: dict[str, int]
     kept: dict[str, int]
+    correct: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def fraction_removed(self) -> float:
@@ -67,13 +69,14 @@ class OneShot:
 
 
 def selection_scores(
-    raw: Mapping[str, Scores], *, normalize: str | None = "l2", keep_raw: Sequence[str] = ("oracle",)
+    raw: Mapping[str, Scores], *, normalize: str | None = "l2", keep_raw: Sequence[str] = ("oracle", "random")
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """The scores each criterion prunes with: ``{criterion: {conv: (C,) scores}}``.
+    """The scores each criterion prunes with: ``{criterion: {conv: (C,) scores}}``, as `criteria.rank_all` gives them.
 
     Every criterion is normalised per layer (Eq. 9, ``normalize="l2"``) so one global threshold can
     compare layers, as in the paper and in `iterative.prune_train_repeat`; the names in `keep_raw`
-    (the oracle's |ΔC|, already comparable across layers) are passed through unchanged.
+    pass unchanged: the oracle's |ΔC| is already comparable across layers, and random scores are the
+    uniform floor over *all* filters (normalising them per layer would favour wide layers).
     """
     return {name: dict(s) if name in keep_raw else normalize_per_layer(s, normalize) for name, s in raw.items()}
 
@@ -96,14 +99,15 @@ def _check_scores(model: nn.Module, scores: Scores) -> dict[str, int]:
     return widths
 
 
-def prune_copy(model: nn.Module, scores: Scores, amount: float, *, min_keep: int = 1) -> tuple[nn.Module, Plan]:
+def prune_copy(model: nn.Module, scores: Scores, amount: float, *, min_keep: int | Mapping[str, int] = 1) -> tuple[nn.Module, Plan]:
     """Remove the globally lowest-scored `amount` of all filters from a deep copy of `model`.
 
     Args:
         scores: ``{conv: (C,) scores}`` for every prunable conv, higher = more important,
             already comparable across layers (see `selection_scores`).
         amount: fraction of all prunable filters to remove, in [0, 1) (rounded to a count).
-        min_keep: no layer keeps fewer filters than this.
+        min_keep: no layer keeps fewer filters than this; a mapping gives each layer its floor
+            (`planning.layer_floors`: a cap on the share of each layer removed).
 
     Returns:
         ``(pruned copy, plan)``; `model` is left unchanged.
@@ -122,7 +126,7 @@ def one_shot(
     *,
     input_shape: Sequence[int],
     criterion: str = "",
-    min_keep: int = 1,
+    min_keep: int | Mapping[str, int] = 1,
 ) -> OneShot:
     """Prune a copy of `model` at `amount` (`prune_copy`), then evaluate it on `loader` without fine-tuning.
 
@@ -132,13 +136,13 @@ def one_shot(
         criterion: a label stored in the result.
     """
     pruned, plan = prune_copy(model, scores, amount, min_keep=min_keep)
-    metrics = evaluate(pruned, loader)
+    metrics = evaluate(pruned, loader, per_example=True)
     removed = {name: len(plan.get(name, [])) for name in scores}
     kept = filters_per_layer(pruned)
     return OneShot(criterion=criterion, amount=float(amount), filters_removed=sum(removed.values()),
                    filters_total=sum(len(s) for s in scores.values()), accuracy=float(metrics["accuracy"]),
                    loss=float(metrics["loss"]), flops=count_flops(pruned, (1, *input_shape)),
-                   params=count_parameters(pruned), removed=removed, kept=kept)
+                   params=count_parameters(pruned), removed=removed, kept=kept, correct=metrics["correct"])
 
 
 def sweep(
@@ -148,7 +152,7 @@ def sweep(
     loader: Iterable,
     *,
     input_shape: Sequence[int],
-    min_keep: int = 1,
+    min_keep: int | Mapping[str, int] = 1,
     progress: bool = False,
 ) -> pd.DataFrame:
     """`one_shot` for every criterion at every amount (amount 0, the unpruned model, is evaluated once).
@@ -156,11 +160,12 @@ def sweep(
     Returns:
         One row per (criterion, amount): ``criterion, amount, filters_removed, fraction_removed,
         accuracy`` (fraction), ``loss, mflops`` (per image), ``params``, and ``removed:<conv>`` counts.
+        ``table.attrs["correct"]`` maps ``(criterion, amount)`` to the per-image correctness.
     """
     amounts = [_check_amount(a) for a in amounts]
     loader = list(loader)  # read the data once, reuse it for every evaluation
     base = None
-    rows = []
+    rows, correct = [], {}
     bar = tqdm(total=len(amounts) * len(scores_by_criterion), desc="one-shot sweep", disable=not progress, leave=False)
     for criterion, scores in scores_by_criterion.items():
         for amount in amounts:
@@ -171,9 +176,12 @@ def sweep(
                 result = one_shot(model, scores, amount, loader, input_shape=input_shape, criterion=criterion,
                                   min_keep=min_keep)
             rows.append(_row(result))
+            correct[criterion, amount] = result.correct
             bar.update()
     bar.close()
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["correct"] = correct
+    return table
 
 
 def _row(r: OneShot) -> dict:
@@ -182,7 +190,7 @@ def _row(r: OneShot) -> dict:
             "mflops": r.flops / 1e6, "params": r.params, **{f"removed:{n}": k for n, k in r.removed.items()}}
 
 
-def removed_per_layer(scores_by_criterion: Mapping[str, Scores], amount: float, *, min_keep: int = 1) -> pd.DataFrame:
+def removed_per_layer(scores_by_criterion: Mapping[str, Scores], amount: float, *, min_keep: int | Mapping[str, int] = 1) -> pd.DataFrame:
     """How many filters each criterion would remove from each layer at `amount` (plans only, no evaluation).
 
     Returns:

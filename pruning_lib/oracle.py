@@ -119,7 +119,8 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(rho)
 
 
-def spearman_table(all_scores: Mapping[str, Mapping[str, torch.Tensor]], oracle_scores: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+def spearman_table(all_scores: Mapping[str, Mapping[str, torch.Tensor]], oracle_scores: Mapping[str, torch.Tensor],
+                   *, keep_raw: tuple[str, ...] = ("random",)) -> pd.DataFrame:
     """The paper's Table 1: Spearman ρ of each criterion against the oracle.
 
     Args:
@@ -129,14 +130,16 @@ def spearman_table(all_scores: Mapping[str, Mapping[str, torch.Tensor]], oracle_
     Returns:
         DataFrame, one row per criterion: a column per layer, ``per_layer_mean``,
         ``all_layers_raw`` (scores pooled across layers as they are) and ``all_layers_l2``
-        (each layer L2-normalised first).  The oracle is compared raw: |ΔC| is comparable across layers.
+        (each layer L2-normalised first, as pruning compares them; the criteria in `keep_raw` stay raw
+        there too, as they are pruned with: random scores normalised per layer would favour wide layers).
+        The oracle is compared raw: |ΔC| is comparable across layers.
     """
     layers = list(oracle_scores)
     pooled_oracle = torch.cat([oracle_scores[n] for n in layers])
     rows = {}
     for criterion, scores in all_scores.items():
         per_layer = {n: spearman(scores[n], oracle_scores[n]) for n in layers}
-        l2_scores = normalize_per_layer({n: scores[n] for n in layers}, "l2")
+        l2_scores = normalize_per_layer({n: scores[n] for n in layers}, None if criterion in keep_raw else "l2")
         rows[criterion] = {
             **per_layer,
             "per_layer_mean": sum(per_layer.values()) / len(layers),

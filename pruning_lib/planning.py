@@ -12,7 +12,8 @@ a notebook can print it, edit it and save it.  Nothing here changes a model.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import math
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from .measure.counting import flops_per_layer
 
 Plan = dict[str, list[int]]
 
-__all__ = ["Plan", "flops_per_filter", "plan_from_scores", "plan_from_widths", "regularised_scores",
+__all__ = ["Plan", "flops_per_filter", "layer_floors", "plan_from_scores", "plan_from_widths", "regularised_scores",
            "transfer_widths"]
 
 
@@ -33,10 +34,42 @@ def _removal_blocks(scores: torch.Tensor, multiple_of: int) -> list[tuple[float,
     The first block takes ``C % multiple_of`` filters (if any), the others `multiple_of` each;
     a block's score is the mean score of its filters.
     """
-    order = torch.sort(scores.detach().float().cpu(), stable=True).indices.tolist()
+    order = torch.sort(scores, stable=True).indices.tolist()
     first = len(order) % multiple_of or multiple_of
     cuts = [0, *range(first, len(order) + 1, multiple_of)]
-    return [(float(scores[order[a:b]].float().mean()), order[a:b]) for a, b in zip(cuts, cuts[1:])]
+    return [(float(scores[order[a:b]].mean()), order[a:b]) for a, b in zip(cuts, cuts[1:])]
+
+
+def _as_count(name: str, value: Any) -> int:
+    """An int-like count (Python or numpy integer, not a bool or a float), else a ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def _as_scores(scores: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Each layer's scores as a 1-D float64 CPU tensor (tensors, numpy arrays and lists accepted), all finite."""
+    out = {}
+    for name, s in scores.items():
+        t = torch.as_tensor(np.asarray(s.detach().cpu() if isinstance(s, torch.Tensor) else s, dtype=np.float64))
+        if t.dim() != 1 or not len(t):
+            raise ValueError(f"scores[{name!r}] must be a non-empty 1-D vector, one score per filter; got shape {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"scores[{name!r}] has {bad} non-finite values (NaN or inf): the ranking failed "
+                             "(a NaN loss or input?); no plan can be made from them")
+        out[name] = t
+    return out
+
+
+def layer_floors(widths: Mapping[str, int], *, min_keep: int = 1, max_fraction: float | None = None) -> dict[str, int]:
+    """The fewest filters each layer may keep: `min_keep`, and with `max_fraction` (a per-layer cap,
+    as Torch-Pruning's ``max_pruning_ratio``) at least ``ceil((1 - max_fraction) * width)`` of `widths`
+    (the *unpruned* widths), so global selection cannot empty one layer."""
+    if max_fraction is not None and not 0 < max_fraction <= 1:
+        raise ValueError(f"max_fraction is the largest share of a layer's filters to remove, in (0, 1]; got {max_fraction}")
+    cap = 0.0 if max_fraction is None else 1.0 - max_fraction
+    return {n: max(min_keep, math.ceil(cap * w - 1e-9)) for n, w in widths.items()}
 
 
 def plan_from_scores(
@@ -44,7 +77,7 @@ def plan_from_scores(
     num_filters: int | None = None,
     *,
     fraction: float | None = None,
-    min_keep: int = 1,
+    min_keep: int | Mapping[str, int] = 1,
     multiple_of: int = 1,
 ) -> Plan:
     """Select the globally lowest-scored filters, keeping at least `min_keep` per layer.
@@ -54,33 +87,39 @@ def plan_from_scores(
             first when comparing layers, as the paper does).
         num_filters: how many filters to remove in total; or
         fraction: the fraction of all filters to remove (rounded to the nearest count).
-        min_keep: the floor: no layer keeps fewer filters than this.
+        min_keep: the floor: no layer keeps fewer filters than this; a mapping gives each layer
+            its own floor (`layer_floors`: a per-layer cap on the fraction removed).
         multiple_of: remove filters in blocks so every layer keeps a multiple of this many
             (8 or 16 suit CPU vector units); then at most `num_filters` are removed.
 
     Returns:
         A plan ``{conv name: sorted indices}`` with an entry for every layer (maybe empty).
     """
+    scores = _as_scores(scores)
     total = sum(len(s) for s in scores.values())
     if (num_filters is None) == (fraction is None):
         raise ValueError("give exactly one of num_filters or fraction")
     if fraction is not None:
-        if not 0.0 <= fraction < 1.0:
-            raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+        if isinstance(fraction, (bool, np.bool_)) or not isinstance(fraction, (int, float, np.floating, np.integer)) \
+                or not 0.0 <= fraction < 1.0:
+            raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}")
         num_filters = round(fraction * total)
-    if min_keep < 1 or multiple_of < 1:
+    num_filters = _as_count("num_filters", num_filters)
+    floors = {n: _as_count("min_keep", min_keep[n] if isinstance(min_keep, Mapping) else min_keep) for n in scores}
+    multiple_of = _as_count("multiple_of", multiple_of)
+    if min(floors.values()) < 1 or multiple_of < 1:
         raise ValueError(f"min_keep and multiple_of must be >= 1 (no layer is emptied), got {min_keep}, {multiple_of}")
-    capacity = sum(max(len(s) - min_keep, 0) for s in scores.values())
+    capacity = sum(max(len(s) - floors[n], 0) for n, s in scores.items())
     if not 0 <= num_filters <= capacity:
-        raise ValueError(f"cannot remove {num_filters} filters: {total} in all, at most {capacity} "
-                         f"with a floor of {min_keep} per layer")
+        floor = f"a floor of {min_keep} per layer" if not isinstance(min_keep, Mapping) else "each layer's floor (cap)"
+        raise ValueError(f"cannot remove {num_filters} filters: {total} in all, at most {capacity} with {floor}")
     names = list(scores)
     blocks = [(score, i, idx) for i, n in enumerate(names) for score, idx in _removal_blocks(scores[n], multiple_of)]
     left = {n: len(scores[n]) for n in names}
     plan: Plan = {n: [] for n in names}
     for _, i, idx in sorted(blocks, key=lambda b: b[0]):  # sorted() is stable: ties keep layer order
         name = names[i]
-        if len(idx) <= num_filters and left[name] - len(idx) >= min_keep:
+        if len(idx) <= num_filters and left[name] - len(idx) >= floors[name]:
             plan[name] += idx
             left[name] -= len(idx)
             num_filters -= len(idx)

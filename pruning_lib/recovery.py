@@ -9,7 +9,7 @@ The widget (`widgets.recovery`) only wires sliders and buttons to it and redraws
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 import torch.nn as nn
@@ -109,14 +109,11 @@ def prune_and_finetune(
     amount: float,
     criterion: str = "taylor",
     steps: int = 40,
-    lr: float = 5e-4,
-    rank_batches: int = 4,
     eval_every: int = 5,
-    flops_lambda: float = 0.0,
-    seed: int = 0,
     on_record: Callable[[pd.DataFrame, dict], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    **schedule: Any,
 ) -> RecoveryResult:
     """Remove `amount` of all prunable filters of a copy of `model` at once, then fine-tune it for `steps`.
 
@@ -125,8 +122,11 @@ def prune_and_finetune(
         input_shape: one image's (C, H, W), for FLOPs.
         amount: fraction of all prunable filters to remove, in (0, 1) (at least one filter; no layer
             is emptied, so very large amounts stop at one filter per layer).
-        criterion, rank_batches, flops_lambda, lr, seed: as in `iterative.PruningSchedule`.
+        criterion: as in `iterative.PruningSchedule`.
         steps: fine-tuning steps (batches) after the prune.
+        schedule: any other field of `iterative.PruningSchedule` (``lr``, ``rank_batches``,
+            ``flops_lambda``, ``multiple_of``, ``distill``, ``temperature``, ``seed``, ...): the prune and
+            the fine-tune are one iteration of Prune–Train–Repeat with these settings.
         eval_every: validation accuracy is measured every this many steps (and at the end).
         on_record: called as ``on_record(history so far, info)`` after each evaluation, with
             info ``{"baseline", "pruned", "step", "steps"}`` (for live plots).
@@ -144,10 +144,10 @@ def prune_and_finetune(
     k = round(amount * total)
     if k < 1:
         raise ValueError(f"amount={amount} of {total} filters removes none; use at least {1 / total:.4f}")
-    schedule = PruningSchedule(criterion=criterion, filters_per_iteration=k, finetune_steps=steps, lr=lr,
-                               rank_batches=rank_batches, target_fraction=amount, flops_lambda=flops_lambda,
-                               seed=seed)
+    settings = {"lr": 5e-4, "rank_batches": 4, **schedule}
+    plan = PruningSchedule(criterion=criterion, filters_per_iteration=k, fraction_per_iteration=None,
+                           finetune_steps=steps, target_fraction=amount, **settings)
     recorder = _Recorder(val_loader, steps, eval_every, on_record, on_progress, should_stop)
-    pruned, _ = prune_train_repeat(model, train_loader, val_loader, schedule, input_shape=input_shape,
+    pruned, _ = prune_train_repeat(model, train_loader, val_loader, plan, input_shape=input_shape,
                                    callbacks=[recorder], progress=False)
     return RecoveryResult(pruned, recorder.history(), recorder.baseline, recorder.pruned, recorder.stopped)

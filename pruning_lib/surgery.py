@@ -22,21 +22,26 @@ from __future__ import annotations
 import copy
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from .couplings import Coupling, find_couplings, prunable_convs
+from .couplings import Coupling, find_couplings, prunable_convs, refuse_wrappers
 from .planning import plan_from_widths
 
 __all__ = ["prune_filters", "slice_layer", "validate_plan", "with_widths"]
 
 
 def _check_indices(name: str, indices: Sequence[int], n: int) -> list[int]:
-    """Validate one layer's indices (ints, unique, in range, not all)."""
-    idx = list(indices.tolist() if isinstance(indices, torch.Tensor) else indices)
+    """Validate one layer's indices (ints, numpy ints or an integer tensor; unique, in range, not all)."""
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+        raise ValueError(f"{name}: the plan must give a list of filter indices, got {indices!r}")
+    idx = list(indices.tolist() if isinstance(indices, (torch.Tensor, np.ndarray)) else indices)
     for i in idx:
-        if isinstance(i, bool) or not isinstance(i, int):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
             raise ValueError(f"{name}: filter indices must be ints, got {i!r} ({type(i).__name__})")
+    idx = [int(i) for i in idx]
+    for i in idx:
         if not 0 <= i < n:
             raise ValueError(f"{name} has {n} filters; index {i} is out of range (valid: 0..{n - 1})")
     if len(set(idx)) != len(idx):
@@ -47,6 +52,48 @@ def _check_indices(name: str, indices: Sequence[int], n: int) -> list[int]:
     return sorted(idx)
 
 
+def _refuse_wrappers(model: nn.Module) -> None:
+    """A wrapper instead of the network (`couplings.refuse_wrappers`), or inference mode."""
+    refuse_wrappers(model)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("prune_filters was called under torch.inference_mode(): the new parameters would be inference "
+                           "tensors that cannot be trained; call it outside (torch.no_grad() is fine for evaluation)")
+
+
+_HOW_TO_REMOVE = {
+    "WeightNorm": "torch.nn.utils.remove_weight_norm(module) (or use torch.nn.utils.parametrizations.weight_norm)",
+    "SpectralNorm": "torch.nn.utils.remove_spectral_norm(module)",
+    "prune": "torch.nn.utils.prune.remove(module, 'weight') (it makes the mask permanent)",
+}
+
+
+def _unsliceable(name: str, module: nn.Module) -> str | None:
+    """Why `module`'s tensors cannot be sliced exactly (a reparametrisation, a mask, tensor hooks), or None."""
+    from torch.nn.utils import parametrize, prune
+
+    for hook in module._forward_pre_hooks.values():
+        kind = type(hook).__name__
+        if kind in ("WeightNorm", "SpectralNorm"):
+            return f"{name} has the legacy {kind} reparametrisation; remove it with {_HOW_TO_REMOVE[kind]}"
+        if isinstance(hook, prune.BasePruningMethod):
+            return f"{name} has a torch.nn.utils.prune mask; remove it with {_HOW_TO_REMOVE['prune']}"
+    if any(n.endswith("_orig") for n, _ in module.named_parameters(recurse=False)):
+        return f"{name} has a masked weight (weight_orig); remove the mask with {_HOW_TO_REMOVE['prune']}"
+    if parametrize.is_parametrized(module):
+        for tensor, plist in module.parametrizations.items():
+            kinds = [type(p).__name__ for p in plist]
+            if kinds != ["_WeightNorm"]:                 # weight_norm's (g, v) slice exactly; others keep state
+                return (f"{name}.{tensor} is parametrized by {', '.join(kinds)}, whose state cannot be sliced; remove it "
+                        f"with torch.nn.utils.parametrize.remove_parametrizations(module, {tensor!r})")
+    for pname, p in module.named_parameters(recurse=False):
+        if getattr(p, "_backward_hooks", None):
+            return (f"{name}.{pname} has tensor hooks (Tensor.register_hook) that the new, smaller tensor would "
+                    "lose; remove them before pruning and register them again after")
+        if p.is_inference():
+            return f"{name}.{pname} is an inference tensor (made under torch.inference_mode()); build the model outside it"
+    return None
+
+
 def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[str, tuple[Coupling, list[int]]]:
     """Check a plan against the model without changing anything.
 
@@ -55,8 +102,13 @@ def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[s
     Raises:
         KeyError: a name that is not a module of the model.
         ValueError: not a Conv2d; non-int, duplicate, negative, out-of-range indices; every filter.
-        NotImplementedError: a conv that cannot be pruned exactly (residual, concat, grouped, ...).
+        NotImplementedError: a conv that cannot be pruned exactly (residual, concat, grouped, ...), or a
+            layer on its path whose tensors cannot be sliced exactly (a reparametrisation, a mask, tensor hooks).
+        TypeError: a wrapper (DataParallel, torch.compile) instead of the network itself.
     """
+    _refuse_wrappers(model)
+    if not isinstance(plan, Mapping):
+        raise TypeError(f"a plan maps conv names to filter indices, e.g. {{'features.0': [3, 17]}}; got {type(plan).__name__}")
     modules = dict(model.named_modules())
     couplings = None
     checked = {}
@@ -75,6 +127,10 @@ def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[s
         coupling = couplings[name]
         if isinstance(coupling, str):
             raise NotImplementedError(f"cannot prune {name} exactly: {coupling}")
+        for member in (coupling.conv, *coupling.batchnorms, coupling.consumer):
+            reason = _unsliceable(member, modules[member])
+            if reason:
+                raise NotImplementedError(f"cannot prune {name} exactly: {reason}")
         checked[name] = (coupling, removed)
     return checked
 
@@ -139,6 +195,8 @@ def _swap_in(model: nn.Module, new: Mapping[tuple[str, str], torch.Tensor]) -> N
     for (mod_name, attr), tensor in new.items():
         mod = modules[mod_name]
         old = getattr(mod, attr)
+        if old.dim() == 4 and old.is_contiguous(memory_format=torch.channels_last) and not old.is_contiguous():
+            tensor = tensor.contiguous(memory_format=torch.channels_last)      # keep the layout it had
         if isinstance(old, nn.Parameter):
             setattr(mod, attr, nn.Parameter(tensor, requires_grad=old.requires_grad))
         else:

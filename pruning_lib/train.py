@@ -136,6 +136,33 @@ def _batches(loader: Iterable, epochs: int | None) -> Iterator[tuple[int, Any]]:
             raise ValueError("train_loader yielded no batches; check the dataset and batch size")
 
 
+def _check_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """The optimizer must hold exactly the model's trainable parameters: after pruning, the old tensors are gone."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+    foreign = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in names]
+    if foreign:
+        raise ValueError(f"the optimizer holds {len(foreign)} tensors that are not parameters of the model (e.g. "
+                         f"of shape {tuple(foreign[0].shape)}): it was built before the model was pruned or replaced. "
+                         "Build the optimizer after pruning, from model.parameters()")
+    if missing:
+        raise ValueError(f"the optimizer does not hold {len(missing)} trainable parameters of the model ({missing[:4]}): "
+                         "they would never update. Build the optimizer after pruning, from model.parameters() (or set "
+                         "requires_grad=False on the parameters you do not want to train)")
+
+
+def _lr_scheduler(optimizer: torch.optim.Optimizer, name: str, total: int | None):
+    """None for a constant learning rate, else the scheduler `fit` steps after every optimisation step."""
+    if name == "constant":
+        return None
+    if name != "cosine":
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {name!r}")
+    if total is None:
+        raise ValueError("lr_schedule='cosine' needs a known length: give steps, or a loader with a length")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+
+
 def _train_step(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_fn: LossFn
 ) -> float:
@@ -163,6 +190,7 @@ def fit(
     progress: bool = True,
     loss_fn: LossFn = F.cross_entropy,
     start_step: int = 0,
+    lr_schedule: str = "constant",
 ) -> pd.DataFrame:
     """Train ``model`` for ``steps`` optimisation steps (cycling the loader) or ``epochs`` passes.
 
@@ -179,6 +207,8 @@ def fit(
         progress: show a ``tqdm.auto`` bar with the running loss.
         start_step: step count already done (to continue a history); steps are numbered from it.
         loss_fn: ``F.cross_entropy`` by default; :class:`KnowledgeDistillation` learns from a teacher too.
+        lr_schedule: ``"constant"``, or ``"cosine"``: the learning rate falls from its start to 0 over the
+            steps of this call (cosine annealing), so training ends at a settled point, not mid-stride.
 
     Returns:
         History, one row per evaluation point, columns ``HISTORY_COLUMNS``: ``step`` (total steps
@@ -194,11 +224,14 @@ def fit(
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     device = resolve_device(model, device)
+    if optimizer is not None:
+        _check_optimizer(model, optimizer)
     optimizer = optimizer or _default_optimizer(model, lr, weight_decay)
     callbacks = [_as_callback(cb) for cb in callbacks]
     per_epoch = _len_or_none(train_loader)
     eval_every = eval_every or per_epoch
     total = steps if steps is not None else (epochs * per_epoch if per_epoch else None)
+    scheduler = _lr_scheduler(optimizer, lr_schedule, total)
     batches = _batches(train_loader, epochs)
     if steps is not None:
         batches = itertools.islice(batches, steps)
@@ -232,6 +265,8 @@ def fit(
             for passes, batch in batches:
                 x, y = unpack_batch(batch, device)
                 loss = _train_step(model, x, y, optimizer, loss_fn)
+                if scheduler is not None:
+                    scheduler.step()
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"training loss is {loss} at step {step + 1}; lower lr or check the inputs"

@@ -361,8 +361,8 @@ def test_kaggle_split_is_seeded_disjoint_per_class_and_covers_everything(kaggle_
 
 
 def test_kaggle_bad_arguments():
-    with pytest.raises(ValueError, match="'train' or 'val'"):
-        kaggle_dogs_vs_cats("anywhere", "test")
+    with pytest.raises(ValueError, match="'train', 'val' or 'test'"):
+        kaggle_dogs_vs_cats("anywhere", "testing")
     with pytest.raises(ValueError, match="between 0 and 1"):
         kaggle_dogs_vs_cats("anywhere", val_fraction=1.0)
 
@@ -502,3 +502,84 @@ def test_cifar10_failed_download(tmp_path, monkeypatch):
 def test_cifar10_bad_arguments_fail_before_looking_for_data(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cifar10(tmp_path, **kwargs)
+
+
+# --------------------------------------------------------------------------- so many images per class; the full set
+def test_split_per_class_deals_disjoint_parts_and_the_rest():
+    labels = torch.tensor([0] * 10 + [1] * 6)
+    ds = torch.utils.data.TensorDataset(torch.arange(16).float(), labels)
+    train, val, rest = data.split_per_class(ds, [2, 3, None], seed=4)
+    assert len(train) == 4 and len(val) == 6 and len(rest) == 6
+    parts = [set(p.indices) for p in (train, val, rest)]
+    assert set.union(*parts) == set(range(16)) and sum(map(len, parts)) == 16
+    assert [int(labels[i]) for i in train.indices].count(0) == 2
+    again = data.split_per_class(ds, [2, 3, None], seed=4)
+    assert [p.indices for p in again] == [p.indices for p in (train, val, rest)]
+    with pytest.raises(ValueError, match="class 1 has 6 images"):
+        data.split_per_class(ds, [4, 3], seed=0)
+
+
+def test_full_fashion_mnist_missing_says_how_to_install(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.fashion_mnist_full("train", folder=tmp_path)
+
+
+def test_full_fashion_mnist_reads_idx_files(tmp_path):
+    import gzip
+    import struct
+
+    images = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    labels = np.array([0, 6, 9], dtype=np.uint8)
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">iiii", 2051, 3, 28, 28) + images.tobytes())
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">ii", 2049, 3) + labels.tobytes())
+    ds = data.fashion_mnist_full("test", [6, 0], folder=tmp_path)
+    x, y = ds.tensors
+    assert y.tolist() == [1, 0] and x.shape == (2, 1, 28, 28)
+    assert torch.allclose(x[0, 0] * data.FASHION_STD + data.FASHION_MEAN, torch.from_numpy(images[0]).float() / 255)
+
+
+def test_kaggle_three_splits_are_disjoint_and_cover_everything(kaggle_root):
+    root, names = kaggle_root
+
+    def names_of(split):
+        ds = _load_quietly(root, split, val_fraction=0.2, test_fraction=0.3)
+        return {p.name for p, _ in ds.samples} | {p.name for p, _ in ds.skipped}
+
+    train, val, test = names_of("train"), names_of("val"), names_of("test")
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert train | val | test == names["good"] | names["bad"]
+    assert sum(n.startswith("cat") for n in test) == 3 and sum(n.startswith("dog") for n in test) == 3  # round(0.3 n)
+    with pytest.raises(ValueError, match="empty"):
+        _load_quietly(root, "test")                        # test_fraction=0: no test split
+
+
+def test_kaggle_with_one_class_is_refused(tmp_path):
+    for i in range(3):
+        _image("RGB").save(tmp_path / f"cat.{i}.jpg")
+    with pytest.raises(ValueError, match="no dog images"):
+        kaggle_dogs_vs_cats(tmp_path)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), "white")
+    img.paste((255, 0, 0), (0, 0, 10, 20))                  # a red stripe on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6                                           # orientation 6: rotate 90° clockwise to display
+    img.save(tmp_path / "cat.0.jpg", exif=exif.tobytes())
+    _image("RGB").save(tmp_path / "dog.0.jpg")
+    ds = kaggle_dogs_vs_cats(tmp_path, val_fraction=1e-6)
+    shown = ds[[p.name for p, _ in ds.samples].index("cat.0.jpg")][0]
+    assert shown.size == (20, 40)                              # turned upright: portrait
+    top = np.asarray(shown)[:5].mean(axis=(0, 1))
+    assert top[0] > 200 and top[1] < 80                        # the red stripe is now at the top
+
+
+def test_a_looping_symlink_is_counted_as_skipped(tmp_path):
+    for name in ("cat.0.jpg", "dog.0.jpg", "dog.1.jpg"):
+        _image("RGB").save(tmp_path / name)
+    (tmp_path / "cat.1.jpg").symlink_to(tmp_path / "cat.1.jpg")   # a link to itself
+    with pytest.warns(SkippedFilesWarning, match="skipped 1 of 4"):
+        ds = kaggle_dogs_vs_cats(tmp_path, val_fraction=1e-6)
+    assert [p.name for p, _ in ds.skipped] == ["cat.1.jpg"] and "symbolic link" in ds.skipped[0][1]

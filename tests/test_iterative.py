@@ -401,3 +401,36 @@ def test_live_sawtooth_updates_one_display_per_iteration(baseline, monkeypatch):
     # drawn at the start, after each of the 2 iterations, and once more at the end, always in one display
     assert [kind for kind, _ in shown] == ["display", "update", "update", "update"]
     assert all(isinstance(obj, IPython.display.Image) and obj.data[:4] == b"\x89PNG" for _, obj in shown)
+
+
+# ---------------------------------------------------------------- hand-edited checkpoints
+def _edit_checkpoint(path, change):
+    payload = torch.load(path, weights_only=True)
+    change(payload["meta"])
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: m.update(history={k: v[:1] for k, v in m["history"].items()}), "model_iteration"),
+    (lambda m: m.update(model_iteration=99), "model_iteration=99"),
+    (lambda m: m["history"].update(accuracy_after_finetune=["high"] * len(m["history"]["iteration"])), "not numeric"),
+    (lambda m: m.pop("history"), "lacks"),
+    (lambda m: m["schedule"].update(lr=1.0), "lr 1.0"),
+])
+def test_a_hand_edited_checkpoint_is_refused_saying_what_is_inconsistent(baseline, tmp_path, change, words):
+    path = tmp_path / "run.pt"
+    run(baseline, schedule(), checkpoint=path)
+    _edit_checkpoint(path, change)
+    with pytest.raises(CheckpointMismatchError, match=words):
+        run(baseline, schedule(), checkpoint=path)
+    pruned, history = run(baseline, schedule(), checkpoint=path, restart_stale=True)    # and replaced on request
+    assert len(history) > 1
+
+
+def test_a_damaged_checkpoint_is_a_mismatch_that_restart_replaces(baseline, tmp_path):
+    path = tmp_path / "run.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointMismatchError, match="cannot be read"):
+        run(baseline, schedule(), checkpoint=path)
+    _, history = run(baseline, schedule(), checkpoint=path, restart_stale=True)
+    assert len(history) > 1

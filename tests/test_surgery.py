@@ -2,6 +2,8 @@
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn as nn
@@ -71,9 +73,9 @@ def consumers_in_order(model):
     return {n: layers[i + 1][0] for i, (n, m) in enumerate(layers[:-1]) if isinstance(m, nn.Conv2d)}
 
 
-def masked_reference(model, plan):
-    """A copy of `model` where the removed channels are zeroed at the input of their consumer."""
-    ref = copy.deepcopy(model)
+def masked_reference(model, plan, *, inplace=False):
+    """A copy of `model` (or `model` itself) where the removed channels are zeroed at the input of their consumer."""
+    ref = model if inplace else copy.deepcopy(model)
     modules = dict(ref.named_modules())
     for name, removed in plan.items():
         channels = modules[name].out_channels
@@ -234,7 +236,7 @@ class Concat(nn.Module):
         (Residual(), "body", "residual addition"),
         (Concat(), "a", "concatenation"),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(4, 2)), "0",
-         "couples channels"),
+         "reaches 1, a depthwise conv"),
         (nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.Conv2d(4, 4, 3, groups=2)), "1", "grouped"),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), "0", "model's output"),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(6, 2)), "0", "couples channels"),
@@ -363,3 +365,66 @@ def test_surgery_keeps_no_reference_to_the_model():
         assert ref() is None
     finally:
         gc.enable()
+
+
+# ---------------------------------------------------------------- property: exact or refused, model unchanged
+import torch.nn.utils.prune  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+WRAPPERS = ("none", "sequential", "dataparallel", "weight_norm", "legacy_weight_norm", "spectral_norm",
+            "prune_mask", "tensor_hook", "channels_last")
+
+
+def wrapped(kind):
+    """The test chain, optionally wrapped or with one layer reparametrised (the same fresh model each call)."""
+    torch.manual_seed(0)
+    model = chain()
+    if kind == "sequential":
+        return nn.Sequential(model)
+    if kind == "dataparallel":
+        return nn.DataParallel(model)
+    if kind == "weight_norm":
+        torch.nn.utils.parametrizations.weight_norm(model[4])
+    elif kind == "legacy_weight_norm":
+        with pytest.warns(FutureWarning):
+            torch.nn.utils.weight_norm(model[0])
+    elif kind == "spectral_norm":
+        torch.nn.utils.parametrizations.spectral_norm(model[4])
+    elif kind == "prune_mask":
+        torch.nn.utils.prune.random_unstructured(model[8], "weight", 0.3)
+    elif kind == "tensor_hook":
+        model[0].weight.register_hook(lambda g: g)
+    elif kind == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+INDEX = st.one_of(st.integers(-2, 13), st.booleans(), st.floats(0, 5), st.integers(0, 5).map(np.int64))
+BAD_PLANS = st.dictionaries(st.sampled_from(["0", "1", "4", "8", "12", "0.0", "0.4", "nope", "module.0"]),
+                            st.one_of(st.lists(INDEX, max_size=13), st.integers(0, 3), st.text(max_size=2)), max_size=3)
+GOOD_PLANS = st.fixed_dictionaries({}, optional={"0": st.lists(st.integers(0, 7), unique=True, max_size=7),
+                                                 "4": st.lists(st.integers(0, 11), unique=True, max_size=11),
+                                                 "8": st.lists(st.integers(0, 5), unique=True, max_size=5)})
+PLANS = st.one_of(BAD_PLANS, GOOD_PLANS)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=PLANS, kind=st.sampled_from(WRAPPERS))
+def test_any_plan_on_any_wrapper_is_exact_or_refused_leaving_the_model_unchanged(plan, kind):
+    model, before = wrapped(kind), wrapped(kind)     # two identical models (legacy weight_norm cannot be deep-copied)
+    params = [id(p) for p in model.parameters()]
+    x = torch.randn(2, 3, 16, 16)
+    try:
+        prune_filters(model, plan)
+    except (KeyError, ValueError, TypeError, NotImplementedError):
+        assert [id(p) for p in model.parameters()] == params, "a refused plan must not replace parameters"
+        for (k, a), (_, b) in zip(model.state_dict().items(), before.state_dict().items()):
+            assert torch.equal(a, b), k
+        return
+    clean = {name: sorted(int(i) for i in idx) for name, idx in plan.items()}
+    ref = masked_reference(before, {n: i for n, i in clean.items() if i}, inplace=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=1e-4)
+    if kind == "channels_last" and clean.get("4"):
+        assert model[4].weight.is_contiguous(memory_format=torch.channels_last)

@@ -1,9 +1,11 @@
 """``make demo``: run every notebook in order, headless, and print what they measured.
 
-    python -m pruning_lib.course.demo [--profile quick|full] [--only 01]
+    python -m pruning_lib.course.demo [--profile quick|full] [--only 01] [--commit-outputs]
 
 Executed notebooks and their HTML go to build/; the notebooks' machine-readable
 results go to reports/ (both at the repository root, whatever the working directory).
+``--commit-outputs`` (for maintainers, quick profile) also writes each executed notebook back
+into notebooks/, clean: without papermill's injected cell, timings and machine paths.
 """
 
 from __future__ import annotations
@@ -21,20 +23,35 @@ def notebooks(only: str | None = None) -> list[Path]:
     return [nb for nb in found if only is None or nb.name.startswith(only)]
 
 
-def run_notebook(notebook: Path, profile: str) -> tuple[Path, float]:
-    """Execute one notebook with papermill (profile injected as a parameter); also write its HTML."""
+def run_notebook(notebook: Path, profile: str, overrides: str = "") -> tuple[Path, float]:
+    """Execute one notebook with papermill (profile and overrides injected as parameters); also write its HTML."""
     import papermill
     from nbconvert import HTMLExporter
 
     out = build_dir() / notebook.name
     start = time.perf_counter()
-    papermill.execute_notebook(str(notebook), str(out), parameters={"profile": profile},
+    papermill.execute_notebook(str(notebook), str(out), parameters={"profile": profile, "overrides": overrides},
                                cwd=str(notebook.parent), progress_bar=False, kernel_name="python3",
                                language="python")
     seconds = time.perf_counter() - start
     html, _ = HTMLExporter().from_filename(str(out))
     out.with_suffix(".html").write_text(html, encoding="utf-8")
     return out, seconds
+
+
+def clean_for_commit(executed: Path, target: Path) -> Path:
+    """Write the executed notebook to `target` without what is true only of this run's machine:
+    papermill's ``injected-parameters`` cell and its metadata (timings, input/output paths)."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("papermill", None)
+    nbformat.write(nb, str(target))
+    return target
 
 
 def summary_lines() -> list[str]:
@@ -52,10 +69,28 @@ def summary_lines() -> list[str]:
     return lines
 
 
+def lessons_lines() -> list[str]:
+    """reports/lessons.json as a small table: each lesson, its gap and noise, and whether it shows."""
+    path = reports_dir() / "lessons.json"
+    if not path.exists():
+        return [f"(no {path.name} yet: notebooks 02-04 write it)"]
+    report = json.loads(path.read_text())
+    lines = [f"{'lesson':<24}{'gap (points)':>14}{'noise':>8}  result"]
+    for name, e in report.items():
+        result = "reported" if e["reported_only"] else ("shows" if e["shows"] else "does not show")
+        noise = "inf" if e["noise_points"] is None else f"{e['noise_points']:.1f}"
+        lines.append(f"{name:<24}{e['gap_points']:>+14.2f}{noise:>8}  {result}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default=None, help="quick (default, or $PRUNING_PROFILE) or full")
     parser.add_argument("--only", default=None, help="run only notebooks whose name starts with this, e.g. 01")
+    parser.add_argument("--overrides", default="", help="profile fields for this run, e.g. 'seed=1,finetune_steps=20' "
+                        "(added to $PRUNING_OVERRIDES)")
+    parser.add_argument("--commit-outputs", action="store_true",
+                        help="also write the executed notebooks back into notebooks/ (clean), to commit them")
     args = parser.parse_args(argv)
     import os
 
@@ -66,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     timings = []
     for nb in todo:
         print(f"running {nb.name} ({profile} profile) ...", flush=True)
-        out, seconds = run_notebook(nb, profile)
+        out, seconds = run_notebook(nb, profile, args.overrides)
         timings.append((nb.name, seconds))
+        if args.commit_outputs:
+            clean_for_commit(out, nb)
         print(f"  done in {seconds:.0f} s -> {out.relative_to(REPO_ROOT)} (+ .html)", flush=True)
     print("\nTime per notebook:")
     for name, seconds in timings:
@@ -75,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nReports in {reports_dir().relative_to(REPO_ROOT)}/: "
           + ", ".join(sorted(p.name for p in reports_dir().glob("*.json"))))
     print("\n".join(["", "Summary (reports/summary.json):", *summary_lines()]))
+    print("\n".join(["", "Lessons (reports/lessons.json; gap = the first side minus the second, noise = 2 standard "
+                      "errors of the paired difference):", *lessons_lines()]))
 
 
 if __name__ == "__main__":

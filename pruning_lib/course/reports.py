@@ -8,6 +8,8 @@ infinities become ``null``), written atomically (`checkpoints.atomic_write`).
 - ``ranking.json`` (notebook 02): per criterion, the three Spearman columns and the one-shot curve.
 - ``iterative.json`` (notebook 03): per criterion, one record per Prune–Train–Repeat iteration.
 - ``summary.json`` (notebook 04): dense and pruned models' accuracy, FLOPs, parameters, size, latency.
+- ``lessons.json`` (notebooks 02–04): one entry per lesson (`course.lessons`): the claim, the numbers on
+  each side, the gap, its noise and whether it shows; each notebook updates its own entries.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import pandas as pd
 from ..checkpoints import atomic_write, plain_value
 from .paths import reports_dir
 
-__all__ = ["build_summary", "check_targets", "history_records", "iterative_report", "ranking_report",
-           "read_iterative_report", "validate_iterative", "validate_ranking", "validate_summary",
-           "write_iterative_json", "write_json", "write_ranking_json", "write_summary"]
+__all__ = ["build_summary", "check_targets", "history_records", "iterative_report", "ranking_report", "read_json",
+           "read_iterative_report", "update_lessons", "validate_iterative", "validate_lessons", "validate_ranking",
+           "validate_summary", "write_iterative_json", "write_json", "write_ranking_json", "write_summary"]
 
 RANKING_KEYS = ("spearman_all_l2", "spearman_all_raw", "spearman_per_layer_mean", "amounts", "accuracy")
 SUMMARY_ENTRY = ("accuracy", "gflops", "params", "size_mb", "latency_ms")
@@ -48,6 +50,11 @@ def write_json(payload: Mapping[str, Any], path: str | Path) -> Path:
     """Write `payload` as strict JSON (NaN as null), atomically; returns the path."""
     text = json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_json(path: str | Path) -> Any:
+    """A report written by `write_json` (null stays None)."""
+    return json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
 
 
 def _path(path: str | Path | None, name: str) -> Path:
@@ -290,3 +297,45 @@ def validate_summary(summary: Any) -> dict[str, Any]:
 def write_summary(summary: Mapping[str, Any], path: str | Path | None = None) -> Path:
     """Validate `summary` (`validate_summary`) and write it (default ``reports/summary.json``)."""
     return write_json(validate_summary(dict(summary)), _path(path, "summary.json"))
+
+
+# --------------------------------------------------------------------------- lessons.json (notebooks 02-04)
+
+
+LESSON_KEYS = ("claim", "measured", "gap_points", "noise_points", "threshold_points", "shows", "reported_only")
+
+
+def validate_lessons(report: Any) -> dict[str, Any]:
+    """Return `report` (``{lesson: entry}``), or raise ValueError naming the first entry that breaks the schema."""
+    if not isinstance(report, Mapping) or not report:
+        raise ValueError("lessons report must be a non-empty {lesson: entry} mapping")
+    for name, entry in report.items():
+        if not isinstance(entry, Mapping) or set(LESSON_KEYS) - set(entry):
+            got = sorted(entry) if isinstance(entry, Mapping) else type(entry).__name__
+            raise ValueError(f"lessons report[{name!r}] must have the keys {list(LESSON_KEYS)}; got {got}")
+        if not isinstance(entry["shows"], bool) or not isinstance(entry["reported_only"], bool):
+            raise ValueError(f"lessons report[{name!r}]: 'shows' and 'reported_only' are computed booleans")
+        for key in ("gap_points", "noise_points", "threshold_points"):
+            v = entry[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"lessons report[{name!r}][{key!r}] must be a number of points; got {v!r}")
+        if not isinstance(entry["measured"], Mapping):
+            raise ValueError(f"lessons report[{name!r}]['measured'] must map each side to its numbers")
+    return dict(report)
+
+
+def update_lessons(entries: Mapping[str, Mapping[str, Any]], path: str | Path | None = None) -> dict[str, Any]:
+    """Add or replace `entries` in ``reports/lessons.json`` (each notebook writes its own lessons); return the whole report.
+
+    An unreadable or invalid existing file is replaced, not merged.
+    """
+    path = _path(path, "lessons.json")
+    current: dict[str, Any] = {}
+    if path.exists():
+        try:
+            current = validate_lessons(read_json(path))
+        except (ValueError, json.JSONDecodeError):
+            current = {}
+    report = validate_lessons({**current, **{k: dict(v) for k, v in entries.items()}})
+    write_json(report, path)
+    return report

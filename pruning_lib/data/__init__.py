@@ -12,7 +12,7 @@ Modules (everything public is re-exported here, so ``from pruning_lib import dat
 
 - ``locations``: where data lives: ``data_dir()`` (``$PRUNING_DATA_DIR``) and ``full_data_dir()``.
 - ``fashion``: the embedded Fashion-MNIST subset as tensors, and class-index checks.
-- ``splits``: seeded stratified train/val splits and seeded DataLoaders.
+- ``splits``: seeded stratified splits (a fraction, or so many images per class) and seeded DataLoaders.
 - ``images``: RGB conversion, ImageNet transforms, ``ImageFileDataset`` that skips unreadable files.
 - ``folders``: labelled image folders: Kaggle Dogs vs Cats layout and one folder per class.
 - ``downloads``: Oxford-IIIT Pet and CIFAR-10 via torchvision, relabelled; ``DatasetUnavailableError``.
@@ -34,8 +34,10 @@ from .fashion import (
     FASHION_FILE,
     FASHION_MEAN,
     FASHION_REGENERATE,
+    FASHION_FULL_DIR,
     FASHION_STD,
     fashion_mnist,
+    fashion_mnist_full,
 )
 from .folders import KAGGLE_LAYOUT, KAGGLE_NAME, KAGGLE_URL, image_folder, kaggle_dogs_vs_cats
 from .images import (
@@ -48,13 +50,13 @@ from .images import (
     to_rgb,
 )
 from .locations import REPO_DATA_DIR, data_dir, full_data_dir
-from .splits import make_loader, split_train_val
+from .splits import make_loader, split_per_class, split_train_val
 
 __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_URL", "DatasetUnavailableError", "FASHION_CLASSES", "FASHION_FILE",
-    "FASHION_MEAN", "FASHION_REGENERATE", "FASHION_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+    "FASHION_FULL_DIR", "FASHION_MEAN", "FASHION_REGENERATE", "FASHION_STD", "IMAGENET_MEAN", "IMAGENET_STD",
     "IMAGE_EXTENSIONS", "ImageFileDataset", "KAGGLE_LAYOUT", "KAGGLE_NAME", "KAGGLE_URL", "PETS_URL",
     "REPO_DATA_DIR", "RelabeledDataset", "SkippedFilesWarning", "cifar10", "data_dir", "fashion_mnist",
-    "full_data_dir", "image_folder", "imagenet_transforms", "kaggle_dogs_vs_cats", "make_loader",
-    "oxford_pets_cats_vs_dogs", "split_train_val", "to_rgb",
+    "fashion_mnist_full", "full_data_dir", "image_folder", "imagenet_transforms", "kaggle_dogs_vs_cats", "make_loader",
+    "oxford_pets_cats_vs_dogs", "split_per_class", "split_train_val", "to_rgb",
 ]

@@ -24,6 +24,10 @@ FASHION_CLASSES = [
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # over the 60 000 official train images, pixels in [0, 1]
 FASHION_FILE = Path("fashion_mnist") / "fashion_mnist_subset.npz"
 FASHION_REGENERATE = "python data/make_fashion_subset.py  (see data/fashion_mnist/README.md)"
+#: Debian's package ``dataset-fashion-mnist`` puts the official IDX files here.
+FASHION_FULL_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
 def _fashion_path(root: str | os.PathLike | None) -> Path:
@@ -83,8 +87,12 @@ def fashion_mnist(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r} is not valid; use 'train' or 'test'")
-    chosen = _check_classes(classes, FASHION_CLASSES)
     images, labels = _load_fashion_arrays(_fashion_path(root), split)
+    return _as_dataset(images, labels, _check_classes(classes, FASHION_CLASSES))
+
+
+def _as_dataset(images: np.ndarray, labels: np.ndarray, chosen: list[int]) -> TensorDataset:
+    """uint8 images and original labels -> normalised float32 (N, 1, 28, 28) and labels 0..len(chosen)-1."""
     remap = np.full(len(FASHION_CLASSES), -1, dtype=np.int64)
     remap[chosen] = np.arange(len(chosen))
     keep = remap[labels] >= 0
@@ -93,3 +101,43 @@ def fashion_mnist(
     dataset = TensorDataset(x, torch.from_numpy(remap[labels[keep]]))
     dataset.classes = [FASHION_CLASSES[c] for c in chosen]
     return dataset
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """A gzipped IDX file (images: magic 2051, (N, 28, 28); labels: magic 2049, (N,)) as uint8."""
+    import gzip
+    import struct
+
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic, n = struct.unpack(">ii", raw[:8])
+    if magic == 2049:
+        return np.frombuffer(raw, dtype=np.uint8, offset=8).reshape(n)
+    if magic == 2051:
+        rows, cols = struct.unpack(">ii", raw[8:16])
+        return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+    raise ValueError(f"{path} has IDX magic number {magic}; expected 2049 (labels) or 2051 (images)")
+
+
+def fashion_mnist_full(split: str, classes: Sequence[int] | None = None, *,
+                       folder: str | os.PathLike = FASHION_FULL_DIR) -> TensorDataset:
+    """The whole official Fashion-MNIST split (60,000 train / 10,000 test) from its IDX files.
+
+    Read from Debian's ``dataset-fashion-mnist`` folder by default; used only to pretrain the quick
+    profile's source network (whose checkpoint is committed), never by the notebooks.  Same
+    normalisation and class remapping as `fashion_mnist`.
+
+    Raises:
+        FileNotFoundError: the IDX files are missing, with how to install them.
+    """
+    if split not in _IDX:
+        raise ValueError(f"split={split!r} is not valid; use 'train' or 'test'")
+    folder = Path(folder).expanduser()
+    paths = [folder / name for name in _IDX[split]]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} not found: install the full Fashion-MNIST with "
+                                "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or pass folder= a folder "
+                                f"holding {', '.join(_IDX[split])}")
+    images, labels = (_read_idx(p) for p in paths)
+    return _as_dataset(images, labels, _check_classes(classes, FASHION_CLASSES))

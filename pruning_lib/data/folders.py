@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from .images import IMAGE_EXTENSIONS, ImageFileDataset, _image_files
-from .splits import _check_fraction, _split_indices
+from .splits import _check_fraction
 
 KAGGLE_URL = "https://www.kaggle.com/c/dogs-vs-cats/data"
 KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png|bmp|gif|webp|tiff?)$", re.IGNORECASE)
@@ -77,40 +78,67 @@ def _kaggle_scan(root: Path) -> list[tuple[Path, int, int]]:
     raise _kaggle_not_found(root, seen)
 
 
+def split_three(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Per label, a seeded shuffle: the first ``round(n * test_fraction)`` go to test, the next
+    ``round(n * val_fraction)`` to val, the rest to train.  With ``test_fraction=0`` it is `_split_indices`."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[torch.randperm(len(members), generator=generator).numpy()].tolist()
+        n_test = int(len(members) * test_fraction + 0.5)
+        n_val = int(len(members) * val_fraction + 0.5)
+        parts["test"] += members[:n_test]
+        parts["val"] += members[n_test:n_test + n_val]
+        parts["train"] += members[n_test + n_val:]
+    return {k: sorted(v) for k, v in parts.items()}
+
+
 def kaggle_dogs_vs_cats(
     root: str | os.PathLike,
     split: str = "train",
     *,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
     seed: int = 0,
     transform: Callable[[Image.Image], Any] | None = None,
     verify: bool = True,
 ) -> ImageFileDataset:
     """Kaggle Dogs vs Cats (``root/train/cat.0.jpg``, ...), labels cat=0, dog=1.
 
-    The labelled files are split per class into train and val: each class's files, in order of their
-    number, are shuffled with ``torch.Generator().manual_seed(seed)`` and the first
-    ``round(n * val_fraction)`` go to ``"val"``. The split depends only on the file names, seed and
-    fraction, so train and val never overlap and together cover every labelled file.
+    Kaggle's ``test1/`` has no labels, so every split comes from the labelled files: each class's files,
+    in order of their number, are shuffled with ``torch.Generator().manual_seed(seed)``; the first
+    ``round(n * test_fraction)`` go to ``"test"``, the next ``round(n * val_fraction)`` to ``"val"``, the
+    rest to ``"train"``.  The split depends only on the file names, seed and fractions, so the splits
+    never overlap and together cover every labelled file.
 
     Args:
         root: the folder holding ``train/``, or the folder holding the jpgs directly.
-        split: ``"train"`` or ``"val"``.
+        split: ``"train"``, ``"val"`` or ``"test"`` (the last needs ``test_fraction > 0``).
         transform: applied to each RGB PIL image, e.g. ``imagenet_transforms(train=True)``.
         verify: decode every file of the split now (JPEGs at 1/8 scale, about 1 ms per Kaggle image)
             and skip unreadable ones with a ``SkippedFilesWarning``; ``False`` defers errors to loading.
+
+    Raises:
+        ValueError: a class with no images (cats only, say), an empty split, bad fractions.
     """
-    if split not in ("train", "val"):
-        raise ValueError(f"split={split!r} is not valid; use 'train' or 'val'")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split={split!r} is not valid; use 'train', 'val' or 'test'")
     _check_fraction(val_fraction)
+    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"test_fraction={test_fraction} must be in [0, 1) and leave images for training "
+                         f"(val_fraction + test_fraction < 1)")
     files = sorted(_kaggle_scan(Path(root)), key=lambda f: (f[1], f[2], f[0].name))
     labels = np.array([label for _, label, _ in files])
-    train, val = _split_indices(labels, val_fraction, seed)
-    chosen = [(files[i][0], files[i][1]) for i in (train if split == "train" else val)]
+    for label, name in enumerate(("cat", "dog")):
+        if not (labels == label).any():
+            raise ValueError(f"{root} has no {name} images (no {name}.<number>.jpg among {len(files)} files): "
+                             "a cats-vs-dogs task needs both classes")
+    chosen = [(files[i][0], files[i][1]) for i in split_three(labels, val_fraction, test_fraction, seed)[split]]
     if not chosen:
         raise ValueError(
-            f"the {split!r} split of {len(files)} files in {root} is empty with "
-            f"val_fraction={val_fraction}; add images or change val_fraction"
+            f"the {split!r} split of {len(files)} files in {root} is empty with val_fraction={val_fraction}, "
+            f"test_fraction={test_fraction}; add images or change the fractions"
         )
     return ImageFileDataset(chosen, ["cat", "dog"], transform, verify=verify)
 
@@ -132,7 +160,8 @@ def image_folder(
         raise FileNotFoundError(f"image folder {root} does not exist (or is not a folder); expected {layout}")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     per_class = {
-        d.name: sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        d.name: sorted(p for p in d.rglob("*") if (p.is_file() or (p.is_symlink() and not p.exists()))
+                       and p.suffix.lower() in IMAGE_EXTENSIONS)
         for d in class_dirs
     }
     per_class = {name: files for name, files in per_class.items() if files}

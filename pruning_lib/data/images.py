@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
@@ -55,6 +55,8 @@ def imagenet_transforms(train: bool, size: int = 224) -> T.Compose:
 
 def _unreadable_reason(path: Path) -> str | None:
     """None if PIL decodes ``path`` fully (JPEGs at 1/8 scale, which is fast), else why not."""
+    if path.is_symlink() and not path.exists():
+        return "a broken or looping symbolic link"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns about odd but readable files (EXIF, palettes)
@@ -108,7 +110,7 @@ class ImageFileDataset(Dataset):
         path, label = self.samples[index]
         try:
             with Image.open(path) as img:
-                rgb = to_rgb(img)
+                rgb = to_rgb(ImageOps.exif_transpose(img))     # a phone photo's EXIF orientation, applied
         except Exception as err:  # noqa: BLE001 - name the file whatever PIL raised
             raise OSError(
                 f"cannot read image {path}: {err}. Delete or replace the file, or rebuild the "
@@ -118,5 +120,7 @@ class ImageFileDataset(Dataset):
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Non-hidden files in ``folder`` (not recursive), sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    """Non-hidden files in ``folder`` (not recursive), sorted by name; broken or looping symlinks are kept,
+    so that the dataset counts them as skipped instead of losing them silently."""
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists())))

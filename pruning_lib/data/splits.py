@@ -67,6 +67,36 @@ def split_train_val(
     return Subset(dataset, train), Subset(dataset, val)
 
 
+def split_per_class(dataset: Dataset, per_class: list[int | None], *, seed: int = 0) -> list[Subset]:
+    """Disjoint Subsets with ``per_class[i]`` images of every class each (``None``: all that are left).
+
+    Each class's images are shuffled with ``torch.Generator().manual_seed(seed)`` and dealt out in
+    order, so the same seed always gives the same parts, and a part of ``None`` (the last, say)
+    takes the rest.  For example ``[200, 200, None]`` gives train, val and "everything else".
+
+    Raises:
+        ValueError: the labels cannot be read cheaply, or a class has fewer images than asked.
+    """
+    labels = _labels_of(dataset)
+    if labels is None:
+        raise ValueError(f"split_per_class needs labels it can read (.targets or a TensorDataset); "
+                         f"{type(dataset).__name__} has none")
+    generator = torch.Generator().manual_seed(seed)
+    parts: list[list[int]] = [[] for _ in per_class]
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[torch.randperm(len(members), generator=generator).numpy()].tolist()
+        asked = sum(n for n in per_class if n is not None)
+        if asked > len(members):
+            raise ValueError(f"class {int(label)} has {len(members)} images; {per_class} asks for {asked}")
+        start = 0
+        for part, n in zip(parts, per_class):
+            stop = len(members) if n is None else start + n
+            part += members[start:stop]
+            start = stop
+    return [Subset(dataset, sorted(p)) for p in parts]
+
+
 def _seed_worker(worker_id: int) -> None:
     """Seed numpy and random in a DataLoader worker from its torch seed (set by the loader's generator)."""
     seed = torch.initial_seed() % 2**32

@@ -15,17 +15,21 @@ from matplotlib.axes import Axes
 
 from ..history import layer_widths
 
-__all__ = ["draw_recovery", "draw_sawtooth", "plot_criteria", "plot_layer_heatmap", "plot_recovery", "plot_sawtooth"]
+__all__ = ["draw_recovery", "draw_sawtooth", "plot_accuracy_vs_flops", "plot_criteria", "plot_layer_heatmap",
+           "plot_recovery", "plot_sawtooth"]
 
 
 def _flops_left(history: pd.DataFrame) -> np.ndarray:
     return 100 * history["gflops"].to_numpy(float) / float(history["gflops"].iloc[0])
 
 
-def draw_sawtooth(ax: Axes, history: pd.DataFrame, *, label: str | None = None, color=None) -> Axes:
+def draw_sawtooth(ax: Axes, history: pd.DataFrame, *, label: str | None = None, color=None,
+                  n_images: int | None = None) -> Axes:
     """The sawtooth of one run: each prune drops accuracy (and FLOPs), each fine-tune lifts it back.
 
     The line visits, per iteration, the accuracy right after pruning (▼) and after fine-tuning (●).
+    With `n_images` (the validation images), a band of ±1 standard error, sqrt(p(1 − p)/n), is drawn
+    around the after-fine-tuning accuracy: differences inside it are noise.
     """
     x = _flops_left(history)
     before = 100 * history["accuracy_before_finetune"].to_numpy(float)
@@ -39,6 +43,9 @@ def draw_sawtooth(ax: Axes, history: pd.DataFrame, *, label: str | None = None, 
     ax.plot(x[1:], before[1:], "v", color=color, ms=5, mfc="white",
             label=None if label else "right after pruning")
     ax.plot(x, after, "o", color=color, ms=4, label=None if label else "after fine-tuning")
+    if n_images:
+        se = 100 * np.sqrt(after / 100 * (1 - after / 100) / n_images)
+        ax.fill_between(x, after - se, after + se, color=color, alpha=0.15, lw=0, label="±1 standard error")
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
     ax.set(xlabel="FLOPs left (% of the unpruned model)", ylabel="validation accuracy (%)")
@@ -46,10 +53,10 @@ def draw_sawtooth(ax: Axes, history: pd.DataFrame, *, label: str | None = None, 
     return ax
 
 
-def plot_sawtooth(history: pd.DataFrame, title: str = "Prune–Train–Repeat") -> plt.Figure:
+def plot_sawtooth(history: pd.DataFrame, title: str = "Prune–Train–Repeat", *, n_images: int | None = None) -> plt.Figure:
     """`draw_sawtooth` on its own figure, with the starting accuracy as a dashed line."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    draw_sawtooth(ax, history)
+    draw_sawtooth(ax, history, n_images=n_images)
     ax.axhline(100 * history["accuracy_after_finetune"].iloc[0], color="gray", ls="--", lw=1, label="before pruning")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower left")
@@ -86,7 +93,7 @@ def plot_layer_heatmap(histories: Mapping[str, pd.DataFrame], title: str = "Filt
         counts = layer_widths(h, relative=False)
         image = ax.imshow(100 * rel.to_numpy(float), aspect="auto", cmap="viridis", vmin=0, vmax=100)
         for (i, j), v in np.ndenumerate(counts.to_numpy()):
-            ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=6,
+            ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=8,
                     color="white" if rel.iloc[i, j] < 0.5 else "black")
         ax.set_xticks(range(rel.shape[1]), [str(c) for c in rel.columns])
         labels = [f"{r} ({int(counts.iloc[i, 0])})" for i, r in enumerate(rel.index)]
@@ -126,5 +133,25 @@ def plot_recovery(histories: Mapping[str, pd.DataFrame] | pd.DataFrame, title: s
             draw_recovery(ax, h, label=name)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_flops(points: pd.DataFrame, *, title: str = "Final accuracy against cost") -> plt.Figure:
+    """Test accuracy (± 1 standard error) against MFLOPs per image, one point per network.
+
+    `points` has one row per network with ``name``, ``mflops``, ``accuracy`` (a fraction) and ``n`` (test
+    images); ``group`` (optional) gives points of one group one colour.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    groups = points["group"] if "group" in points else points["name"]
+    colors = {g: f"C{i}" for i, g in enumerate(dict.fromkeys(groups))}
+    for (_, r), g in zip(points.iterrows(), groups):
+        se = 100 * np.sqrt(r["accuracy"] * (1 - r["accuracy"]) / r["n"])
+        ax.errorbar(r["mflops"], 100 * r["accuracy"], yerr=se, fmt="o", capsize=3, color=colors[g])
+        ax.annotate(r["name"], (r["mflops"], 100 * r["accuracy"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set(xlabel="MFLOPs per image (log scale)", ylabel="test accuracy (%), ± 1 standard error", title=title)
+    ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig

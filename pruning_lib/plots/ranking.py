@@ -83,16 +83,19 @@ def plot_removed_per_layer(table: pd.DataFrame, amount: float) -> plt.Figure:
     return fig
 
 
-def plot_sweep(sweep_table: pd.DataFrame, *, title: str = "One-shot pruning (no fine-tuning)") -> plt.Figure:
+def plot_sweep(sweep_table: pd.DataFrame, *, title: str = "One-shot pruning (no fine-tuning)",
+               chance: float | None = 0.5, ylabel: str = "test accuracy (%)") -> plt.Figure:
     """Accuracy (%) against the fraction of filters removed (%), one line per criterion
-    (`oneshot.sweep`); random and the oracle dashed."""
+    (`oneshot.sweep`); random and the oracle dashed; `chance` (a fraction) as a grey line."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if chance is not None:
+        ax.axhline(100 * chance, color="gray", lw=1, ls=":", label=f"chance ({100 * chance:.0f}%)")
     for i, (criterion, part) in enumerate(sweep_table.groupby("criterion", sort=False)):
         part = part.sort_values("fraction_removed")
         style = "--" if criterion in ("random", "oracle") else "-"
         ax.plot(100 * part["fraction_removed"], 100 * part["accuracy"], style, marker=".",
                 color=_color(criterion, i), label=criterion, linewidth=2 if criterion == "taylor" else 1.3)
-    ax.set(title=title, xlabel="filters removed (% of all conv filters)", ylabel="validation accuracy (%)")
+    ax.set(title=title, xlabel="filters removed (% of all conv filters)", ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

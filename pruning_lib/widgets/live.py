@@ -20,15 +20,15 @@ class LiveSawtooth:
     its checkpoint and no iteration ran).
     """
 
-    def __init__(self, title: str = "Prune–Train–Repeat, live"):
-        self.title, self.rows, self.handle = title, [], None
+    def __init__(self, title: str = "Prune–Train–Repeat, live", *, n_images: int | None = None):
+        self.title, self.rows, self.handle, self.n_images = title, [], None, n_images
 
     def _draw(self, history: pd.DataFrame) -> None:
         from IPython.display import Image, display
 
         fig = Figure(figsize=(7, 3.8))
         ax = fig.subplots()
-        draw_sawtooth(ax, history)
+        draw_sawtooth(ax, history, n_images=self.n_images)
         ax.axhline(100 * history["accuracy_after_finetune"].iloc[0], color="gray", ls="--", lw=1,
                    label="before pruning")
         ax.set_title(f"{self.title} (iteration {int(history['iteration'].iloc[-1])})", fontsize=10)

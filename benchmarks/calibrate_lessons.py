@@ -1,0 +1,89 @@
+"""Calibrate the quick profile's lessons: run notebooks 01-03 for several seeds and tabulate every lesson.
+
+    python benchmarks/calibrate_lessons.py [--seeds 0 1 2 3] [--jobs 2] [--overrides "finetune_steps=40"]
+
+Each seed is a complete run of the notebooks exactly as `make demo` runs them (papermill, the quick profile
+with ``seed=S`` added to the overrides): another draw of the 400 training and 400 validation images, another
+head initialisation and batch order.  Every seed writes its own reports/checkpoints under
+``build/calibration/seed<S>/``; this script reads their ``lessons.json`` and prints one table (lesson x seed:
+gap, noise, shows) for the README, and writes ``build/calibration.json``.  A lesson is taught as shown only if
+it shows in every seed.  Runs with ``--jobs 2`` at one torch thread each (the profile's `threads`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pruning_lib.course.paths import REPO_ROOT
+from pruning_lib.measure import machine_info
+
+LESSONS = ("criteria_differ", "too_much_at_once", "headline", "pruning_beats_scratch", "random_catches_up")
+
+
+def run_seed(seed: int, overrides: str, out: Path, only: str) -> dict:
+    """Run the notebooks for one seed in a subprocess; return its lessons.json (or the error)."""
+    folder = out / f"seed{seed}"
+    env = {**os.environ, "PRUNING_REPORTS_DIR": str(folder / "reports"), "PRUNING_CHECKPOINT_DIR": str(folder / "checkpoints"),
+           "PRUNING_BUILD_DIR": str(folder / "build"), "PRUNING_PROFILE": "quick"}
+    args = [sys.executable, "-m", "pruning_lib.course.demo", "--overrides", ",".join(filter(None, [overrides, f"seed={seed}"]))]
+    start = time.perf_counter()
+    done = []
+    for nb in only.split(","):
+        proc = subprocess.run([*args, "--only", nb], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+        if proc.returncode:
+            return {"seed": seed, "error": proc.stderr[-2000:], "seconds": time.perf_counter() - start}
+        done.append(nb)
+    lessons = json.loads((folder / "reports" / "lessons.json").read_text())
+    return {"seed": seed, "lessons": lessons, "seconds": time.perf_counter() - start}
+
+
+def table(results: list[dict]) -> str:
+    """A Markdown table: one row per lesson, one column per seed ("gap ± noise ✓/✗"), and whether it always shows."""
+    seeds = [r["seed"] for r in results]
+    lines = ["| lesson | " + " | ".join(f"seed {s}" for s in seeds) + " | shows in every seed |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for name in LESSONS:
+        cells, every = [], True
+        for r in results:
+            e = r.get("lessons", {}).get(name)
+            if e is None:
+                cells.append("—")
+                every = False
+                continue
+            mark = "reported" if e["reported_only"] else ("✓" if e["shows"] else "✗")
+            every &= bool(e["shows"])
+            cells.append(f"{e['gap_points']:+.1f} ± {e['noise_points']:.1f} {mark}")
+        reported = all(r.get("lessons", {}).get(name, {}).get("reported_only") for r in results)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'(reported only)' if reported else ('yes' if every else 'no')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--overrides", default="", help="extra profile overrides for every seed")
+    parser.add_argument("--only", default="01,02,03", help="the notebooks to run, in order")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "calibration")
+    args = parser.parse_args(argv)
+    print("machine:", json.dumps(machine_info()), flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda s: run_seed(s, args.overrides, args.out, args.only), args.seeds))
+    for r in results:
+        if "error" in r:
+            print(f"seed {r['seed']} failed:\n{r['error']}", file=sys.stderr)
+    print(table(results))
+    print("seconds per seed:", {r["seed"]: round(r["seconds"]) for r in results})
+    (args.out.parent / "calibration.json").write_text(json.dumps(
+        {"machine": machine_info(), "overrides": args.overrides, "results": results}, indent=1, allow_nan=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The lessons of the course, measured: each claim of the post against the numbers of this run.
+
+A lesson compares two sides on the **same test images** (for example Prune–Train–Repeat against
+one shot).  Its noise is two standard errors of the *paired* difference: for per-image correctness
+a_i and b_i (1 = right), the difference d_i = a_i − b_i has mean ``gap`` and standard error
+``std(d) / sqrt(n)``; images both models get right (or both wrong) do not add noise.  A lesson
+**shows** when its gap is at least its threshold (2 points, or 5 for the criteria) *and* at least
+the noise.  The words the notebooks use ("ahead", "tied", "behind") come from `verdict`.
+
+`compare` builds one entry; `criteria_lesson` and `headline_lesson` build the two that check more
+than one number.  `course.reports.update_lessons` writes them to ``reports/lessons.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["compare", "criteria_lesson", "headline_lesson", "noise_points", "points", "verdict"]
+
+
+def _correct(x: Any) -> torch.Tensor:
+    t = torch.as_tensor(x).double().flatten()
+    if t.numel() == 0 or not bool(((t == 0) | (t == 1)).all()):
+        raise ValueError("per-image correctness must be a non-empty vector of 0s and 1s (predictions == targets)")
+    return t
+
+
+def points(correct: Any) -> float:
+    """Accuracy in percentage points from per-image correctness (1 = right)."""
+    return 100 * float(_correct(correct).mean())
+
+
+def noise_points(a: Any, b: Any) -> float:
+    """Two standard errors of the paired difference of accuracies (points): 2 · std(a − b) / sqrt(n)."""
+    a, b = _correct(a), _correct(b)
+    if a.shape != b.shape:
+        raise ValueError(f"the two sides were measured on different images ({a.numel()} vs {b.numel()})")
+    d = a - b
+    return 200 * float(d.std(unbiased=True)) / math.sqrt(d.numel()) if d.numel() > 1 else math.inf
+
+
+def compare(claim: str, sides: Mapping[str, Any], *, threshold_points: float, extra: Mapping | None = None,
+            reported_only: bool = False) -> dict[str, Any]:
+    """A lesson entry: the first side of `sides` against the second on the same images.
+
+    Args:
+        claim: what the post claims, in one sentence.
+        sides: ``{label: per-image correctness}``, exactly two, the side claimed to be ahead first.
+        threshold_points: the smallest gap that counts (e.g. 2 points).
+        extra: more measured numbers to store under ``measured`` (FLOPs, steps, ...).
+        reported_only: the lesson is reported whatever it shows (random catching up).
+
+    Returns:
+        ``{"claim", "measured": {label: accuracy points, ...}, "gap_points", "noise_points",
+        "threshold_points", "shows", "reported_only"}``; ``shows`` is computed, never typed.
+    """
+    if len(sides) != 2:
+        raise ValueError(f"a lesson compares exactly two sides; got {list(sides)}")
+    (la, a), (lb, b) = sides.items()
+    gap = points(a) - points(b)
+    noise = noise_points(a, b)
+    return {"claim": claim, "measured": {la: points(a), lb: points(b), **dict(extra or {})},
+            "gap_points": gap, "noise_points": noise, "threshold_points": float(threshold_points),
+            "shows": bool(gap >= threshold_points and gap >= noise), "reported_only": bool(reported_only)}
+
+
+def criteria_lesson(curves: Mapping[str, Mapping[float, Any]], rho: Mapping[str, float], *, middle: float,
+                    threshold_points: float = 5.0, cheap: Sequence[str] | None = None) -> dict[str, Any]:
+    """The criteria differ: Taylor against random, one shot without fine-tuning, several amounts.
+
+    Args:
+        curves: ``{"taylor": {amount: correctness}, "random": {amount: correctness}}`` on the same images.
+        rho: Spearman ρ against the oracle (all layers, L2-normalised) of each criterion.
+        middle: the amount where Taylor must be `threshold_points` ahead.
+        cheap: the criteria Taylor's ρ must beat (default: every key of `rho` but the oracle).
+
+    Shows when Taylor is ahead by at least the threshold and the noise at `middle`, never behind
+    random by more than the noise at any amount, and has the highest ρ of the cheap criteria.
+    """
+    taylor, random = curves["taylor"], curves["random"]
+    amounts = sorted(taylor)
+    per_amount = {f"{a:g}": {"taylor": points(taylor[a]), "random": points(random[a]),
+                             "noise_points": noise_points(taylor[a], random[a])} for a in amounts}
+    never_behind = all(v["taylor"] - v["random"] >= -v["noise_points"] for v in per_amount.values())
+    mid = per_amount[f"{middle:g}"]
+    gap = mid["taylor"] - mid["random"]
+    cheap = [c for c in (cheap or rho) if c != "oracle"]
+    best = max(cheap, key=lambda c: rho[c])
+    return {"claim": "Criteria differ: Taylor's one-shot accuracy is far above random's at a middle amount and never "
+                     "below it beyond the noise, and Taylor's ρ against the oracle is the highest of the cheap criteria",
+            "measured": {"amounts": per_amount, "middle_amount": middle, "rho": {c: float(rho[c]) for c in cheap},
+                         "best_rho": best, "never_behind": never_behind},
+            "gap_points": gap, "noise_points": mid["noise_points"], "threshold_points": float(threshold_points),
+            "shows": bool(gap >= threshold_points and gap >= mid["noise_points"] and never_behind and best == "taylor"),
+            "reported_only": False}
+
+
+def headline_lesson(dense: Any, pruned: Any, *, flops_ratio: float, params_ratio: float,
+                    speedup: float | None = None, min_flops_ratio: float = 3.0, min_params_ratio: float = 4.0,
+                    max_points_lost: float = 1.0, min_speedup_per_flops: float = 0.8) -> dict[str, Any]:
+    """The post's headline: the Taylor-pruned network against the dense one (accuracy, FLOPs, parameters, speed).
+
+    `speedup` (measured, deploy form) may come later (notebook 04); until then the entry does not show.
+    ``gap_points`` is the accuracy *lost* (dense − pruned).
+    """
+    lost = points(dense) - points(pruned)
+    checks = {"flops_ratio": flops_ratio >= min_flops_ratio, "params_ratio": params_ratio >= min_params_ratio,
+              "points_lost": lost <= max_points_lost,
+              "speedup": speedup is not None and speedup >= min_speedup_per_flops * flops_ratio}
+    return {"claim": f"Prune–Train–Repeat with Taylor: >= {min_flops_ratio:g}x fewer FLOPs, >= {min_params_ratio:g}x fewer "
+                     f"parameters, <= {max_points_lost:g} point of accuracy lost, measured speedup >= "
+                     f"{min_speedup_per_flops:g}x the FLOPs ratio",
+            "measured": {"dense": points(dense), "pruned": points(pruned), "flops_ratio": float(flops_ratio),
+                         "params_ratio": float(params_ratio), "speedup": None if speedup is None else float(speedup),
+                         "checks": checks},
+            "gap_points": lost, "noise_points": noise_points(dense, pruned), "threshold_points": float(max_points_lost),
+            "shows": bool(all(checks.values())), "reported_only": False}
+
+
+def verdict(entry: Mapping[str, Any], ahead: str = "ahead", behind: str = "behind") -> str:
+    """The words for an entry's gap: "ahead by 3.1 points (noise ±1.2)", "tied (...)" or "behind by ...".
+
+    Ahead means beyond both the noise and zero; tied means within the noise.
+    """
+    gap, noise = entry["gap_points"], entry["noise_points"]
+    if abs(gap) <= noise:
+        word = f"tied ({gap:+.1f} points, within the noise of ±{noise:.1f})"
+    else:
+        word = f"{ahead if gap > 0 else behind} by {abs(gap):.1f} points (noise ±{noise:.1f})"
+    return word

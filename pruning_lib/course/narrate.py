@@ -1,0 +1,92 @@
+"""The notebooks' conclusions, written from the numbers of the run (never typed by hand).
+
+Each function returns Markdown text for ``IPython.display.Markdown``; the words that carry a lesson
+("ahead", "tied") come from the lesson entries (`course.lessons.verdict`), so the prose cannot say
+more than the measurement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from .lessons import verdict
+from .profiles import Profile
+
+__all__ = ["fine_tuning", "iterative", "profile_table", "ranking", "shows", "speed"]
+
+
+def profile_table(profile: Profile, fields: Sequence[str]) -> pd.DataFrame:
+    """The profile's `fields` as a one-column table (a notebook shows only the settings it uses)."""
+    values = profile.as_dict()
+    unknown = [f for f in fields if f not in values]
+    if unknown:
+        raise ValueError(f"{unknown} are not fields of Profile; choose from {sorted(values)}")
+    return pd.DataFrame({f"profile {profile.name!r}": {f: str(values[f]) for f in fields}})
+
+
+def shows(entry: Mapping[str, Any]) -> str:
+    """"shows" / "does not show" / "reported" for a lesson entry."""
+    if entry.get("reported_only"):
+        return "reported"
+    return "shows" if entry["shows"] else "does not show"
+
+
+def fine_tuning(*, params: int, mflops: float, conv_share: float, train_images: int, steps: int, seconds: float,
+                accuracy: float, n_test: int, stderr_points: float) -> str:
+    """Notebook 01: the baseline in three sentences."""
+    return (f"The pretrained network has {params:,} parameters and costs {mflops:.1f} MFLOPs per image; its "
+            f"convolutions do {conv_share:.0f}% of the FLOPs, so removing conv filters is what makes it faster. "
+            f"Fine-tuned on {train_images:,} images for {steps} steps ({seconds:.0f} s), it recognises "
+            f"{100 * accuracy:.1f}% of the {n_test:,} test images (± {stderr_points:.1f} points, one standard error).")
+
+
+def ranking(lesson: Mapping[str, Any], *, rank_seconds: float, oracle_seconds: float) -> str:
+    """Notebook 02: what the criteria lesson measured."""
+    m = lesson["measured"]
+    mid = m["amounts"][f"{m['middle_amount']:g}"]
+    rho = ", ".join(f"{c} {v:+.2f}" for c, v in sorted(m["rho"].items(), key=lambda kv: -kv[1]))
+    return (f"All criteria together took {rank_seconds:.1f} s; the oracle {oracle_seconds:.0f} s. "
+            f"Against the oracle, Spearman ρ (all layers, L2-normalised) ranks them {rho}. "
+            f"Removing {100 * m['middle_amount']:.0f}% of the filters at once, with no fine-tuning, Taylor keeps "
+            f"{mid['taylor']:.1f}% accuracy and random {mid['random']:.1f}%: Taylor is "
+            f"{verdict(lesson)}; it is {'never' if m['never_behind'] else 'sometimes'} behind random beyond the noise. "
+            f"The lesson *criteria differ* {shows(lesson)}.")
+
+
+def iterative(lessons: Mapping[str, Mapping[str, Any]]) -> str:
+    """Notebook 03: one sentence per lesson, each with its verdict."""
+    parts = []
+    if "too_much_at_once" in lessons:
+        e = lessons["too_much_at_once"]
+        parts.append(f"With the same budget and loss, Prune–Train–Repeat is {verdict(e)} against removing everything "
+                     f"at once: the lesson *too much at once cannot be repaired* {shows(e)}.")
+    if "pruning_beats_scratch" in lessons:
+        e = lessons["pruning_beats_scratch"]
+        m = e["measured"]
+        parts.append(f"The pruned network is {verdict(e)} against the same architecture trained from scratch with as many "
+                     f"steps, and {m.get('gap_3x_points', float('nan')):+.1f} points against 3× the steps: the lesson "
+                     f"*pruning beats training small* {shows(e)}.")
+    if "random_catches_up" in lessons:
+        e = lessons["random_catches_up"]
+        parts.append(f"Taylor is {verdict(e)} against random pruning under the same schedule (reported whatever it shows).")
+    if "headline" in lessons:
+        e = lessons["headline"]
+        m = e["measured"]
+        parts.append(f"The post's headline point: {m['flops_ratio']:.1f}× fewer FLOPs, {m['params_ratio']:.1f}× fewer "
+                     f"parameters, {e['gap_points']:+.2f} points of accuracy lost (noise ±{e['noise_points']:.1f}); "
+                     "notebook 04 measures its speed.")
+    return " ".join(parts)
+
+
+def speed(lesson: Mapping[str, Any], *, form: str, batch: int, threads: int) -> str:
+    """Notebook 04: the headline with its measured speedup."""
+    m = lesson["measured"]
+    checks = m["checks"]
+    missed = [k for k, ok in checks.items() if not ok]
+    return (f"Against the dense network ({form} form, batch {batch}, {threads} thread): {m['flops_ratio']:.1f}× fewer FLOPs, "
+            f"{m['params_ratio']:.1f}× fewer parameters, {m['speedup']:.2f}× faster "
+            f"({m['speedup'] / m['flops_ratio']:.2f} of the FLOPs ratio), {lesson['gap_points']:+.2f} points of accuracy "
+            f"lost. The post's headline {shows(lesson)}" + (f" (missed: {', '.join(missed)})." if missed else "."))

@@ -1,0 +1,107 @@
+"""Tests for the course layer's pieces: the comparisons' arms, the kept model, the baseline's settings, the
+quick profile's data split, the source network's augmentation and the notebooks' cleaning for commit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import nbformat
+import pytest
+import torch
+
+from conftest import SHAPE, loaders, tiny_model
+from pruning_lib import train
+from pruning_lib.couplings import filters_per_layer
+from pruning_lib.course import arms, datasets, demo, experiment, source
+from pruning_lib.course.profiles import QUICK
+from pruning_lib.iterative import PruningSchedule, prune_train_repeat
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    model = tiny_model()
+    train.fit(model, loaders()[0], steps=30, lr=1e-2, progress=False)
+    return model.eval()
+
+
+def schedule(**kw):
+    return PruningSchedule(**{**dict(criterion="taylor", filters_per_iteration=3, finetune_steps=3, rank_batches=2,
+                                     target_fraction=0.5, seed=0), **kw})
+
+
+def test_one_shot_gets_the_loops_total_budget_and_fraction_at_once(baseline):
+    train_dl, val_dl = loaders()
+    _, history = prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, progress=False)
+    once, once_history = arms.one_shot_same_budget(baseline, history, schedule(), train_dl, val_dl, input_shape=SHAPE)
+    assert len(once_history) == 2, "one iteration: everything at once"
+    assert once_history["filters_removed"].iloc[-1] == history["filters_removed"].iloc[-1]
+    assert once_history["finetune_steps"].sum() == history["finetune_steps"].sum()
+    assert sum(filters_per_layer(once).values()) == sum(filters_per_layer(baseline).values()) - history["filters_removed"].iloc[-1]
+
+
+def test_from_scratch_keeps_the_architecture_and_trains_fresh_weights(baseline):
+    train_dl, val_dl = loaders()
+    pruned, _ = prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, progress=False)
+    small = arms.from_scratch(pruned, tiny_model(), train_dl, steps=5, lr=1e-3, seed=1)
+    assert filters_per_layer(small) == filters_per_layer(pruned) and not small.training
+    assert not torch.equal(small.features[0].weight, pruned.features[0].weight)
+
+
+def test_first_within_keeps_the_first_model_inside_the_budget(baseline):
+    train_dl, val_dl = loaders()
+    keep = arms.FirstWithin(1.0, 10**9, min_flops_ratio=1.0, min_params_ratio=1.0)      # every iteration qualifies
+    _, history = prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, callbacks=[keep],
+                                    progress=False)
+    assert keep.row["iteration"] == 1 and filters_per_layer(keep.model) == {
+        c.removeprefix("filters:"): int(history.loc[1, c]) for c in history.columns if c.startswith("filters:")}
+    never = arms.FirstWithin(1e-12, 1, min_flops_ratio=1.0, min_params_ratio=1.0)
+    prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, callbacks=[never], progress=False)
+    assert never.model is None and never.row is None
+
+
+def test_quick_data_draws_train_and_val_per_class_and_tests_on_the_rest():
+    ds = datasets.target_datasets(QUICK)
+    assert (len(ds["train"]), len(ds["val"])) == (QUICK.train_images, QUICK.val_images)
+    assert len(ds["test"]) == 2000 + 4000 - QUICK.train_images - QUICK.val_images
+    used = set(ds["train"].indices) | set(ds["val"].indices)
+    rest = set(ds["test"].datasets[1].indices)
+    assert not used & rest and len(used | rest) == 4000
+    other = datasets.target_datasets(dataclasses.replace(QUICK, seed=1))
+    assert set(other["train"].indices) != set(ds["train"].indices)
+
+
+def test_a_baseline_made_with_other_settings_is_not_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNING_CHECKPOINT_DIR", str(tmp_path))
+    calls = []
+    real = experiment.fine_tune_baseline
+
+    def quick_fit(profile, **kw):
+        calls.append(profile.seed)
+        return experiment.source_model(profile).eval(), __import__("pandas").DataFrame({"step": [0]})
+
+    monkeypatch.setattr(experiment, "fine_tune_baseline", quick_fit)
+    experiment.load_baseline(QUICK)
+    experiment.load_baseline(QUICK)                            # reused
+    experiment.load_baseline(dataclasses.replace(QUICK, seed=5))  # other settings: made again
+    assert calls == [0, 5] and real is not quick_fit
+
+
+def test_augmented_batches_are_seeded_flips_and_shifts():
+    x = torch.randn(6, 1, 28, 28)
+    loader = [(x, torch.zeros(6, dtype=torch.long))]
+    a = [b for b, _ in source.Augmented(loader, seed=3)]
+    b = [b for b, _ in source.Augmented(loader, seed=3)]
+    assert torch.equal(a[0], b[0]) and a[0].shape == x.shape and not torch.equal(a[0], x)
+
+
+def test_clean_for_commit_drops_the_injected_cell_and_run_metadata(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'quick'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("profile = 'quick'", metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("1 + 1", metadata={"papermill": {"duration": 1.0}})]
+    nb.metadata["papermill"] = {"input_path": "/work/x.ipynb"}
+    executed = tmp_path / "run.ipynb"
+    nbformat.write(nb, str(executed))
+    clean = nbformat.read(str(demo.clean_for_commit(executed, tmp_path / "clean.ipynb")), as_version=4)
+    assert len(clean.cells) == 2 and "papermill" not in clean.metadata
+    assert all("papermill" not in c.metadata for c in clean.cells)
