@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 export PRUNING_PROFILE := $(PROFILE)
 
-.PHONY: demo test test-lib test-browser test-notebooks lab bench bench-distill setup clean
+.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill calibrate preflight setup clean
 
 setup: $(STAMP)
 
@@ -22,14 +22,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m pruning_lib.course.demo
 
-## pytest on tests/ (the library, then the widgets in a real browser) and nbval on notebooks/; each part is timed.
-test: test-lib test-browser test-notebooks
+## pytest on tests/ (the library, the full profile's smoke run, the widgets in a real browser) and nbval on
+## notebooks/; each part is timed.
+test: test-lib test-full test-browser test-notebooks
 
 # $(call timed,NAME,COMMAND): run COMMAND, then print how long it took.
 timed = @start=$$(date +%s); $(2); rc=$$?; echo "== $(1) took $$(( $$(date +%s) - start )) s"; exit $$rc
 
 test-lib: $(STAMP)
-	$(call timed,test-lib (pytest tests),$(PY) -m pytest tests -q -rs --durations=5 --ignore=tests/test_browser.py)
+	$(call timed,test-lib (pytest tests),$(PY) -m pytest tests -q -rs --durations=5 --ignore=tests/test_browser.py --ignore=tests/test_full_profile.py)
+
+## The full profile, small, on CPU: all four notebooks on a generated Kaggle folder and random VGG16 weights.
+test-full: $(STAMP)
+	$(call timed,test-full (full profile smoke run),$(PY) -m pytest tests/test_full_profile.py -q -rs)
 
 ## JupyterLab + headless Chromium: the widgets of notebooks 02 and 03 (skips, saying why, without a browser).
 test-browser: $(STAMP)
@@ -50,6 +55,14 @@ bench: $(STAMP)
 ## What fine-tuning with the dense network as teacher buys (about 20 min on 2 cores).
 bench-distill: $(STAMP)
 	$(PY) benchmarks/bench_distill.py
+
+## The lessons over several seeds (notebooks 01-03 per seed; about 30 min on 2 cores).
+calibrate: $(STAMP)
+	$(PY) benchmarks/calibrate_lessons.py
+
+## What the profile's run needs, checked before any long work (PROFILE=full for the full profile).
+preflight: $(STAMP)
+	$(PY) -m pruning_lib.course.preflight
 
 clean:
 	rm -rf build .pytest_cache

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pruning_lib import measure, models
+from pruning_lib import measure
 from pruning_lib.couplings import filters_per_layer
 from pruning_lib.course import experiment, reports
 from pruning_lib.course.profiles import get_profile

@@ -13,7 +13,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 

@@ -73,21 +73,29 @@ def oracle(
     *,
     loss_fn: Callable = F.cross_entropy,
     max_batches: int | None = None,
+    sample_per_layer: int | None = None,
+    seed: int = 0,
     progress: bool = True,
 ) -> Scores:
     """The oracle: |ΔC| when filter k alone is removed (its map z_k set to zero), per filter.
 
     C is the mean of ``loss_fn`` over the given examples, in eval mode.  Costs one
     forward pass of the network *after* the layer for every filter: use it on small
-    networks and a few batches.  Returns raw (unnormalised) |ΔC| per conv.
+    networks and a few batches, or with `sample_per_layer`: only that many filters of each
+    layer (drawn with `seed`) are measured, the others are NaN (`spearman` skips them).
+    Returns raw (unnormalised) |ΔC| per conv.
     """
     couplings = _capture_points(model)
     data = [b for i, b in enumerate(batches) if max_batches is None or i < max_batches]
     device = model_device(model)
     widths = {n: m.out_channels for n, m in model.named_modules() if n in couplings}
+    generator = torch.Generator().manual_seed(seed)
+    measured = {n: (list(range(w)) if sample_per_layer is None or sample_per_layer >= w
+                    else sorted(torch.randperm(w, generator=generator)[:sample_per_layer].tolist()))
+                for n, w in widths.items()}
     deltas = {n: torch.zeros(widths[n], dtype=torch.float64) for n in couplings}
     total = sum(len(y) for _, y in data)
-    bar = tqdm(total=sum(widths.values()) * len(data), desc="oracle", disable=not progress, leave=False)
+    bar = tqdm(total=sum(map(len, measured.values())) * len(data), desc="oracle", disable=not progress, leave=False)
     with mode(model, training=False), torch.no_grad():
         gm = fx.GraphModule(model, trace(model))
         nodes = list(gm.graph.nodes)
@@ -100,22 +108,29 @@ def oracle(
             for name, at in capture_at.items():
                 prefix = {nd: interp.env[nd] for nd in nodes[:at]}
                 z = interp.env[nodes[at]]
-                for k in range(z.shape[1]):       # filter k removed: its map set to zero, the rest re-run
+                for k in measured[name]:          # filter k removed: its map set to zero, the rest re-run
                     masked = z.clone()
                     masked[:, k] = 0
                     loss = _loss_from(gm, x, y, {**prefix, nodes[at]: masked}, loss_fn)
                     deltas[name][k] += (loss - base) * len(y)
                     bar.update()
     bar.close()
-    return {n: (d / total).abs().float() for n, d in deltas.items()}
+    result = {n: (d / total).abs().float() for n, d in deltas.items()}
+    for n, r in result.items():
+        unmeasured = torch.ones(widths[n], dtype=torch.bool)
+        unmeasured[measured[n]] = False
+        r[unmeasured] = float("nan")
+    return result
 
 
 # ---------------------------------------------------------------- Table 1
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two 1-D score vectors (ties get average ranks)."""
+    """Spearman rank correlation of two 1-D score vectors (ties get average ranks); pairs with a NaN
+    (filters a sampled oracle did not measure) are left out."""
     if len(a) != len(b):
         raise ValueError(f"score vectors differ in length: {len(a)} vs {len(b)}")
-    rho = spearmanr(a.double().numpy(), b.double().numpy()).statistic
+    keep = ~(torch.isnan(a.double()) | torch.isnan(b.double()))
+    rho = spearmanr(a.double()[keep].numpy(), b.double()[keep].numpy()).statistic
     return float(rho)
 
 

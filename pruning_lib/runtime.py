@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["iteration_seed", "mode", "model_device", "num_threads", "pick_device", "seed_everything"]
+__all__ = ["autocast_dtype", "iteration_seed", "mode", "model_device", "num_threads", "pick_device", "seed_everything"]
 
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
@@ -86,3 +86,19 @@ def num_threads(n: int | None) -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(previous)
+
+
+def autocast_dtype(device: torch.device, policy: str = "auto") -> torch.dtype | None:
+    """The mixed-precision dtype for training on `device`, or None for full float32.
+
+    ``"auto"``: bfloat16 on a CUDA GPU that supports it, else float16 (with a gradient scaler) on CUDA;
+    float32 on CPU and MPS, where it is the fast and exact choice.  ``"bf16"``, ``"fp16"``: forced
+    (CUDA only); ``"off"``: float32 everywhere.
+    """
+    if policy not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"mixed precision must be 'auto', 'bf16', 'fp16' or 'off'; got {policy!r}")
+    if policy == "off" or device.type != "cuda":
+        return None
+    if policy == "bf16" or (policy == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .distill import LossFn, batch_loss
 from .evaluation import evaluate, resolve_device, unpack_batch
-from .runtime import mode
+from .runtime import autocast_dtype, mode
 
 __all__ = ["HISTORY_COLUMNS", "Callback", "FunctionCallback", "Plateau", "StopTraining", "fit", "notify"]
 
@@ -164,13 +164,20 @@ def _lr_scheduler(optimizer: torch.optim.Optimizer, name: str, total: int | None
 
 
 def _train_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_fn: LossFn
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+    dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
 ) -> float:
-    """One optimisation step on a batch; returns the batch's mean loss."""
+    """One optimisation step on a batch (in `dtype` under autocast when given); returns the batch's mean loss."""
     optimizer.zero_grad(set_to_none=True)
-    loss = batch_loss(loss_fn, model(x), y, x)
-    loss.backward()
-    optimizer.step()
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = batch_loss(loss_fn, model(x), y, x)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     return loss.item()
 
 
@@ -191,6 +198,7 @@ def fit(
     loss_fn: LossFn = F.cross_entropy,
     start_step: int = 0,
     lr_schedule: str = "constant",
+    mixed_precision: str = "auto",
 ) -> pd.DataFrame:
     """Train ``model`` for ``steps`` optimisation steps (cycling the loader) or ``epochs`` passes.
 
@@ -209,6 +217,8 @@ def fit(
         loss_fn: ``F.cross_entropy`` by default; :class:`KnowledgeDistillation` learns from a teacher too.
         lr_schedule: ``"constant"``, or ``"cosine"``: the learning rate falls from its start to 0 over the
             steps of this call (cosine annealing), so training ends at a settled point, not mid-stride.
+        mixed_precision: ``"auto"`` trains in bfloat16 (or float16 with a gradient scaler) on a CUDA GPU, with
+            the model and the batches in channels-last layout; float32 on CPU and MPS (`runtime.autocast_dtype`).
 
     Returns:
         History, one row per evaluation point, columns ``HISTORY_COLUMNS``: ``step`` (total steps
@@ -232,6 +242,10 @@ def fit(
     eval_every = eval_every or per_epoch
     total = steps if steps is not None else (epochs * per_epoch if per_epoch else None)
     scheduler = _lr_scheduler(optimizer, lr_schedule, total)
+    dtype = autocast_dtype(device, mixed_precision)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    if device.type == "cuda" and mixed_precision != "off":
+        model.to(memory_format=torch.channels_last)        # tensor cores want NHWC
     batches = _batches(train_loader, epochs)
     if steps is not None:
         batches = itertools.islice(batches, steps)
@@ -264,7 +278,9 @@ def fit(
         with mode(model, training=True):
             for passes, batch in batches:
                 x, y = unpack_batch(batch, device)
-                loss = _train_step(model, x, y, optimizer, loss_fn)
+                if device.type == "cuda" and mixed_precision != "off" and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                loss = _train_step(model, x, y, optimizer, loss_fn, dtype, scaler)
                 if scheduler is not None:
                     scheduler.step()
                 if not math.isfinite(loss):

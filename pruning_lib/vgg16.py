@@ -18,7 +18,15 @@ from torch import nn
 from .checkpoints import state_dict_differences
 from .models import _check_positive_int, replace_head
 
-__all__ = ["WeightsUnavailableError", "vgg16"]
+__all__ = ["VGG16_URL", "WeightsUnavailableError", "hub_weights_path", "vgg16"]
+
+#: Where torchvision downloads the ImageNet VGG16 weights from.
+VGG16_URL = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+
+
+def hub_weights_path() -> Path:
+    """Where torch hub keeps (or will keep) the downloaded ImageNet VGG16 weights file."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_URL).name
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -81,3 +81,10 @@ def test_pruned_and_dense_checkpoints_share_one_format(tmp_path):
                                                                       model.state_dict().values()))
     restored, meta = load_pruned(tmp_path / "pruned.pt", tiny())
     assert meta == {"b": 2} and torch.equal(restored.features[4].weight, pruned.features[4].weight)
+
+
+def test_a_model_with_another_head_is_named_in_the_message(tmp_path):
+    path = save_pruned(prune_filters(tiny(), {"features.0": [0]}), tmp_path / "p.pt")
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"does not match SmallVGG.*classifier\.0\.weight"):
+        load_pruned(path, small_vgg((4, "M", 6), num_classes=3))

@@ -105,3 +105,19 @@ def test_clean_for_commit_drops_the_injected_cell_and_run_metadata(tmp_path):
     clean = nbformat.read(str(demo.clean_for_commit(executed, tmp_path / "clean.ipynb")), as_version=4)
     assert len(clean.cells) == 2 and "papermill" not in clean.metadata
     assert all("papermill" not in c.metadata for c in clean.cells)
+
+
+def test_first_within_saves_its_model_and_a_resumed_run_reads_it_back(baseline, tmp_path):
+    train_dl, val_dl = loaders()
+    key = {"run": "a"}
+    keep = arms.FirstWithin(1.0, 10**9, min_flops_ratio=1.0, min_params_ratio=1.0, path=tmp_path / "first.pt",
+                            template=tiny_model(), key=key)
+    prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, callbacks=[keep], progress=False)
+    again = arms.FirstWithin(1.0, 10**9, min_flops_ratio=1.0, min_params_ratio=1.0, path=tmp_path / "first.pt",
+                             template=tiny_model(), key=key)
+    assert again.row == keep.row and filters_per_layer(again.model) == filters_per_layer(keep.model)
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        assert torch.equal(again.model(x), keep.model(x))
+    other = arms.FirstWithin(1.0, 10**9, path=tmp_path / "first.pt", template=tiny_model(), key={"run": "b"})
+    assert other.model is None, "a file made for another run is ignored"

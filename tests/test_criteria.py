@@ -208,3 +208,18 @@ def test_random_is_uniform_over_all_filters_not_normalised():
     raw = rank_filters(model, None, "random", seed=5, normalize=None)
     assert all(torch.equal(normed[n], raw[n]) for n in raw)
     assert all(((s >= 0) & (s < 1)).all() for s in raw.values())
+
+
+def test_a_sampled_oracle_measures_only_its_sample_and_spearman_skips_the_rest():
+    from pruning_lib.oracle import oracle as full_oracle
+
+    model = tiny()
+    data = list(batches())
+    every = full_oracle(model, data, progress=False)
+    sampled = full_oracle(model, data, sample_per_layer=2, seed=1, progress=False)
+    for name, scores in sampled.items():
+        measured = ~torch.isnan(scores)
+        assert int(measured.sum()) == min(2, len(scores))
+        torch.testing.assert_close(scores[measured], every[name][measured])
+    a = torch.tensor([1.0, 2.0, float("nan"), 4.0])
+    assert spearman(a, torch.tensor([1.0, 2.0, 3.0, 5.0])) == pytest.approx(1.0)

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import SHAPE, loaders, tiny_model
 from pruning_lib import measure, train

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import masked_forward
-from pruning_lib import oneshot, train
+from pruning_lib import oneshot
 from pruning_lib.couplings import filters_per_layer
 from pruning_lib.course import reports
 from pruning_lib.criteria import rank_all

@@ -6,7 +6,6 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
 from pruning_lib import train
 from pruning_lib.evaluation import evaluate

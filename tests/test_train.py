@@ -14,7 +14,6 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import pruning_lib.checkpoints as checkpoints
-import pruning_lib.train as train
 from pruning_lib.checkpoints import load_checkpoint, save_checkpoint
 from pruning_lib.distill import KnowledgeDistillation
 from pruning_lib.evaluation import confusion_matrix, evaluate, predict
@@ -522,3 +521,12 @@ def test_checkpoint_optimizer_mismatch(tmp_path):
     head_only = torch.optim.Adam(other.classifier.parameters())
     with pytest.raises(ValueError, match="same parameters"):
         load_checkpoint(tmp_path / "m.pt", other, optimizer=head_only)
+
+
+def test_mixed_precision_policy():
+    from pruning_lib.runtime import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu) is None and autocast_dtype(cpu, "bf16") is None   # float32 off CUDA
+    with pytest.raises(ValueError, match="mixed precision"):
+        autocast_dtype(cpu, "int8")

@@ -18,12 +18,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch.nn.functional as F
 from torch import nn
 
 from .. import train
+from ..checkpoints import load_pruned, plain_value, save_pruned
 from ..iterative import PruningSchedule, prune_train_repeat
 from ..models import scratch_model
 from ..runtime import seed_everything
@@ -66,14 +68,29 @@ class FirstWithin:
     A `prune_train_repeat` callback: an iteration qualifies when its FLOPs are at most
     ``dense_gflops / min_flops_ratio`` and its parameters at most ``dense_params / min_params_ratio``.
     The first one is kept in ``model`` (eval mode), its history row in ``row`` (``None`` while none qualified).
+
+    With `path` (and `template`, a freshly built unpruned model, and `key`, plain data naming the run), the
+    kept model is also saved there, and read back when a resumed run starts: an interrupted run that
+    resumes after the qualifying iteration still knows its model.  A file with another `key` is ignored.
     """
 
     def __init__(self, dense_gflops: float, dense_params: int, *, min_flops_ratio: float = 3.0,
-                 min_params_ratio: float = 4.0) -> None:
+                 min_params_ratio: float = 4.0, path=None, template: nn.Module | None = None,
+                 key: dict | None = None) -> None:
         self.max_gflops, self.max_params = dense_gflops / min_flops_ratio, dense_params / min_params_ratio
         self.model: nn.Module | None = None
         self.row: dict | None = None
+        self.path, self.key = path, key
+        if path is not None and template is not None and Path(path).exists():
+            try:
+                model, meta = load_pruned(path, template)
+            except ValueError:
+                return
+            if meta.get("key") == key:
+                self.model, self.row = model.eval(), meta["row"]
 
     def on_iteration(self, row: dict, model: nn.Module) -> None:
         if self.row is None and row["gflops"] <= self.max_gflops and row["params"] <= self.max_params:
-            self.model, self.row = copy.deepcopy(model).eval(), dict(row)
+            self.model, self.row = copy.deepcopy(model).eval(), {k: plain_value(v) for k, v in row.items()}
+            if self.path is not None:
+                save_pruned(self.model, self.path, meta={"key": self.key, "row": self.row})

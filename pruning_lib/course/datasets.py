@@ -1,13 +1,15 @@
 """The target task's data for each profile: train / val / test datasets and their loaders.
 
 Quick profile: T-shirt/top vs Shirt from the embedded Fashion-MNIST subset.  Full profile: cats vs dogs
-from Oxford-IIIT Pet (``$PRUNING_DATA_DIR/full``; downloaded only with ``PRUNING_DOWNLOAD=1``) or from a
-Kaggle Dogs vs Cats folder (``PRUNING_KAGGLE_DIR``).
+from Oxford-IIIT Pet (``$PRUNING_DATA_DIR/full``; downloaded only with ``PRUNING_DOWNLOAD=1``), from a
+Kaggle Dogs vs Cats folder (``PRUNING_KAGGLE_DIR``), or from one folder per class (``PRUNING_IMAGE_FOLDER``).
+Every source gives train, val and test.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -26,10 +28,21 @@ def _full_datasets(profile: Profile) -> dict[str, torch.utils.data.Dataset]:
     download = os.environ.get("PRUNING_DOWNLOAD", "0") == "1"
     size = profile.input_shape[-1]
     tr, ev = data.imagenet_transforms(True, size), data.imagenet_transforms(False, size)
+    folder = os.environ.get("PRUNING_IMAGE_FOLDER")
+    if folder:       # one folder per class: split per class like Kaggle's files
+        fractions = {"val_fraction": 0.15, "test_fraction": 0.15, "seed": profile.seed}
+        parts = {split: data.image_folder(folder, tr if split == "train" else ev, split=split, **fractions)
+                 for split in ("train", "val", "test")}
+        if len(parts["train"].classes) != 2:
+            raise ValueError(f"PRUNING_IMAGE_FOLDER={folder} has {len(parts['train'].classes)} class folders "
+                             f"({parts['train'].classes}); the course's networks have a two-class head")
+        return parts
     kaggle = os.environ.get("PRUNING_KAGGLE_DIR")
-    if kaggle:
-        return {"train": data.kaggle_dogs_vs_cats(kaggle, "train", transform=tr),
-                "val": data.kaggle_dogs_vs_cats(kaggle, "val", transform=ev)}
+    if kaggle:       # Kaggle's test1/ has no labels: all three splits come from the labelled train/ files
+        fractions = {"val_fraction": 0.15, "test_fraction": 0.15, "seed": profile.seed}
+        return {"train": data.kaggle_dogs_vs_cats(kaggle, "train", transform=tr, **fractions),
+                "val": data.kaggle_dogs_vs_cats(kaggle, "val", transform=ev, **fractions),
+                "test": data.kaggle_dogs_vs_cats(kaggle, "test", transform=ev, **fractions)}
     trainval = data.oxford_pets_cats_vs_dogs(root, "trainval", download=download, transform=tr)
     trainval_eval = data.oxford_pets_cats_vs_dogs(root, "trainval", download=False, transform=ev)
     train_idx, val_idx = data.split_train_val(trainval, 0.15, seed=profile.seed)
@@ -59,9 +72,10 @@ def target_datasets(profile: Profile | None = None) -> dict[str, torch.utils.dat
 def target_loaders(profile: Profile | None = None) -> dict[str, DataLoader]:
     """Loaders for `target_datasets`; only train is shuffled (seeded)."""
     profile = profile or get_profile()
-    workers = 0 if profile.dataset == "fashion-mnist" else min(8, os.cpu_count() or 1)
+    workers = 0 if profile.dataset == "fashion-mnist" else min(8, os.cpu_count() or 1)   # JPEG decoding in parallel
     return {split: data.make_loader(ds, profile.batch_size if split == "train" else profile.eval_batch,
-                                    shuffle=split == "train", seed=profile.seed, num_workers=workers)
+                                    shuffle=split == "train", seed=profile.seed, num_workers=workers,
+                                    pin_memory=torch.cuda.is_available())
             for split, ds in target_datasets(profile).items()}
 
 
@@ -69,4 +83,7 @@ def class_names(profile: Profile | None = None) -> list[str]:
     profile = profile or get_profile()
     if profile.dataset == "fashion-mnist":
         return [data.FASHION_CLASSES[c] for c in TARGET_CLASSES]
+    folder = os.environ.get("PRUNING_IMAGE_FOLDER")
+    if folder:
+        return sorted(d.name for d in Path(folder).expanduser().iterdir() if d.is_dir() and not d.name.startswith("."))
     return ["cat", "dog"]

@@ -15,7 +15,11 @@ import json
 import time
 from pathlib import Path
 
-from .paths import REPO_ROOT, build_dir, reports_dir
+from .paths import REPO_ROOT, build_dir, reports_dir, shown
+
+
+#: The longest one cell may run: a cell that hangs (a kernel message lost) fails the run instead of stalling it.
+CELL_TIMEOUT_S = 1800
 
 
 def notebooks(only: str | None = None) -> list[Path]:
@@ -32,7 +36,7 @@ def run_notebook(notebook: Path, profile: str, overrides: str = "") -> tuple[Pat
     start = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(out), parameters={"profile": profile, "overrides": overrides},
                                cwd=str(notebook.parent), progress_bar=False, kernel_name="python3",
-                               language="python")
+                               language="python", execution_timeout=CELL_TIMEOUT_S)
     seconds = time.perf_counter() - start
     html, _ = HTMLExporter().from_filename(str(out))
     out.with_suffix(".html").write_text(html, encoding="utf-8")
@@ -58,13 +62,15 @@ def summary_lines() -> list[str]:
     """The notebooks' headline numbers from reports/summary.json, as a small table."""
     path = reports_dir() / "summary.json"
     if not path.exists():
-        return [f"(no {path.relative_to(REPO_ROOT)} yet: notebook 04 writes it)"]
+        return [f"(no {shown(path)} yet: notebook 04 writes it)"]
     s = json.loads(path.read_text())
     rows = [("dense", s["dense"])] + list(s["pruned"].items())
+    mega = s["dense"]["gflops"] < 1            # one FLOPs unit per profile: MFLOPs for the small networks
+    unit, scale = ("MFLOPs", 1e3) if mega else ("GFLOPs", 1.0)
     lines = [f"profile={s['profile']}  dataset={s['dataset']}  model={s['model']}",
-             f"{'model':<14}{'accuracy':>10}{'GFLOPs':>10}{'params':>12}{'size MB':>10}{'latency ms':>12}{'speedup':>9}"]
+             f"{'model':<14}{'accuracy':>10}{unit:>10}{'params':>12}{'size MB':>10}{'latency ms':>12}{'speedup':>9}"]
     for name, r in rows:
-        lines.append(f"{name:<14}{100 * r['accuracy']:>9.1f}%{r['gflops']:>10.4f}{r['params']:>12,}"
+        lines.append(f"{name:<14}{100 * r['accuracy']:>9.1f}%{scale * r['gflops']:>10.{1 if mega else 2}f}{r['params']:>12,}"
                      f"{r['size_mb']:>10.2f}{r['latency_ms']:>12.2f}{r.get('speedup', 1.0):>8.2f}x")
     return lines
 
@@ -105,11 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         timings.append((nb.name, seconds))
         if args.commit_outputs:
             clean_for_commit(out, nb)
-        print(f"  done in {seconds:.0f} s -> {out.relative_to(REPO_ROOT)} (+ .html)", flush=True)
+        print(f"  done in {seconds:.0f} s -> {shown(out)} (+ .html)", flush=True)
     print("\nTime per notebook:")
     for name, seconds in timings:
         print(f"  {name:<32}{seconds:>7.0f} s")
-    print(f"\nReports in {reports_dir().relative_to(REPO_ROOT)}/: "
+    print(f"\nReports in {shown(reports_dir())}/: "
           + ", ".join(sorted(p.name for p in reports_dir().glob("*.json"))))
     print("\n".join(["", "Summary (reports/summary.json):", *summary_lines()]))
     print("\n".join(["", "Lessons (reports/lessons.json; gap = the first side minus the second, noise = 2 standard "

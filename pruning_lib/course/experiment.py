@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .. import data, models, train
+from .. import models, train
 from ..checkpoints import load_checkpoint, load_pruned, save_checkpoint
 from ..distill import KnowledgeDistillation
 from ..iterative import PruningSchedule

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "build_dir", "checkpoints_dir", "reports_dir"]
+__all__ = ["REPO_ROOT", "build_dir", "checkpoints_dir", "reports_dir", "shown"]
 
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 REPO_ROOT = _PACKAGE_PARENT if (_PACKAGE_PARENT / "pyproject.toml").exists() else Path.cwd()
@@ -34,3 +34,12 @@ def checkpoints_dir() -> Path:
 def build_dir() -> Path:
     """Executed notebooks and HTML from ``make demo`` (``$PRUNING_BUILD_DIR`` or <repo>/build)."""
     return _folder("PRUNING_BUILD_DIR", "build")
+
+
+def shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it (short and machine-independent), else in full."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

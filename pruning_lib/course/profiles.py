@@ -58,6 +58,7 @@ class Profile:
     fraction_per_iteration: float | None = None   # remove this share of what is left instead of filters_per_iteration
     lr_schedule: str = "constant"   # or "cosine" within each fine-tune
     max_fraction: float | None = None             # per-layer cap on the share of a layer removed (None: no cap)
+    oracle_sample: int | None = None  # the oracle measures this many filters per layer (None: all of them)
     distill: float = 0.0            # weight of the dense network's soft predictions when fine-tuning a pruned one
     temperature: float = 4.0        # the distillation temperature
     seed: int = 0
@@ -82,6 +83,7 @@ FULL = Profile(
     baseline_head_steps=200, baseline_max_steps=1500, patience=4, eval_every=100, baseline_lr=1e-4,
     rank_batches=10, oracle_batches=2, filters_per_iteration=512, finetune_steps=300, lr=1e-4,
     target_fraction=0.6, flops_lambda=0.0, multiple_of=16, final_max_steps=1500, benchmark_batch=16,
+    oracle_sample=64,   # 13 layers x 64 filters: a sampled oracle, as one pass per filter of VGG16 costs minutes
     distill=0.0,    # the post's recipe (plain fine-tuning); 0.7 distils from the dense VGG16 (slower steps)
 )
 

@@ -148,11 +148,17 @@ def image_folder(
     transform: Callable[[Image.Image], Any] | None = None,
     *,
     verify: bool = True,
+    split: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
 ) -> ImageFileDataset:
     """One folder per class (``root/cat/*.jpg``, ``root/dog/*.jpg``); classes are the sorted folder names.
 
     Files with image extensions (``IMAGE_EXTENSIONS``) are taken from each class folder and its
-    subfolders; unreadable ones are skipped as in ``kaggle_dogs_vs_cats``.
+    subfolders; unreadable ones are skipped as in ``kaggle_dogs_vs_cats``.  With `split` (``"train"``,
+    ``"val"`` or ``"test"``) only that part is kept, split per class exactly as `kaggle_dogs_vs_cats` does
+    (`split_three`: seeded, disjoint, together covering every file).
     """
     root = Path(root)
     layout = "root/<class>/<image>.jpg, e.g. root/cat/1.jpg and root/dog/1.jpg"
@@ -170,5 +176,15 @@ def image_folder(
             f"no class folders with images ({', '.join(IMAGE_EXTENSIONS)}) in {root}; expected {layout}"
         )
     classes = sorted(per_class)
+    if split is not None and len(classes) < 2:
+        raise ValueError(f"{root} has one class folder ({classes[0]}): a classification task needs two or more")
     samples = [(p, i) for i, name in enumerate(classes) for p in per_class[name]]
+    if split is not None:
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split={split!r} is not valid; use 'train', 'val' or 'test'")
+        labels = np.array([label for _, label in samples])
+        samples = [samples[i] for i in split_three(labels, val_fraction, test_fraction, seed)[split]]
+        if not samples:
+            raise ValueError(f"the {split!r} split of {root} is empty with val_fraction={val_fraction}, "
+                             f"test_fraction={test_fraction}; add images or change the fractions")
     return ImageFileDataset(samples, classes, transform, verify=verify)

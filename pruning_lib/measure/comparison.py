@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .counting import count_flops, count_parameters
+from .counting import count_flops
 from .latency import measure_latency, profile
 
 __all__ = ["batch_sweep", "compare", "ratio", "side_by_side", "timed"]
