@@ -8,6 +8,11 @@
    Targets: ours <= 0.6x Torch-Pruning, within about 2x of the floor.
 2. Taylor ranking (forward + backward to the maps) vs one plain forward + backward
    (loss.backward() into the weights) over the same batches.  Target: <= 1.2x.
+3. Channel groups on torchvision ResNet-50: group analysis + surgery removing the same random 10% of
+   every group's channels, vs Torch-Pruning (dependency graph + prune) and the floor.
+   Targets: <= 0.5x Torch-Pruning, within 2x of the floor.
+4. Taylor ranking of ResNet-50's groups (`group_criteria.rank_groups`) vs one plain forward + backward.
+   Target: <= 1.2x.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import torchvision
 
 from pruning_lib.couplings import filters_per_layer
 from pruning_lib.criteria import rank_filters
+from pruning_lib.group_criteria import rank_groups
+from pruning_lib.groups import channel_groups
 from pruning_lib.measure import machine_info
 from pruning_lib.surgery import prune_filters
 
@@ -82,7 +89,11 @@ def bench_surgery(n_filters: int, repeats: int) -> dict:
     except ImportError:
         pass
     result = timed_interleaved(fns, lambda: copy.deepcopy(model), repeats)
-    summary = {"filters_removed": n_filters, "repeats": repeats}
+    return _summary(result, filters_removed=n_filters, repeats=repeats)
+
+
+def _summary(result: dict[str, list[float]], **extra) -> dict:
+    summary = dict(extra)
     for stat, fn in (("median", statistics.median), ("min", min)):
         value = {k: fn(v) for k, v in result.items()}
         summary.update({f"{stat}_{k}": v for k, v in value.items()})
@@ -92,9 +103,30 @@ def bench_surgery(n_filters: int, repeats: int) -> dict:
     return summary
 
 
-def bench_taylor(batches: int, batch_size: int, size: int, repeats: int) -> dict:
+def bench_groups(repeats: int, fraction: float = 0.1) -> dict:
+    """ResNet-50: the same random `fraction` of every prunable group's channels, named by the group's first conv."""
     torch.manual_seed(0)
-    model = torchvision.models.vgg16(num_classes=2).eval()
+    model = torchvision.models.resnet50().eval()
+    gen = torch.Generator().manual_seed(0)
+    plan = {g.name: sorted(torch.randperm(g.size, generator=gen)[: int(fraction * g.size)].tolist())
+            for g in channel_groups(model).values() if not g.refused}
+    example = torch.randn(1, 3, 224, 224)
+    fns = {"ours_s": lambda m: prune_filters(m, plan),        # includes tracing the groups
+           "floor_clone_s": lambda m: [p.detach().clone() for p in m.parameters()]}
+    try:
+        import torch_pruning  # noqa: F401
+
+        fns["torch_pruning_s"] = lambda m: torch_pruning_prune(m, plan, example)
+    except ImportError:
+        pass
+    result = timed_interleaved(fns, lambda: copy.deepcopy(model), repeats)
+    return _summary(result, model="resnet50", channels_removed=sum(map(len, plan.values())), repeats=repeats)
+
+
+def bench_taylor(batches: int, batch_size: int, size: int, repeats: int, arch: str = "vgg16") -> dict:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(num_classes=2).eval()
+    rank = rank_filters if arch == "vgg16" else rank_groups
     data = [(torch.randn(batch_size, 3, size, size), torch.randint(0, 2, (batch_size,))) for _ in range(batches)]
 
     def plain(m):
@@ -103,10 +135,10 @@ def bench_taylor(batches: int, batch_size: int, size: int, repeats: int) -> dict
         m.zero_grad(set_to_none=True)
 
     plain(model)  # warm-up
-    rank_filters(model, data[:1], "taylor")
-    t = timed_interleaved({"plain": plain, "taylor": lambda m: rank_filters(m, data, "taylor")}, lambda: model, repeats)
+    rank(model, data[:1], "taylor")
+    t = timed_interleaved({"plain": plain, "taylor": lambda m: rank(m, data, "taylor")}, lambda: model, repeats)
     plain_s, taylor_s = t["plain"], t["taylor"]
-    return {"batches": batches, "batch_size": batch_size, "image_size": size,
+    return {"model": arch, "batches": batches, "batch_size": batch_size, "image_size": size,
             "median_forward_backward_s": statistics.median(plain_s), "median_taylor_s": statistics.median(taylor_s),
             "taylor_vs_forward_backward": statistics.median(taylor_s) / statistics.median(plain_s)}
 
@@ -123,7 +155,10 @@ def main() -> None:
     report = {"machine": machine_info(),
               "surgery": bench_surgery(args.filters, args.repeats),
               "taylor": bench_taylor(args.taylor_batches, args.taylor_batch_size, args.taylor_image_size,
-                                     max(3, args.repeats // 2))}
+                                     max(3, args.repeats // 2)),
+              "groups": bench_groups(args.repeats),
+              "taylor_groups": bench_taylor(args.taylor_batches, args.taylor_batch_size, args.taylor_image_size,
+                                            max(3, args.repeats // 2), arch="resnet50")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

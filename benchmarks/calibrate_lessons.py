@@ -1,6 +1,7 @@
 """Calibrate the quick profile's lessons: run notebooks 01-03 for several seeds and tabulate every lesson.
 
     python benchmarks/calibrate_lessons.py [--seeds 0 1 2 3] [--jobs 2] [--overrides "finetune_steps=40"]
+    python benchmarks/calibrate_lessons.py --seeds 0 1 2 3 --table-only   # the table of runs already made
 
 Each seed is a complete run of the notebooks exactly as `make demo` runs them (papermill, the quick profile
 with ``seed=S`` added to the overrides): another draw of the 400 training and 400 validation images, another
@@ -44,6 +45,14 @@ def run_seed(seed: int, overrides: str, out: Path, only: str) -> dict:
     return {"seed": seed, "lessons": lessons, "seconds": time.perf_counter() - start}
 
 
+def read_seed(seed: int, out: Path) -> dict:
+    """A seed's lessons.json from an earlier run (``--table-only``), or the error saying it is missing."""
+    path = out.resolve() / f"seed{seed}" / "reports" / "lessons.json"
+    if not path.exists():
+        return {"seed": seed, "error": f"{path} does not exist: run this seed first", "seconds": 0.0}
+    return {"seed": seed, "lessons": json.loads(path.read_text()), "seconds": 0.0}
+
+
 def table(results: list[dict]) -> str:
     """A Markdown table: one row per lesson, one column per seed ("gap ± noise ✓/✗"), and whether it always shows."""
     seeds = [r["seed"] for r in results]
@@ -78,15 +87,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overrides", default="", help="extra profile overrides for every seed")
     parser.add_argument("--only", default="01,02,03", help="the notebooks to run, in order")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "calibration")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: tabulate the lessons.json the seeds' folders already hold")
     args = parser.parse_args(argv)
     print("machine:", json.dumps(machine_info()), flush=True)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda s: run_seed(s, args.overrides, args.out, args.only), args.seeds))
+    if args.table_only:
+        results = [read_seed(s, args.out) for s in args.seeds]
+    else:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(lambda s: run_seed(s, args.overrides, args.out, args.only), args.seeds))
     for r in results:
         if "error" in r:
             print(f"seed {r['seed']} failed:\n{r['error']}", file=sys.stderr)
     print(table(results))
     print("seconds per seed:", {r["seed"]: round(r["seconds"]) for r in results})
+    if args.table_only:
+        return
     (args.out.parent / "calibration.json").write_text(json.dumps(
         {"machine": machine_info(), "overrides": args.overrides, "results": results}, indent=1, allow_nan=True))
 

@@ -5,13 +5,17 @@ The map, in the order of the method: criteria -> planning -> surgery -> fine-tun
 Ranking filters
 - `criteria`     the criteria (Taylor, activations, APoZ, weight norms, random) from one pass over the data
 - `oracle`       the true loss change per filter, and Table 1: Spearman ρ of each criterion against it
+- `group_criteria`  the same criteria, and the oracle, for channel groups (residual networks, DenseNets, MobileNets)
 
 Choosing what to remove
-- `planning`     scores (or target widths) -> a plan ``{conv: [indices]}``; the FLOPs regularisation
+- `planning`     scores (or target widths) -> a plan ``{conv: [indices]}``; the FLOPs regularisation (per conv or group)
 
 Removing it for real
 - `couplings`    who reads each conv's output, from the model's data flow (torch.fx)
 - `surgery`      slice one layer and its dependents; apply a whole plan atomically and exactly
+- `groups`       channel groups: channels tied by residual additions, concatenation, depthwise convs (torch.fx)
+- `group_surgery`  remove channels from their whole group, exactly (`surgery.prune_filters` hands such plans to it)
+- `slicing`      what both surgeries share: index checks, refusals of unsliceable layers, slicing, swapping in
 
 Recovering accuracy
 - `train`        `fit` with callbacks (and `Plateau`, early stopping)

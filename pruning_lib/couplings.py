@@ -18,25 +18,26 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ACTIVATIONS", "Coupling", "filters_per_layer", "find_couplings", "prunable_convs", "refuse_wrappers", "trace"]
+__all__ = ["ACTIVATIONS", "FUNCTIONAL_ACTIVATIONS", "FUNCTIONAL_SPATIAL", "METHOD_ACTIVATIONS", "SPATIAL", "Coupling",
+           "filters_per_layer", "find_couplings", "is_flatten", "prunable_convs", "refuse_wrappers", "trace"]
 
 # Modules that act on each channel separately (so a removed channel stays "removed").
 ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
     nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus,
 )
-_SPATIAL = (
+SPATIAL = (
     nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
     nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity,
 )
-_FUNCTIONAL_ACTIVATIONS = {
+FUNCTIONAL_ACTIVATIONS = {
     torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish,
     torch.sigmoid, torch.tanh, F.hardswish, F.hardtanh,
 }
-_FUNCTIONAL_SPATIAL = {
+FUNCTIONAL_SPATIAL = {
     F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout,
 }
-_METHOD_ACTIVATIONS = {"relu", "relu_", "sigmoid", "tanh"}
+METHOD_ACTIVATIONS = {"relu", "relu_", "sigmoid", "tanh"}
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def _describe(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
     return f"{node.op} {node.target}"
 
 
-def _is_flatten(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+def is_flatten(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
     if node.op == "call_module":
         m = modules[node.target]
         return isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
@@ -89,19 +90,19 @@ def _step_kind(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
             return "bn"
         if isinstance(m, ACTIVATIONS) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
             return "activation"
-        if isinstance(m, _SPATIAL):
+        if isinstance(m, SPATIAL):
             return "spatial"
         if isinstance(m, nn.Conv2d):
             return "conv" if m.groups == 1 else "other"
         if isinstance(m, nn.Linear):
             return "linear"
-    if _is_flatten(node, modules):
+    if is_flatten(node, modules):
         return "flatten"
-    if node.op == "call_function" and node.target in _FUNCTIONAL_ACTIVATIONS:
+    if node.op == "call_function" and node.target in FUNCTIONAL_ACTIVATIONS:
         return "functional_activation"
-    if node.op == "call_method" and node.target in _METHOD_ACTIVATIONS:
+    if node.op == "call_method" and node.target in METHOD_ACTIVATIONS:
         return "functional_activation"
-    if node.op == "call_function" and node.target in _FUNCTIONAL_SPATIAL:
+    if node.op == "call_function" and node.target in FUNCTIONAL_SPATIAL:
         return "spatial"
     return "other"
 
@@ -123,7 +124,7 @@ def _follow(conv_node: fx.Node, modules: Mapping[str, nn.Module]) -> Coupling | 
     while True:
         readers = _readers(node)
         in_place = [r for r in readers if r.op == "call_method" and str(r.target).endswith("_")
-                    and not str(r.target).endswith("__") and str(r.target) not in _METHOD_ACTIVATIONS]
+                    and not str(r.target).endswith("__") and str(r.target) not in METHOD_ACTIVATIONS]
         if in_place:
             return (f"the output of {name} is changed in place by Tensor.{in_place[0].target}, which the surgery cannot "
                     f"follow; write it out of place (x = x.{str(in_place[0].target)[:-1]}(...))")

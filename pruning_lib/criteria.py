@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .couplings import Coupling, find_couplings
 from .runtime import mode, model_device
 
-__all__ = ["CRITERIA", "DATA_CRITERIA", "MapStats", "collect_map_stats", "normalize_per_layer", "rank_all",
+__all__ = ["CRITERIA", "DATA_CRITERIA", "MapStats", "check_scores", "collect_map_stats", "normalize_per_layer", "rank_all",
            "rank_filters", "taylor"]
 
 Scores = dict[str, torch.Tensor]
@@ -210,7 +210,7 @@ def collect_map_stats(
     return stats
 
 
-def _check_scores(criterion: str, raw: Mapping[str, torch.Tensor]) -> None:
+def check_scores(criterion: str, raw: Mapping[str, torch.Tensor]) -> None:
     """Non-finite scores are an error naming the layer; all-zero Taylor scores (a constant loss) a warning."""
     for name, scores in raw.items():
         if not torch.isfinite(scores).all():
@@ -257,7 +257,7 @@ def rank_all(
     for criterion in criteria:
         generator = torch.Generator().manual_seed(seed)
         raw = {n: CRITERIA[criterion](modules[n], s, generator).detach().float().cpu() for n, s in stats.items()}
-        _check_scores(criterion, raw)
+        check_scores(criterion, raw)
         # random is the uniform floor over *all* filters: dividing by each layer's norm would favour wide layers
         result[criterion] = raw if criterion == "random" else normalize_per_layer(raw, normalize)
     return result

@@ -12,6 +12,7 @@ a notebook can print it, edit it and save it.  Nothing here changes a model.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Mapping, Sequence
 
@@ -20,11 +21,13 @@ import torch
 import torch.nn as nn
 
 from .couplings import find_couplings
-from .measure.counting import flops_per_layer
+from .group_surgery import prune_groups
+from .groups import channel_groups
+from .measure.counting import count_flops, flops_per_layer
 
 Plan = dict[str, list[int]]
 
-__all__ = ["Plan", "flops_per_filter", "layer_floors", "plan_from_scores", "plan_from_widths", "regularised_scores",
+__all__ = ["Plan", "flops_per_filter", "flops_per_group", "layer_floors", "plan_from_scores", "plan_from_widths", "regularised_scores",
            "transfer_widths"]
 
 
@@ -164,6 +167,19 @@ def flops_per_filter(model: nn.Module, input_shape: Sequence[int]) -> dict[str, 
         fan_in = consumer.in_channels if isinstance(consumer, nn.Conv2d) else conv.out_channels
         cost[name] = (per_layer.get(name, 0) / conv.out_channels + per_layer.get(c.consumer, 0) / fan_in) / 1e9
     return cost
+
+
+def flops_per_group(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """GFLOPs per image that removing one channel of each prunable channel group saves (measured, exactly).
+
+    For networks with residual additions, concatenation or depthwise convs (`groups.channel_groups`):
+    one channel is removed from a copy for each group and the FLOPs counted again, so every member
+    that shrinks (producers, depthwise convs, readers) is included.  ``input_shape`` is one image's ``(C, H, W)``.
+    """
+    shape = (1, *input_shape)
+    dense = count_flops(model, shape)
+    return {g.name: (dense - count_flops(prune_groups(copy.deepcopy(model), {g.name: [0]}), shape)) / 1e9
+            for g in channel_groups(model).values() if not g.refused and g.size > 1}
 
 
 def regularised_scores(scores: Mapping[str, torch.Tensor], cost: Mapping[str, float], lam: float) -> dict[str, torch.Tensor]:

@@ -22,76 +22,15 @@ from __future__ import annotations
 import copy
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from .couplings import Coupling, find_couplings, prunable_convs, refuse_wrappers
+from .couplings import Coupling, find_couplings, prunable_convs
+from .group_surgery import prune_groups
 from .planning import plan_from_widths
+from .slicing import Tensors, check_indices, check_model, kept, slice_linear_columns, swap_in, unsliceable
 
 __all__ = ["prune_filters", "slice_layer", "validate_plan", "with_widths"]
-
-
-def _check_indices(name: str, indices: Sequence[int], n: int) -> list[int]:
-    """Validate one layer's indices (ints, numpy ints or an integer tensor; unique, in range, not all)."""
-    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
-        raise ValueError(f"{name}: the plan must give a list of filter indices, got {indices!r}")
-    idx = list(indices.tolist() if isinstance(indices, (torch.Tensor, np.ndarray)) else indices)
-    for i in idx:
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
-            raise ValueError(f"{name}: filter indices must be ints, got {i!r} ({type(i).__name__})")
-    idx = [int(i) for i in idx]
-    for i in idx:
-        if not 0 <= i < n:
-            raise ValueError(f"{name} has {n} filters; index {i} is out of range (valid: 0..{n - 1})")
-    if len(set(idx)) != len(idx):
-        dup = sorted({i for i in idx if idx.count(i) > 1})
-        raise ValueError(f"{name}: duplicate filter indices {dup}")
-    if len(idx) >= n:
-        raise ValueError(f"{name} has {n} filters; a plan may remove at most {n - 1} of them, not all")
-    return sorted(idx)
-
-
-def _refuse_wrappers(model: nn.Module) -> None:
-    """A wrapper instead of the network (`couplings.refuse_wrappers`), or inference mode."""
-    refuse_wrappers(model)
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("prune_filters was called under torch.inference_mode(): the new parameters would be inference "
-                           "tensors that cannot be trained; call it outside (torch.no_grad() is fine for evaluation)")
-
-
-_HOW_TO_REMOVE = {
-    "WeightNorm": "torch.nn.utils.remove_weight_norm(module) (or use torch.nn.utils.parametrizations.weight_norm)",
-    "SpectralNorm": "torch.nn.utils.remove_spectral_norm(module)",
-    "prune": "torch.nn.utils.prune.remove(module, 'weight') (it makes the mask permanent)",
-}
-
-
-def _unsliceable(name: str, module: nn.Module) -> str | None:
-    """Why `module`'s tensors cannot be sliced exactly (a reparametrisation, a mask, tensor hooks), or None."""
-    from torch.nn.utils import parametrize, prune
-
-    for hook in module._forward_pre_hooks.values():
-        kind = type(hook).__name__
-        if kind in ("WeightNorm", "SpectralNorm"):
-            return f"{name} has the legacy {kind} reparametrisation; remove it with {_HOW_TO_REMOVE[kind]}"
-        if isinstance(hook, prune.BasePruningMethod):
-            return f"{name} has a torch.nn.utils.prune mask; remove it with {_HOW_TO_REMOVE['prune']}"
-    if any(n.endswith("_orig") for n, _ in module.named_parameters(recurse=False)):
-        return f"{name} has a masked weight (weight_orig); remove the mask with {_HOW_TO_REMOVE['prune']}"
-    if parametrize.is_parametrized(module):
-        for tensor, plist in module.parametrizations.items():
-            kinds = [type(p).__name__ for p in plist]
-            if kinds != ["_WeightNorm"]:                 # weight_norm's (g, v) slice exactly; others keep state
-                return (f"{name}.{tensor} is parametrized by {', '.join(kinds)}, whose state cannot be sliced; remove it "
-                        f"with torch.nn.utils.parametrize.remove_parametrizations(module, {tensor!r})")
-    for pname, p in module.named_parameters(recurse=False):
-        if getattr(p, "_backward_hooks", None):
-            return (f"{name}.{pname} has tensor hooks (Tensor.register_hook) that the new, smaller tensor would "
-                    "lose; remove them before pruning and register them again after")
-        if p.is_inference():
-            return f"{name}.{pname} is an inference tensor (made under torch.inference_mode()); build the model outside it"
-    return None
 
 
 def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[str, tuple[Coupling, list[int]]]:
@@ -106,7 +45,7 @@ def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[s
             layer on its path whose tensors cannot be sliced exactly (a reparametrisation, a mask, tensor hooks).
         TypeError: a wrapper (DataParallel, torch.compile) instead of the network itself.
     """
-    _refuse_wrappers(model)
+    check_model(model)
     if not isinstance(plan, Mapping):
         raise TypeError(f"a plan maps conv names to filter indices, e.g. {{'features.0': [3, 17]}}; got {type(plan).__name__}")
     modules = dict(model.named_modules())
@@ -120,7 +59,7 @@ def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[s
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"{name!r} is a {type(conv).__name__}, not a Conv2d; "
                              f"prunable convs are {prunable_convs(model)}")
-        removed = _check_indices(name, indices, conv.out_channels)
+        removed = check_indices(name, indices, conv.out_channels)
         if not removed:
             continue
         couplings = couplings if couplings is not None else find_couplings(model)
@@ -128,27 +67,11 @@ def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[s
         if isinstance(coupling, str):
             raise NotImplementedError(f"cannot prune {name} exactly: {coupling}")
         for member in (coupling.conv, *coupling.batchnorms, coupling.consumer):
-            reason = _unsliceable(member, modules[member])
+            reason = unsliceable(member, modules[member])
             if reason:
                 raise NotImplementedError(f"cannot prune {name} exactly: {reason}")
         checked[name] = (coupling, removed)
     return checked
-
-
-def _kept(n: int, removed: list[int], device: torch.device) -> torch.Tensor:
-    mask = torch.ones(n, dtype=torch.bool)
-    mask[removed] = False
-    return mask.nonzero().flatten().to(device)
-
-
-def _slice_linear_columns(weight: torch.Tensor, keep: torch.Tensor, channels: int) -> torch.Tensor:
-    """Keep the column blocks of `keep` channels; flatten is channel-major: column = c * S + s."""
-    out_features, in_features = weight.shape
-    blocks = weight.reshape(out_features, channels, in_features // channels)
-    return blocks.index_select(1, keep).reshape(out_features, -1)
-
-
-Tensors = dict[tuple[str, str], torch.Tensor]
 
 
 def slice_layer(coupling: Coupling, removed: list[int], tensor: Callable[[str, str], torch.Tensor]) -> Tensors:
@@ -162,7 +85,7 @@ def slice_layer(coupling: Coupling, removed: list[int], tensor: Callable[[str, s
        Linear's column blocks (flatten is channel-major: columns c·S .. c·S + S − 1 belong to channel c)
     """
     weight = tensor(coupling.conv, "weight")
-    keep = _kept(weight.shape[0], removed, weight.device)
+    keep = kept(weight.shape[0], removed, weight.device)
     new = {(coupling.conv, "weight"): weight.index_select(0, keep)}
     if tensor(coupling.conv, "bias") is not None:
         new[coupling.conv, "bias"] = tensor(coupling.conv, "bias").index_select(0, keep)
@@ -171,7 +94,7 @@ def slice_layer(coupling: Coupling, removed: list[int], tensor: Callable[[str, s
             if tensor(bn, attr) is not None:
                 new[bn, attr] = tensor(bn, attr).index_select(0, keep)
     w = tensor(coupling.consumer, "weight")
-    new[coupling.consumer, "weight"] = (_slice_linear_columns(w, keep, weight.shape[0]) if coupling.flattened
+    new[coupling.consumer, "weight"] = (slice_linear_columns(w, keep, weight.shape[0]) if coupling.flattened
                                         else w.index_select(1, keep))
     return new
 
@@ -189,35 +112,14 @@ def _new_tensors(model: nn.Module, checked: Mapping[str, tuple[Coupling, list[in
     return new
 
 
-def _swap_in(model: nn.Module, new: Mapping[tuple[str, str], torch.Tensor]) -> None:
-    """Assign the sliced tensors, keeping requires_grad, and update the size attributes."""
-    modules = dict(model.named_modules())
-    for (mod_name, attr), tensor in new.items():
-        mod = modules[mod_name]
-        old = getattr(mod, attr)
-        if old.dim() == 4 and old.is_contiguous(memory_format=torch.channels_last) and not old.is_contiguous():
-            tensor = tensor.contiguous(memory_format=torch.channels_last)      # keep the layout it had
-        if isinstance(old, nn.Parameter):
-            setattr(mod, attr, nn.Parameter(tensor, requires_grad=old.requires_grad))
-        else:
-            setattr(mod, attr, tensor)
-    for mod in modules.values():
-        if isinstance(mod, nn.Conv2d):
-            mod.out_channels, mod.in_channels = mod.weight.shape[0], mod.weight.shape[1]
-        elif isinstance(mod, nn.BatchNorm2d) and mod.running_mean is not None:
-            mod.num_features = mod.running_mean.shape[0]
-        elif isinstance(mod, nn.BatchNorm2d) and mod.weight is not None:
-            mod.num_features = mod.weight.shape[0]
-        elif isinstance(mod, nn.Linear):
-            mod.in_features = mod.weight.shape[1]
-
-
 def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Module:
     """Remove the planned output filters of each conv, in place, and fix every dependent layer.
 
     Args:
-        model: a plain chain of layers (torchvision VGG / VGG-BN, or an ``nn.Sequential``
-            of Conv2d, BatchNorm2d, activations, pooling, Dropout, Flatten, Linear).
+        model: a chain of layers (torchvision VGG / VGG-BN, an ``nn.Sequential`` of Conv2d,
+            BatchNorm2d, activations, pooling, Dropout, Flatten, Linear), or any network whose
+            channels are tied by residual additions, concatenation or depthwise convs: those
+            go to `group_surgery.prune_groups`, which removes each channel from its whole group.
         plan: ``{conv name: [filter indices to remove]}``, names as in ``model.named_modules()``.
 
     Returns:
@@ -226,22 +128,42 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Mod
         afterwards: the pruned parameters are new tensors.
 
     Raises:
-        KeyError, ValueError, NotImplementedError: see `validate_plan`; the model is unchanged.
+        KeyError, ValueError, NotImplementedError: see `validate_plan` and
+        `group_surgery.validate_group_plan`; the model is unchanged.
     """
-    checked = validate_plan(model, plan)
+    try:
+        checked = validate_plan(model, plan)
+    except NotImplementedError:                 # not a chain: residual, concat, depthwise -> channel groups
+        return prune_groups(model, plan)
     with torch.no_grad():
         new = _new_tensors(model, checked)
-    _swap_in(model, new)
+    swap_in(model, new)
     return model
+
+
+def _depthwise(conv: nn.Conv2d) -> bool:
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
 
 
 def with_widths(model: nn.Module, widths: Mapping[str, int]) -> nn.Module:
     """A pruned copy of `model` whose convs keep the first ``widths[conv]`` filters (the last ones go).
 
     BatchNorms and consumers shrink with them (`prune_filters`); convs not named keep their width,
-    and `model` is not changed.  With a freshly built model this rebuilds any pruned architecture
+    and `model` is not changed.  Depthwise convs follow the convs that feed them (their widths are
+    checked, not planned).  With a freshly built model this rebuilds any pruned architecture
     (random weights are fine for timing: a dense conv costs the same whatever its weights).
+
+    Raises:
+        ValueError: a width outside ``1..n``, a conv the model lacks, or widths that do not fit
+            together (a depthwise conv, or two convs of one channel group, with different widths).
     """
-    current = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    plan = plan_from_widths(current, widths)
-    return prune_filters(copy.deepcopy(model), plan)
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    planned = {name: w for name, w in widths.items() if name not in convs or not _depthwise(convs[name])}
+    plan = plan_from_widths({name: m.out_channels for name, m in convs.items()}, planned)
+    pruned = prune_filters(copy.deepcopy(model), plan)
+    got = {name: m.out_channels for name, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    wrong = {name: (w, got[name]) for name, w in widths.items() if got[name] != w}
+    if wrong:
+        raise ValueError("these widths do not fit together (asked, got): " + ", ".join(
+            f"{name} {w} -> {g}" for name, (w, g) in wrong.items()) + "; depthwise convs follow the conv that feeds them")
+    return pruned

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from pathlib import Path
+
 import nbformat
 import pytest
 import torch
@@ -105,6 +107,29 @@ def test_clean_for_commit_drops_the_injected_cell_and_run_metadata(tmp_path):
     clean = nbformat.read(str(demo.clean_for_commit(executed, tmp_path / "clean.ipynb")), as_version=4)
     assert len(clean.cells) == 2 and "papermill" not in clean.metadata
     assert all("papermill" not in c.metadata for c in clean.cells)
+
+
+def test_a_notebook_whose_cell_times_out_is_run_once_more(tmp_path, monkeypatch):
+    import nbconvert
+    import papermill
+
+    calls = []
+
+    def execute(src, out, **kwargs):
+        calls.append(kwargs["execution_timeout"])
+        if len(calls) == 1:
+            raise TimeoutError("A cell timed out while it was being executed, after 600 seconds.")
+        nbformat.write(nbformat.v4.new_notebook(), out)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(nbconvert.HTMLExporter, "from_filename", lambda self, path: ("<html></html>", {}))
+    monkeypatch.setenv("PRUNING_BUILD_DIR", str(tmp_path))
+    out, _ = demo.run_notebook(Path("notebooks/01_fine_tuning.ipynb"), "quick")
+    assert calls == [demo.CELL_TIMEOUT_S["quick"]] * 2 and out.with_suffix(".html").exists()
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: (_ for _ in ()).throw(ValueError("a real error")))
+    with pytest.raises(ValueError, match="a real error"):
+        demo.run_notebook(Path("notebooks/01_fine_tuning.ipynb"), "quick")
 
 
 def test_first_within_saves_its_model_and_a_resumed_run_reads_it_back(baseline, tmp_path):

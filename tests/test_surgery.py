@@ -232,11 +232,6 @@ class Concat(nn.Module):
 @pytest.mark.parametrize(
     "model, conv, words",
     [
-        (Residual(), "stem", "branch or residual"),
-        (Residual(), "body", "residual addition"),
-        (Concat(), "a", "concatenation"),
-        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(4, 2)), "0",
-         "reaches 1, a depthwise conv"),
         (nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.Conv2d(4, 4, 3, groups=2)), "1", "grouped"),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), "0", "model's output"),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(6, 2)), "0", "couples channels"),
@@ -248,6 +243,24 @@ def test_unsupported_couplings_raise_not_implemented(model, conv, words):
     with pytest.raises(NotImplementedError, match=words):
         prune_filters(model, {conv: [0]})
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_residual_concat_and_depthwise_prune_through_their_channel_groups():
+    """Refused as chains, these go to group surgery (tests/test_groups.py proves it exact on larger networks)."""
+    x = torch.randn(2, 3, 6, 6)
+    model = Residual()
+    ref = copy.deepcopy(model)
+    for reader in (ref.body, ref.head):                  # channel 1 of the sum, zeroed where it is read
+        reader.register_forward_pre_hook(lambda _, a: (a[0] * torch.tensor([1.0, 0, 1, 1]).view(1, 4, *[1] * (a[0].dim() - 2)),))
+    prune_filters(model, {"body": [1]})
+    assert (model.stem.out_channels, model.body.in_channels, model.body.out_channels, model.head.in_features) == (3, 3, 3, 3)
+    torch.testing.assert_close(model(x), ref(x))
+    concat = Concat()
+    prune_filters(concat, {"b": [0, 3]})
+    assert concat.c.in_channels == 6 and concat(x).shape == (2, 2, 6, 6)
+    dw = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(4, 2))
+    prune_filters(dw, {"0": [2]})
+    assert (dw[1].in_channels, dw[1].out_channels, dw[1].groups, dw[3].in_features) == (3, 3, 3, 3)
 
 
 def test_couplings_of_vgg16():

@@ -1,0 +1,385 @@
+"""Channel groups: the sets of channels that must be removed together, found from the model's data flow.
+
+A conv's filter k makes channel k of its output.  In a plain chain only the next conv reads it, so the
+filter can go alone.  In modern networks channels are *tied*:
+
+- a residual ``add`` ties the channels of all its inputs and its output: channel k of the sum exists only
+  if it goes from every producer that writes into the sum (each block's last conv, a downsample conv, the
+  stem), and from every layer that reads the sum;
+- ``torch.cat`` along channels places each input's channels at an offset of the output;
+- a depthwise conv (groups == in == out channels) passes its channels through: its filter k reads only
+  channel k, so it shrinks with the conv that feeds it;
+- a per-channel ``mul`` (squeeze-and-excitation's scale) ties the excitation's last conv to the main path;
+- BatchNorm, activations, pooling, dropout and identity act on each channel separately.
+
+`channel_groups` follows every tensor of the ``torch.fx`` graph with its *layout*: the groups whose
+channels it holds, in order, each at an offset.  A group is the set of its **members**: producers (their
+output rows), BatchNorms and depthwise convs on the way (their channels), and readers (a conv's input
+channels, or the first Linear's channel-major column blocks), each at the offset where the group's
+channels sit in that module.  Whatever couples channels in a way not handled here marks the groups it
+touches as **refused**, with the operation and the module path.  The result is plain data a notebook can
+print (`describe`).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .couplings import (ACTIVATIONS, FUNCTIONAL_ACTIVATIONS, FUNCTIONAL_SPATIAL, METHOD_ACTIVATIONS, SPATIAL, is_flatten,
+                        refuse_wrappers, trace)
+
+__all__ = ["ChannelGroup", "Member", "channel_groups", "describe", "group_of"]
+
+_CHANNELWISE_MODULES = ACTIVATIONS + SPATIAL
+_CHANNELWISE_FUNCTIONS = FUNCTIONAL_ACTIVATIONS | FUNCTIONAL_SPATIAL | {
+    F.relu6, F.hardsigmoid, F.sigmoid, F.dropout2d}
+_CHANNELWISE_METHODS = METHOD_ACTIVATIONS | {"contiguous", "clone"}
+try:                                     # torchvision's stochastic depth drops whole samples: channel-wise
+    from torchvision.ops import StochasticDepth, stochastic_depth
+
+    _CHANNELWISE_MODULES += (StochasticDepth,)
+    _CHANNELWISE_FUNCTIONS.add(stochastic_depth)
+except ImportError:  # pragma: no cover - torchvision is a dependency
+    pass
+_ADD = {operator.add, operator.iadd, torch.add}
+_MUL = {operator.mul, operator.imul, torch.mul}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One module's part in a group: which of its channels the group's channels are.
+
+    ``role``: ``"out"`` (a producer: output rows of a conv), ``"bn"`` (a BatchNorm's channels),
+    ``"depthwise"`` (a depthwise conv's channels and groups), ``"in"`` (a conv reading the channels:
+    input columns), ``"linear"`` (the first Linear after flatten: ``span`` columns per channel).
+    Channel k of the group is channel ``offset + k`` of the module (column block ``offset + k`` for a Linear).
+    """
+
+    module: str
+    role: str
+    offset: int = 0
+    span: int = 1
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that go together.  ``name`` is the first producer (plans may name any producer)."""
+
+    name: str
+    size: int
+    members: list[Member] = field(default_factory=list)
+    refused: str | None = None
+
+    @property
+    def producers(self) -> list[str]:
+        return [m.module for m in self.members if m.role == "out"]
+
+    @property
+    def readers(self) -> list[str]:
+        return [m.module for m in self.members if m.role in ("in", "linear")]
+
+    def as_dict(self) -> dict:
+        """Plain data: name, size, producers, readers, the other members, and why it is refused (or None)."""
+        return {"name": self.name, "size": self.size, "producers": self.producers, "readers": self.readers,
+                "passing": [m.module for m in self.members if m.role in ("bn", "depthwise")],
+                "refused": self.refused}
+
+
+class _Groups:
+    """Union-find over group ids, each with its members and refusal."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.size: list[int] = []
+        self.members: list[list[Member]] = []
+        self.refused: list[str | None] = []
+
+    def new(self, size: int, producer: str) -> int:
+        self.parent.append(len(self.parent))
+        self.size.append(size)
+        self.members.append([Member(producer, "out")])
+        self.refused.append(None)
+        return len(self.parent) - 1
+
+    def find(self, g: int) -> int:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a: int, b: int) -> int:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            first, second = min(a, b), max(a, b)      # the earlier group keeps its name
+            self.parent[second] = first
+            self.members[first] += self.members[second]
+            self.refused[first] = self.refused[first] or self.refused[second]
+            a = first
+        return a
+
+    def add(self, g: int, member: Member) -> None:
+        self.members[self.find(g)].append(member)
+
+    def refuse(self, g: int, why: str) -> None:
+        g = self.find(g)
+        self.refused[g] = self.refused[g] or why
+
+
+Layout = tuple[tuple[int, int], ...]        # ((group id, channels), ...) in channel order
+
+
+def _describe_node(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
+    if node.op == "call_module":
+        return f"{node.target} ({type(modules[node.target]).__name__})"
+    target = getattr(node.target, "__name__", str(node.target))
+    return f"{target} ({node.op}, node {node.name})"
+
+
+def _cat_dim(node: fx.Node) -> int | None:
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return dim if isinstance(dim, int) else None
+
+
+class _Tracer:
+    """Walks the graph once, in order, giving every node a layout and filling the groups."""
+
+    def __init__(self, model: nn.Module, graph: fx.Graph) -> None:
+        self.modules = dict(model.named_modules())
+        self.graph = graph
+        self.groups = _Groups()
+        self.layout: dict[fx.Node, Layout | None] = {}
+        self.flat: dict[fx.Node, Layout] = {}       # flattened (N, C*S) tensors: the layout of their channels
+        self.calls: dict[str, int] = {}
+        for node in graph.nodes:
+            if node.op == "call_module":
+                self.calls[node.target] = self.calls.get(node.target, 0) + 1
+
+    # -- helpers
+    def _refuse(self, layout: Layout | None, why: str) -> None:
+        for g, _ in layout or ():
+            self.groups.refuse(g, why)
+
+    def _inputs(self, node: fx.Node) -> list[fx.Node]:
+        return [a for a in node.all_input_nodes]
+
+    def _refuse_inputs(self, node: fx.Node, why: str) -> None:
+        for a in self._inputs(node):
+            self._refuse(self.layout.get(a), why)
+            self._refuse(self.flat.get(a), why)
+
+    def _members_at(self, layout: Layout, module: str, role: str, span: int = 1) -> None:
+        offset = 0
+        for g, size in layout:
+            self.groups.add(g, Member(module, role, offset, span))
+            offset += size
+
+    # -- the walk
+    def run(self) -> None:
+        for node in self.graph.nodes:
+            if node.op == "placeholder" or node.op == "get_attr":
+                self.layout[node] = None
+            elif node.op == "output":
+                self._refuse_inputs(node, "it reaches the model's output (pruning it would change the output's shape)")
+            elif node.op == "call_module":
+                self._module(node)
+            else:
+                self._function(node)
+
+    def _module(self, node: fx.Node) -> None:
+        m, name = self.modules[node.target], node.target
+        x = node.args[0] if node.args else None
+        layout = self.layout.get(x) if isinstance(x, fx.Node) else None
+        shared = self.calls[name] > 1
+        if isinstance(m, nn.Conv2d):
+            self._conv(node, m, name, layout, shared)
+        elif isinstance(m, nn.BatchNorm2d):
+            if layout:
+                self._members_at(layout, name, "bn")
+                if shared:
+                    self._refuse(layout, f"{name} is called {self.calls[name]} times (shared weights)")
+            self.layout[node] = layout
+        elif isinstance(m, _CHANNELWISE_MODULES) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
+            self.layout[node] = layout
+            if isinstance(x, fx.Node) and x in self.flat:      # dropout between flatten and the Linear
+                self.flat[node] = self.flat[x]
+        elif isinstance(m, nn.Flatten) and is_flatten(node, self.modules):
+            self.layout[node] = None
+            if layout:
+                self.flat[node] = layout
+        elif isinstance(m, nn.Linear):
+            flat = self.flat.get(x) if isinstance(x, fx.Node) else None
+            if flat:
+                channels = sum(s for _, s in flat)
+                if m.in_features % channels:
+                    self._refuse(flat, f"{name} has {m.in_features} inputs, not a multiple of the {channels} "
+                                       "channels flattened into it")
+                else:
+                    self._members_at(flat, name, "linear", m.in_features // channels)
+                    if shared:
+                        self._refuse(flat, f"{name} is called {self.calls[name]} times (shared weights)")
+            if layout:
+                self._refuse(layout, f"{name} (Linear) couples channels with positions: it reads a 4-D map directly")
+            self.layout[node] = None
+        else:
+            self._refuse_inputs(node, f"{name} ({type(m).__name__}) couples channels in a way the surgery does not handle")
+            self.layout[node] = None
+
+    def _conv(self, node: fx.Node, m: nn.Conv2d, name: str, layout: Layout | None, shared: bool) -> None:
+        if shared:
+            self._refuse(layout, f"{name} is called {self.calls[name]} times (shared weights)")
+        if m.groups == 1:
+            if layout:
+                self._members_at(layout, name, "in")
+            g = self.groups.new(m.out_channels, name)
+            if shared:
+                self.groups.refuse(g, f"{name} is called {self.calls[name]} times (shared weights)")
+            self.layout[node] = ((g, m.out_channels),)
+        elif m.groups == m.in_channels == m.out_channels:
+            if layout:
+                self._members_at(layout, name, "depthwise")
+            else:                     # on the input image, or behind something refused: nothing to shrink with
+                g = self.groups.new(m.out_channels, name)
+                self.groups.refuse(g, f"{name} is a depthwise conv whose input channels come from no prunable group "
+                                      "(the model's input, or an operation refused above)")
+                layout = ((g, m.out_channels),)
+            self.layout[node] = layout
+        else:
+            why = f"{name} is a grouped conv (groups={m.groups}): whole groups would have to go (not supported)"
+            self._refuse(layout, why)
+            g = self.groups.new(m.out_channels, name)
+            self.groups.refuse(g, why)
+            self.layout[node] = ((g, m.out_channels),)
+
+    def _function(self, node: fx.Node) -> None:
+        args = [a for a in node.args if isinstance(a, fx.Node)]
+        layouts = [self.layout.get(a) for a in args]
+        target = node.target
+        if node.op == "call_method" and target == "size":
+            self.layout[node] = None
+            return
+        if (node.op == "call_function" and target in _CHANNELWISE_FUNCTIONS) or \
+                (node.op == "call_method" and target in _CHANNELWISE_METHODS):
+            self.layout[node] = layouts[0] if layouts else None
+            if args and args[0] in self.flat:
+                self.flat[node] = self.flat[args[0]]
+            return
+        if self._spatial_mean(node, layouts):
+            return
+        if is_flatten(node, self.modules):
+            self.layout[node] = None
+            if layouts and layouts[0]:
+                self.flat[node] = layouts[0]
+            return
+        if node.op == "call_function" and target in _ADD:
+            self.layout[node] = self._merge(node, layouts, "residual addition")
+            return
+        if node.op == "call_function" and target in _MUL:
+            self.layout[node] = self._scale(node, args, layouts)
+            return
+        if node.op == "call_function" and target is torch.cat and _cat_dim(node) == 1:
+            tensors = node.args[0] if node.args else node.kwargs.get("tensors", ())
+            parts = [self.layout.get(t) if isinstance(t, fx.Node) else None for t in tensors]
+            if any(p is None for p in parts):
+                for p in parts:
+                    self._refuse(p, f"concatenation {node.name} mixes them with channels of unknown origin")
+                self.layout[node] = None
+            else:
+                self.layout[node] = tuple(seg for p in parts for seg in p)
+            return
+        if node.op == "call_method" and str(target).endswith("_") and not str(target).endswith("__"):
+            self._refuse_inputs(node, f"it is changed in place by Tensor.{target} (write it out of place)")
+            self.layout[node] = None
+            return
+        if not any(layouts) and not any(self.flat.get(a) for a in args):
+            self.layout[node] = None
+            return
+        self._refuse_inputs(node, f"{_describe_node(node, self.modules)} couples channels in a way the surgery does not handle")
+        self.layout[node] = None
+
+    def _spatial_mean(self, node: fx.Node, layouts: list[Layout | None]) -> bool:
+        """``x.mean([2, 3])`` / ``torch.mean(x, (2, 3))``: a pooled (N, C) tensor, read like a flattened one."""
+        is_mean = (node.op == "call_method" and node.target == "mean") or \
+                  (node.op == "call_function" and node.target is torch.mean)
+        if not is_mean or not layouts or not layouts[0]:
+            return False
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        if dims is None or sorted(d % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims])) != [2, 3]:
+            return False
+        if keepdim:
+            self.layout[node] = layouts[0]
+        else:
+            self.layout[node] = None
+            self.flat[node] = layouts[0]
+        return True
+
+    def _merge(self, node: fx.Node, layouts: list[Layout | None], what: str) -> Layout | None:
+        """Tie the inputs' channels segment by segment (their segments must line up)."""
+        tensors = [lay for lay in layouts if lay]
+        if not tensors:
+            return None
+        if len(tensors) < len([a for a in node.args if isinstance(a, fx.Node)]):
+            for lay in tensors:        # one input is not from a conv (the input image, a constant tensor)
+                self._refuse(lay, f"the {what} {node.name} adds channels of unknown origin")
+            return None
+        first = tensors[0]
+        for other in tensors[1:]:
+            if [s for _, s in other] != [s for _, s in first]:
+                for lay in tensors:
+                    self._refuse(lay, f"the {what} {node.name} adds tensors whose groups do not line up")
+                return None
+        merged = tuple((self.groups.find(g), s) for g, s in first)
+        for other in tensors[1:]:
+            merged = tuple((self.groups.union(g, h), s) for (g, s), (h, _) in zip(merged, other))
+        return merged
+
+    def _scale(self, node: fx.Node, args: list[fx.Node], layouts: list[Layout | None]) -> Layout | None:
+        """x * s: a per-channel scale s (squeeze-and-excitation) ties s's producer to x's channels."""
+        if len(args) == 1 and layouts[0]:
+            return layouts[0]                    # multiplication by a constant
+        if len(args) == 2 and all(layouts):
+            return self._merge(node, layouts, "per-channel multiplication")
+        self._refuse_inputs(node, f"multiplication {node.name} mixes channels with a tensor of unknown origin")
+        return None
+
+    def result(self) -> dict[str, ChannelGroup]:
+        out: dict[str, ChannelGroup] = {}
+        roots = sorted({self.groups.find(g) for g in range(len(self.groups.parent))})
+        for r in roots:
+            members = self.groups.members[r]
+            name = members[0].module
+            group = ChannelGroup(name, self.groups.size[r], list(dict.fromkeys(members)), self.groups.refused[r])
+            if not group.readers and not group.refused:
+                group.refused = "nothing reads its channels"
+            out[name] = group
+        return out
+
+
+def channel_groups(model: nn.Module) -> dict[str, ChannelGroup]:
+    """Trace `model` and return its channel groups, keyed by their first producer (a conv name).
+
+    Raises:
+        NotImplementedError: ``torch.fx`` cannot trace the model (the message names the call).
+        TypeError: a wrapper (DataParallel, torch.compile) instead of the network.
+    """
+    refuse_wrappers(model)
+    tracer = _Tracer(model, trace(model))
+    tracer.run()
+    return tracer.result()
+
+
+def group_of(groups: Mapping[str, ChannelGroup]) -> dict[str, str]:
+    """Every producer conv -> the name of its group."""
+    return {p: g.name for g in groups.values() for p in g.producers}
+
+
+def describe(groups: Mapping[str, ChannelGroup]) -> list[dict]:
+    """The groups as plain rows (name, size, producers, readers, passing, refused), for printing."""
+    return [g.as_dict() for g in groups.values()]

@@ -1,0 +1,72 @@
+"""torchvision's classification models: every channel group prunes exactly, or is refused and the model untouched.
+
+The reference for a random plan: the unpruned model with the removed channels made zero where they are
+*created* (the producers' rows and biases, the BatchNorms' γ and β, the depthwise convs' rows), so that
+every reader sees zeros there.  `benchmarks/zoo_groups.py` runs the same check over every model in
+``torchvision.models`` for the README's table.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from pruning_lib.groups import channel_groups
+from pruning_lib.surgery import prune_filters
+
+MODELS = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d", "mobilenet_v2",
+          "mobilenet_v3_small", "densenet121", "efficientnet_b0", "regnet_x_400mf", "googlenet", "squeezenet1_0"]
+
+
+def build(name: str) -> nn.Module:
+    kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.5, 0.5)
+    return model
+
+
+def zeroed_at_producers(model: nn.Module, groups, removed: dict[str, list[int]]) -> nn.Module:
+    ref = copy.deepcopy(model)
+    modules = dict(ref.named_modules())
+    with torch.no_grad():
+        for group, ks in removed.items():
+            for member in groups[group].members:
+                module, idx = modules[member.module], [member.offset + k for k in ks]
+                if member.role in ("out", "depthwise", "bn"):
+                    module.weight[idx] = 0
+                    if module.bias is not None:
+                        module.bias[idx] = 0
+    return ref
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_zoo_model_prunes_exactly_or_refuses(name):
+    model = build(name)
+    groups = channel_groups(model)
+    prunable = [g for g in groups.values() if not g.refused and g.size > 1]
+    assert prunable, f"{name}: no prunable group"
+    gen = torch.Generator().manual_seed(1)
+    removed = {g.name: sorted(torch.randperm(g.size, generator=gen)[: max(1, g.size // 8)].tolist()) for g in prunable}
+    x = torch.randn(2, 3, 64, 64, generator=gen)
+    with torch.no_grad():
+        want = zeroed_at_producers(model, groups, removed)(x)
+        pruned = prune_filters(copy.deepcopy(model), removed)
+        got = pruned(x)
+    torch.testing.assert_close(got, want, atol=1e-4 * float(want.abs().max()), rtol=1e-4)
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+
+    refused = [g for g in groups.values() if g.refused and g.producers]
+    if refused:
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(NotImplementedError, match="refused"):
+            prune_filters(model, {refused[0].producers[0]: [0]})
+        assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
