@@ -34,7 +34,7 @@ test-lib: $(STAMP)
 
 ## The full profile, small, on CPU: all four notebooks on a generated Kaggle folder and random VGG16 weights.
 test-full: $(STAMP)
-	$(call timed,test-full (full profile smoke run),$(PY) -m pytest tests/test_full_profile.py -q -rs)
+	$(call timed,test-full (full profile smoke run),$(PY) -m pytest tests/test_full_profile.py -q -rsP)
 
 ## JupyterLab + headless Chromium: the widgets of notebooks 02 and 03 (skips, saying why, without a browser).
 test-browser: $(STAMP)

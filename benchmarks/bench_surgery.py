@@ -75,12 +75,10 @@ def torch_pruning_prune(model, plan, example):
     return model
 
 
-def bench_surgery(n_filters: int, repeats: int) -> dict:
-    torch.manual_seed(0)
-    model = torchvision.models.vgg16(num_classes=2).eval()
-    plan = random_plan(model, n_filters)
+def race(model, plan, repeats: int, **extra) -> dict:
+    """Ours vs Torch-Pruning vs the floor on fresh copies of `model`, interleaved; medians, minima and ratios."""
     example = torch.randn(1, 3, 224, 224)
-    fns = {"ours_s": lambda m: prune_filters(m, plan),
+    fns = {"ours_s": lambda m: prune_filters(m, plan),        # for groups: includes tracing them
            "floor_clone_s": lambda m: [p.detach().clone() for p in m.parameters()]}
     try:
         import torch_pruning  # noqa: F401
@@ -89,11 +87,7 @@ def bench_surgery(n_filters: int, repeats: int) -> dict:
     except ImportError:
         pass
     result = timed_interleaved(fns, lambda: copy.deepcopy(model), repeats)
-    return _summary(result, filters_removed=n_filters, repeats=repeats)
-
-
-def _summary(result: dict[str, list[float]], **extra) -> dict:
-    summary = dict(extra)
+    summary = {**extra, "repeats": repeats}
     for stat, fn in (("median", statistics.median), ("min", min)):
         value = {k: fn(v) for k, v in result.items()}
         summary.update({f"{stat}_{k}": v for k, v in value.items()})
@@ -103,6 +97,12 @@ def _summary(result: dict[str, list[float]], **extra) -> dict:
     return summary
 
 
+def bench_surgery(n_filters: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(num_classes=2).eval()
+    return race(model, random_plan(model, n_filters), repeats, filters_removed=n_filters)
+
+
 def bench_groups(repeats: int, fraction: float = 0.1) -> dict:
     """ResNet-50: the same random `fraction` of every prunable group's channels, named by the group's first conv."""
     torch.manual_seed(0)
@@ -110,17 +110,7 @@ def bench_groups(repeats: int, fraction: float = 0.1) -> dict:
     gen = torch.Generator().manual_seed(0)
     plan = {g.name: sorted(torch.randperm(g.size, generator=gen)[: int(fraction * g.size)].tolist())
             for g in channel_groups(model).values() if not g.refused}
-    example = torch.randn(1, 3, 224, 224)
-    fns = {"ours_s": lambda m: prune_filters(m, plan),        # includes tracing the groups
-           "floor_clone_s": lambda m: [p.detach().clone() for p in m.parameters()]}
-    try:
-        import torch_pruning  # noqa: F401
-
-        fns["torch_pruning_s"] = lambda m: torch_pruning_prune(m, plan, example)
-    except ImportError:
-        pass
-    result = timed_interleaved(fns, lambda: copy.deepcopy(model), repeats)
-    return _summary(result, model="resnet50", channels_removed=sum(map(len, plan.values())), repeats=repeats)
+    return race(model, plan, repeats, model="resnet50", channels_removed=sum(map(len, plan.values())))
 
 
 def bench_taylor(batches: int, batch_size: int, size: int, repeats: int, arch: str = "vgg16") -> dict:

@@ -173,6 +173,17 @@ def refuse_wrappers(model: nn.Module) -> None:
         raise TypeError("the model is compiled (torch.compile): prune model._orig_mod, then compile the pruned model again")
 
 
+def _where(error: BaseException) -> str:
+    """ ", at file:line `source`" for the innermost frame of the model's own code (not torch's) in `error`."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if "/torch/" not in f.filename.replace("\\", "/")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f", at {f.filename}:{f.lineno} `{(f.line or '').strip()}`"
+
+
 def trace(model: nn.Module) -> fx.Graph:
     """The model's data flow as a ``torch.fx`` graph (leaf modules from torch.nn stay whole).
 
@@ -184,8 +195,9 @@ def trace(model: nn.Module) -> fx.Graph:
         graph = tracer.trace(model)
     except Exception as e:  # fx raises many kinds of errors on dynamic models
         raise NotImplementedError(
-            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}); "
-            "surgery supports plain chains such as torchvision's VGG") from e
+            f"cannot trace {type(model).__name__} with torch.fx ({type(e).__name__}: {e}){_where(e)}; make forward "
+            "traceable: no Python `if`/`for` on tensor values (use torch.where, or move the branch into a submodule "
+            "that is not pruned and keep it whole with a custom fx.Tracer.is_leaf_module)") from e
     finally:
         # fx keeps the tracer in a reference cycle; without this it would keep the model
         # (hundreds of MB for VGG16) alive until Python's cycle collector happens to run

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .couplings import (ACTIVATIONS, FUNCTIONAL_ACTIVATIONS, FUNCTIONAL_SPATIAL, METHOD_ACTIVATIONS, SPATIAL, is_flatten,
                         refuse_wrappers, trace)
 
-__all__ = ["ChannelGroup", "Member", "channel_groups", "describe", "group_of"]
+__all__ = ["ChannelGroup", "Member", "channel_groups", "describe", "group_of", "group_widths"]
 
 _CHANNELWISE_MODULES = ACTIVATIONS + SPATIAL
 _CHANNELWISE_FUNCTIONS = FUNCTIONAL_ACTIVATIONS | FUNCTIONAL_SPATIAL | {
@@ -373,6 +373,11 @@ def channel_groups(model: nn.Module) -> dict[str, ChannelGroup]:
     tracer = _Tracer(model, trace(model))
     tracer.run()
     return tracer.result()
+
+
+def group_widths(model: nn.Module) -> dict[str, int]:
+    """Channels of every prunable group, ``{group name: size}`` (the group's name is its first producer conv)."""
+    return {g.name: g.size for g in channel_groups(model).values() if not g.refused}
 
 
 def group_of(groups: Mapping[str, ChannelGroup]) -> dict[str, str]:

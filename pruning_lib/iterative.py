@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -36,14 +36,16 @@ from . import train
 from .checkpoints import load_pruned, plain_value, save_pruned
 from .couplings import filters_per_layer
 from .criteria import rank_filters
+from .group_criteria import rank_groups
+from .groups import group_widths
 from .distill import KnowledgeDistillation
 from .evaluation import evaluate
 from .measure.counting import count_flops, count_parameters
-from .planning import flops_per_filter, layer_floors, plan_from_scores, regularised_scores
+from .planning import flops_per_filter, flops_per_group, layer_floors, plan_from_scores, regularised_scores
 from .runtime import iteration_seed
 from .surgery import prune_filters
 
-__all__ = ["HISTORY_COLUMNS", "CheckpointMismatchError", "PruningSchedule", "fingerprint", "prune_train_repeat"]
+__all__ = ["HISTORY_COLUMNS", "CheckpointMismatchError", "PruningSchedule", "fingerprint", "prune_train_repeat", "pruning_units"]
 
 HISTORY_COLUMNS = ("iteration", "filters_removed", "fraction_removed", "params", "gflops",
                    "accuracy_before_finetune", "accuracy_after_finetune", "finetune_steps", "time_s")
@@ -141,12 +143,23 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def pruning_units(model: nn.Module) -> tuple[Callable, Callable, Callable]:
+    """What the loop prunes, as ``(widths, rank, cost)``: conv filters (`filters_per_layer`, `rank_filters`,
+    `flops_per_filter`) when every prunable conv is a plain chain, as in VGG; otherwise channel groups
+    (`groups.group_widths`, `group_criteria.rank_groups`, `planning.flops_per_group`: residual networks,
+    DenseNets, MobileNets), keyed by each group's first producer conv."""
+    chains = filters_per_layer(model)
+    if set(group_widths(model)) == set(chains):
+        return filters_per_layer, rank_filters, flops_per_filter
+    return group_widths, rank_groups, flops_per_group
+
+
 def _record(model, iteration, acc_before, acc_after, input_shape, removed, total, steps, seconds) -> dict:
     row = {"iteration": iteration, "filters_removed": removed, "fraction_removed": removed / total,
            "params": count_parameters(model), "gflops": count_flops(model, (1, *input_shape)) / 1e9,
            "accuracy_before_finetune": acc_before, "accuracy_after_finetune": acc_after,
            "finetune_steps": steps, "time_s": seconds}
-    row.update({f"filters:{n}": k for n, k in filters_per_layer(model).items()})
+    row.update({f"filters:{n}": k for n, k in pruning_units(model)[0](model).items()})
     return row
 
 
@@ -216,8 +229,8 @@ def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, baseline_fi
     history = _check_meta(path, meta, schedule, baseline_fingerprint)
     widths = {c.removeprefix("filters:"): int(history[c].iloc[meta["model_iteration"]])
               for c in history.columns if c.startswith("filters:")}
-    if widths and widths != filters_per_layer(pruned):
-        raise CheckpointMismatchError(f"{path}: the saved model's widths {filters_per_layer(pruned)} are not those of "
+    if widths and widths != pruning_units(pruned)[0](pruned):
+        raise CheckpointMismatchError(f"{path}: the saved model's widths {pruning_units(pruned)[0](pruned)} are not those of "
                                       f"history row {meta['model_iteration']} ({widths}); {_AGAIN}")
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     for name, p in pruned.named_parameters():
@@ -272,7 +285,8 @@ def prune_train_repeat(
         ``history.attrs["model_iteration"]`` is the row the returned model belongs to (the last
         one, except after an accuracy-floor stop).
     """
-    start_widths = filters_per_layer(model)
+    widths_of, rank, cost_of = pruning_units(model)
+    start_widths = widths_of(model)
     total = sum(start_widths.values())
     floors = layer_floors(start_widths, min_keep=schedule.min_keep, max_fraction=schedule.max_fraction)
     loss_fn = (KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
@@ -301,15 +315,15 @@ def prune_train_repeat(
              else max(1, round(schedule.fraction_per_iteration * (total - removed))))
         if schedule.target_fraction is not None:
             k = min(k, round(schedule.target_fraction * total) - removed)
-        k = min(k, sum(max(n - floors[c], 0) for c, n in filters_per_layer(current).items()))
+        k = min(k, sum(max(n - floors[c], 0) for c, n in widths_of(current).items()))
         if k <= 0:
             break
         start = time.perf_counter()
         before_prune = copy.deepcopy(current) if schedule.min_accuracy is not None else None
         _reseed(schedule, iteration, train_loader)
         batches = list(itertools.islice(train_loader, schedule.rank_batches))
-        scores = rank_filters(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration))
-        cost = flops_per_filter(current, input_shape) if schedule.flops_lambda else {}
+        scores = rank(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration))
+        cost = cost_of(current, input_shape) if schedule.flops_lambda else {}
         plan = plan_from_scores(regularised_scores(scores, cost, schedule.flops_lambda), k,
                                 min_keep=floors, multiple_of=schedule.multiple_of)
         k = sum(map(len, plan.values()))  # with multiple_of > 1, blocks may add up to fewer than asked

@@ -179,7 +179,7 @@ def flops_per_group(model: nn.Module, input_shape: Sequence[int]) -> dict[str, f
     shape = (1, *input_shape)
     dense = count_flops(model, shape)
     return {g.name: (dense - count_flops(prune_groups(copy.deepcopy(model), {g.name: [0]}), shape)) / 1e9
-            for g in channel_groups(model).values() if not g.refused and g.size > 1}
+            if g.size > 1 else 0.0 for g in channel_groups(model).values() if not g.refused}
 
 
 def regularised_scores(scores: Mapping[str, torch.Tensor], cost: Mapping[str, float], lam: float) -> dict[str, torch.Tensor]:

@@ -117,3 +117,38 @@ def test_scores_plan_and_prune_a_residual_network_end_to_end():
 def test_unknown_group_criterion_is_named():
     with pytest.raises(ValueError, match="valid ones"):
         rank_groups(TinyResNet(), None, "taylorr")
+
+
+def resnet_loaders():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 3, 8, 8, generator=gen), torch.randint(0, 3, (96,), generator=gen)
+    data = TensorDataset(x, y)
+    return (DataLoader(data, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0)),
+            DataLoader(data, batch_size=48))
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "random"])
+def test_prune_train_repeat_prunes_a_residual_network_by_groups(criterion, tmp_path):
+    from pruning_lib.iterative import PruningSchedule, prune_train_repeat, pruning_units
+
+    model = randomised(TinyResNet()).eval()
+    assert pruning_units(model)[0].__name__ == "group_widths"
+    sched = PruningSchedule(criterion=criterion, filters_per_iteration=6, finetune_steps=2, lr=1e-3, rank_batches=2,
+                            target_fraction=0.4, flops_lambda=0.1, seed=0)
+    train_dl, val_dl = resnet_loaders()
+    pruned, history = prune_train_repeat(model, train_dl, val_dl, sched, input_shape=(3, 8, 8), progress=False,
+                                         checkpoint=tmp_path / "run.pt")
+    assert {c for c in history.columns if c.startswith("filters:")} == {f"filters:{g}" for g in READERS_OF_TINY}
+    last = history.iloc[-1]
+    assert last["fraction_removed"] >= 0.3 and last["gflops"] < history.iloc[0]["gflops"]
+    assert pruned.stem[0].out_channels == pruned.b2.conv2[0].out_channels == int(last["filters:stem.0"])
+    again, history2 = prune_train_repeat(model, train_dl, val_dl, sched, input_shape=(3, 8, 8), progress=False,
+                                         checkpoint=tmp_path / "run.pt")                # resumed: nothing to do
+    x = next(iter(val_dl))[0]
+    torch.testing.assert_close(again(x), pruned(x))
+    assert len(history2) == len(history)
+
+
+READERS_OF_TINY = ["stem.0", "b1.conv1.0", "b2.conv1.0", "b3.conv1.0", "b3.conv2.0"]

@@ -265,7 +265,7 @@ class Untraceable(nn.Module):
 
 
 def test_an_untraceable_model_names_the_call():
-    with pytest.raises(NotImplementedError, match="trace"):
+    with pytest.raises(NotImplementedError, match=r"test_groups\.py:\d+ `return self\.a\(x\) if x\.sum\(\) > 0 else x`.*torch\.where"):
         channel_groups(Untraceable())
 
 
@@ -277,6 +277,15 @@ def test_save_and_load_a_pruned_residual_network(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(loaded.eval()(x), model(x), atol=0, rtol=0)
     assert loaded.block1.dw[0].groups == 5
+
+
+def test_requires_grad_and_device_are_kept():
+    model = randomised(TinyResNet()).eval()
+    for p in model.stem.parameters():
+        p.requires_grad_(False)
+    prune_filters(model, {"b1.conv2.0": [1, 2]})
+    assert not any(p.requires_grad for p in model.stem.parameters())
+    assert all(p.requires_grad for p in model.b3.parameters()) and not model.training
 
 
 def test_with_widths_refuses_widths_that_do_not_fit():

@@ -15,11 +15,14 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from pruning_lib.checkpoints import load_pruned, save_pruned
 from pruning_lib.groups import channel_groups
 from pruning_lib.surgery import prune_filters
 
 MODELS = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d", "mobilenet_v2",
           "mobilenet_v3_small", "densenet121", "efficientnet_b0", "regnet_x_400mf", "googlenet", "squeezenet1_0"]
+
+SAVED = {"resnet18", "mobilenet_v2", "densenet121", "efficientnet_b0"}
 
 
 def build(name: str) -> nn.Module:
@@ -49,7 +52,7 @@ def zeroed_at_producers(model: nn.Module, groups, removed: dict[str, list[int]])
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_zoo_model_prunes_exactly_or_refuses(name):
+def test_zoo_model_prunes_exactly_or_refuses(name, tmp_path):
     model = build(name)
     groups = channel_groups(model)
     prunable = [g for g in groups.values() if not g.refused and g.size > 1]
@@ -63,6 +66,10 @@ def test_zoo_model_prunes_exactly_or_refuses(name):
         got = pruned(x)
     torch.testing.assert_close(got, want, atol=1e-4 * float(want.abs().max()), rtol=1e-4)
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    if name in SAVED:                                  # widths (depthwise groups too) and weights, weights_only
+        loaded, _ = load_pruned(save_pruned(pruned, tmp_path / f"{name}.pt"), build(name))
+        with torch.no_grad():
+            torch.testing.assert_close(loaded.eval()(x), got, atol=0, rtol=0)
 
     refused = [g for g in groups.values() if g.refused and g.producers]
     if refused:
