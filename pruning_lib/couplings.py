@@ -16,29 +16,11 @@ from typing import Mapping
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
-__all__ = ["ACTIVATIONS", "FUNCTIONAL_ACTIVATIONS", "FUNCTIONAL_SPATIAL", "METHOD_ACTIVATIONS", "SPATIAL", "Coupling",
-           "filters_per_layer", "find_couplings", "is_flatten", "prunable_convs", "refuse_wrappers", "trace"]
+from .channel_ops import (ACTIVATIONS, FUNCTIONAL_ACTIVATIONS, FUNCTIONAL_SPATIAL, METHOD_ACTIVATIONS, SPATIAL,
+                          is_flatten)
 
-# Modules that act on each channel separately (so a removed channel stays "removed").
-ACTIVATIONS = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus,
-)
-SPATIAL = (
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-    nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity,
-)
-FUNCTIONAL_ACTIVATIONS = {
-    torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish,
-    torch.sigmoid, torch.tanh, F.hardswish, F.hardtanh,
-}
-FUNCTIONAL_SPATIAL = {
-    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.dropout,
-}
-METHOD_ACTIVATIONS = {"relu", "relu_", "sigmoid", "tanh"}
-
+__all__ = ["ACTIVATIONS", "Coupling", "filters_per_layer", "find_couplings", "prunable_convs", "refuse_wrappers", "trace"]
 
 @dataclass(frozen=True)
 class Coupling:
@@ -69,17 +51,6 @@ def _describe(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
                  torch.add: "residual addition (torch.add)", torch.cat: "concatenation (torch.cat)"}
         return names.get(node.target, getattr(node.target, "__name__", str(node.target)))
     return f"{node.op} {node.target}"
-
-
-def is_flatten(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        m = modules[node.target]
-        return isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
-    if node.target is torch.flatten or (node.op == "call_method" and node.target == "flatten"):
-        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-        return start == 1 and end == -1
-    return False
 
 
 def _step_kind(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:

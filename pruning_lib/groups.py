@@ -30,24 +30,13 @@ from typing import Mapping
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .couplings import (ACTIVATIONS, FUNCTIONAL_ACTIVATIONS, FUNCTIONAL_SPATIAL, METHOD_ACTIVATIONS, SPATIAL, is_flatten,
-                        refuse_wrappers, trace)
+from .channel_ops import (CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, CHANNELWISE_MODULES, cat_dim, flattens_batch,
+                          is_flatten)
+from .couplings import refuse_wrappers, trace
 
 __all__ = ["ChannelGroup", "Member", "channel_groups", "describe", "group_of", "group_widths"]
 
-_CHANNELWISE_MODULES = ACTIVATIONS + SPATIAL
-_CHANNELWISE_FUNCTIONS = FUNCTIONAL_ACTIVATIONS | FUNCTIONAL_SPATIAL | {
-    F.relu6, F.hardsigmoid, F.sigmoid, F.dropout2d}
-_CHANNELWISE_METHODS = METHOD_ACTIVATIONS | {"contiguous", "clone"}
-try:                                     # torchvision's stochastic depth drops whole samples: channel-wise
-    from torchvision.ops import StochasticDepth, stochastic_depth
-
-    _CHANNELWISE_MODULES += (StochasticDepth,)
-    _CHANNELWISE_FUNCTIONS.add(stochastic_depth)
-except ImportError:  # pragma: no cover - torchvision is a dependency
-    pass
 _ADD = {operator.add, operator.iadd, torch.add}
 _MUL = {operator.mul, operator.imul, torch.mul}
 
@@ -142,11 +131,6 @@ def _describe_node(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
     return f"{target} ({node.op}, node {node.name})"
 
 
-def _cat_dim(node: fx.Node) -> int | None:
-    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    return dim if isinstance(dim, int) else None
-
-
 class _Tracer:
     """Walks the graph once, in order, giving every node a layout and filling the groups."""
 
@@ -205,7 +189,7 @@ class _Tracer:
                 if shared:
                     self._refuse(layout, f"{name} is called {self.calls[name]} times (shared weights)")
             self.layout[node] = layout
-        elif isinstance(m, _CHANNELWISE_MODULES) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
+        elif isinstance(m, CHANNELWISE_MODULES) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
             self.layout[node] = layout
             if isinstance(x, fx.Node) and x in self.flat:      # dropout between flatten and the Linear
                 self.flat[node] = self.flat[x]
@@ -261,11 +245,16 @@ class _Tracer:
         args = [a for a in node.args if isinstance(a, fx.Node)]
         layouts = [self.layout.get(a) for a in args]
         target = node.target
-        if node.op == "call_method" and target == "size":
-            self.layout[node] = None
+        if (node.op == "call_method" and target in ("size", "dim")) or \
+                (node.op == "call_function" and target is getattr and node.args[1:2] in (("shape",), ("dtype",), ("device",))):
+            self.layout[node] = None                    # x.size(0), x.shape[0]: numbers, not channels
             return
-        if (node.op == "call_function" and target in _CHANNELWISE_FUNCTIONS) or \
-                (node.op == "call_method" and target in _CHANNELWISE_METHODS):
+        if flattens_batch(node) and args and (layouts[0] or args[0] in self.flat):   # x.view(x.size(0), -1)
+            self.layout[node] = None
+            self.flat[node] = layouts[0] or self.flat[args[0]]
+            return
+        if (node.op == "call_function" and target in CHANNELWISE_FUNCTIONS) or \
+                (node.op == "call_method" and target in CHANNELWISE_METHODS):
             self.layout[node] = layouts[0] if layouts else None
             if args and args[0] in self.flat:
                 self.flat[node] = self.flat[args[0]]
@@ -283,7 +272,7 @@ class _Tracer:
         if node.op == "call_function" and target in _MUL:
             self.layout[node] = self._scale(node, args, layouts)
             return
-        if node.op == "call_function" and target is torch.cat and _cat_dim(node) == 1:
+        if node.op == "call_function" and target is torch.cat and cat_dim(node) == 1:
             tensors = node.args[0] if node.args else node.kwargs.get("tensors", ())
             parts = [self.layout.get(t) if isinstance(t, fx.Node) else None for t in tensors]
             if any(p is None for p in parts):

@@ -93,6 +93,19 @@ class MobileLike(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class ViewFlatten(nn.Module):
+    """The seed's idiom: x.view(x.size(0), -1) (and x.reshape(x.shape[0], -1)) before the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = conv_bn(3, 4), nn.Conv2d(4, 5, 3, padding=1), nn.Linear(5 * 4 * 4, 2)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.b(torch.relu(self.a(x)))), 2)
+        h = x.view(x.size(0), -1)
+        return self.fc(h.reshape(h.shape[0], -1))
+
+
 # By hand: each group's producers (convs whose rows go) and readers ((module, offset, span): input columns).
 READERS = {
     TinyResNet: {
@@ -107,6 +120,10 @@ READERS = {
         "a": (["a"], [("b", 0, 1), ("c", 0, 1), ("fc", 0, 4)]),
         "b": (["b"], [("c", 4, 1), ("fc", 4, 4)]),
         "c": (["c"], [("fc", 7, 4)]),
+    },
+    ViewFlatten: {
+        "a.0": (["a.0"], [("b", 0, 1)]),
+        "b": (["b"], [("fc", 0, 16)]),
     },
     MobileLike: {
         "stem.0": (["stem.0", "block1.project.0", "block2.project.0"],
@@ -299,3 +316,15 @@ def test_with_widths_refuses_widths_that_do_not_fit():
 def test_validation_reports_group_channels():
     removed = validate_group_plan(DenseLike(), {"b": [0, 2], "a": []})
     assert removed == {"b": [0, 2]}
+
+
+class ViewLiteral(ViewFlatten):
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.b(torch.relu(self.a(x)))), 2)
+        return self.fc(x.view(2, -1))           # a literal batch size could merge examples: not trusted
+
+
+def test_a_view_with_a_literal_batch_size_is_refused():
+    assert "view" in channel_groups(ViewLiteral())["b"].refused
+    with pytest.raises(NotImplementedError, match="view"):
+        prune_filters(ViewLiteral(), {"b": [0]})
