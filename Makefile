@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 export PRUNING_PROFILE := $(PROFILE)
 
-.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill calibrate preflight setup clean
+.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill bench-groups calibrate preflight setup clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,12 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_surgery.py
 	$(PY) benchmarks/bench_speed.py
+
+## Channel groups: every torchvision classification model pruned or refused (README table), and three ways of adding up
+## Taylor over a group against the group oracle (about 15 min on 2 cores).
+bench-groups: $(STAMP)
+	$(PY) benchmarks/zoo_groups.py
+	$(PY) benchmarks/group_taylor_aggregations.py
 
 ## What fine-tuning with the dense network as teacher buys (about 20 min on 2 cores).
 bench-distill: $(STAMP)
