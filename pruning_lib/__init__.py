@@ -33,6 +33,7 @@ Foundations
 - `runtime`      device, seeds, train/eval mode and thread count, set and restored
 - `checkpoints`  one atomic writer and one checkpoint format (weights_only loading)
 - `models`       the small VGG, its initialisation, head and freezing, the from-scratch copy
+- `resnets`      a small BN ResNet laid out like the small VGG (residual stages: channel groups)
 - `vgg16`        torchvision's VGG16 with ImageNet weights (download or local file)
 - `data`         datasets: embedded Fashion-MNIST, image folders (Kaggle), Oxford-IIIT Pet, CIFAR-10
 

@@ -24,7 +24,7 @@ from ..vgg16 import vgg16
 from .datasets import SOURCE_CLASSES, TARGET_CLASSES, class_names, target_datasets, target_loaders
 from .paths import REPO_ROOT, checkpoints_dir
 from .profiles import SCHEDULE_FIELDS, Profile, get_profile
-from .source import SOURCE_CHECKPOINT
+from .source import ARCHITECTURES, SOURCE_CHECKPOINT, SOURCE_CHECKPOINTS
 
 __all__ = ["REPO_ROOT", "SOURCE_CHECKPOINT", "SOURCE_CLASSES", "TARGET_CLASSES", "architecture", "baseline_path",
            "class_names", "final_fine_tune", "fine_tune_baseline", "fine_tuning_loss", "load_baseline",
@@ -35,8 +35,8 @@ __all__ = ["REPO_ROOT", "SOURCE_CHECKPOINT", "SOURCE_CLASSES", "TARGET_CLASSES",
 def architecture(profile: Profile | None = None, num_classes: int = 2) -> nn.Module:
     """A freshly built, unpruned model of the profile's architecture (random weights)."""
     profile = profile or get_profile()
-    if profile.model == "small_vgg":
-        return models.small_vgg(in_channels=profile.input_shape[0], num_classes=num_classes)
+    if profile.model in ARCHITECTURES:             # the quick profile's own networks (small VGG, small ResNet)
+        return ARCHITECTURES[profile.model](in_channels=profile.input_shape[0], num_classes=num_classes)
     return vgg16(weights=None, num_classes=num_classes)
 
 
@@ -45,11 +45,12 @@ def source_model(profile: Profile | None = None) -> nn.Module:
     profile = profile or get_profile()
     if profile.model == "vgg16":
         return vgg16(weights=os.environ.get("PRUNING_VGG16_WEIGHTS", "imagenet"), num_classes=2)
-    if not SOURCE_CHECKPOINT.exists():
-        raise FileNotFoundError(f"the pretrained source model {SOURCE_CHECKPOINT} is missing; "
-                                "regenerate it with: python -m pruning_lib.course.source")
+    path = SOURCE_CHECKPOINTS[profile.model]
+    if not path.exists():
+        raise FileNotFoundError(f"the pretrained source model {path} is missing; regenerate it with: "
+                                f"python -m pruning_lib.course.source --arch {profile.model}")
     model = architecture(profile, num_classes=len(SOURCE_CLASSES))
-    load_checkpoint(SOURCE_CHECKPOINT, model)
+    load_checkpoint(path, model)
     torch.manual_seed(profile.seed)
     return models.replace_head(model, 2)
 
@@ -97,7 +98,8 @@ def baseline_path(profile: Profile | None = None) -> Path:
     profile = profile or get_profile()
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be a Profile (get_profile('quick')), not {type(profile).__name__}")
-    return checkpoints_dir() / f"{profile.name}_baseline.pt"
+    name = profile.name if profile.model in ("small_vgg", "vgg16") else f"{profile.name}_{profile.model}"
+    return checkpoints_dir() / f"{name}_baseline.pt"
 
 
 def save_baseline(model: nn.Module, history: pd.DataFrame, profile: Profile | None = None) -> Path:

@@ -6,7 +6,8 @@ Shirt) from all 48,000 of their official training images, read from Debian's
 ``dataset-fashion-mnist`` package, with flips and small shifts.  Only the resulting checkpoint is
 committed (``data/pretrained/small_vgg_fashion8.pt``); the notebooks never need the full dataset.
 
-Regenerate it with ``python -m pruning_lib.course.source`` (about 10 minutes on one CPU core).
+Regenerate it with ``python -m pruning_lib.course.source`` (about 10 minutes on one CPU core); the small
+ResNet's (``data/pretrained/small_resnet_fashion8.pt``, for notebook 05) with ``--arch small_resnet``.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from torch import nn
 
 from .. import data, models, train
 from ..checkpoints import save_checkpoint
+from ..resnets import small_resnet
 from ..runtime import num_threads, seed_everything
 from .datasets import SOURCE_CLASSES
 from .paths import REPO_ROOT
 
-__all__ = ["SOURCE_CHECKPOINT", "Augmented", "pretrain_source"]
+__all__ = ["ARCHITECTURES", "SOURCE_CHECKPOINT", "SOURCE_CHECKPOINTS", "Augmented", "pretrain_source"]
 
 SOURCE_CHECKPOINT = REPO_ROOT / "data" / "pretrained" / "small_vgg_fashion8.pt"
+#: The source network of each quick-profile architecture (notebook 05 prunes the ResNet).
+SOURCE_CHECKPOINTS = {"small_vgg": SOURCE_CHECKPOINT, "small_resnet": REPO_ROOT / "data" / "pretrained" / "small_resnet_fashion8.pt"}
+ARCHITECTURES = {"small_vgg": models.small_vgg, "small_resnet": small_resnet}
 
 
 class Augmented:
@@ -53,14 +58,16 @@ class Augmented:
 
 
 def pretrain_source(steps: int = 3000, *, seed: int = 0, batch_size: int = 128, max_lr: float = 2e-3,
-                    progress: bool = True) -> tuple[nn.Module, pd.DataFrame]:
+                    arch: str = "small_vgg", progress: bool = True) -> tuple[nn.Module, pd.DataFrame]:
     """Train the small VGG on the 8 source classes (48,000 images), evaluated on their 8,000 official test images.
 
     Adam with a one-cycle learning rate (up to `max_lr`), `steps` steps of `batch_size`, flips and shifts.
     Returns the model (eval mode) and fit's history.
     """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     seed_everything(seed)
-    model = models.small_vgg(num_classes=len(SOURCE_CLASSES))
+    model = ARCHITECTURES[arch](num_classes=len(SOURCE_CLASSES))
     train_set = data.fashion_mnist_full("train", SOURCE_CLASSES)
     test_set = data.fashion_mnist_full("test", SOURCE_CLASSES)
     loader = Augmented(data.make_loader(train_set, batch_size, shuffle=True, seed=seed), seed=seed)
@@ -77,12 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the committed file: 1)")
-    parser.add_argument("--out", default=str(SOURCE_CHECKPOINT))
+    parser.add_argument("--arch", default="small_vgg", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--out", default=None, help="default: the committed file of --arch")
     args = parser.parse_args(argv)
+    args.out = args.out or str(SOURCE_CHECKPOINTS[args.arch])
     with num_threads(args.threads):
-        model, history = pretrain_source(args.steps, seed=args.seed)
+        model, history = pretrain_source(args.steps, seed=args.seed, arch=args.arch)
     save_checkpoint(args.out, model, history=history,
-                    meta={"classes": list(SOURCE_CLASSES), "steps": args.steps, "seed": args.seed,
+                    meta={"arch": args.arch, "classes": list(SOURCE_CLASSES), "steps": args.steps, "seed": args.seed,
                           "threads": args.threads, "data": "Debian dataset-fashion-mnist, 48,000 source-class images"})
     print(history.tail(3).to_string(index=False))
     print(f"saved {args.out}")
