@@ -110,7 +110,7 @@ def bench_groups(repeats: int, fraction: float = 0.1) -> dict:
     gen = torch.Generator().manual_seed(0)
     plan = {g.name: sorted(torch.randperm(g.size, generator=gen)[: int(fraction * g.size)].tolist())
             for g in channel_groups(model).values() if not g.refused}
-    return race(model, plan, repeats, model="resnet50", channels_removed=sum(map(len, plan.values())))
+    return race(model, plan, repeats, network="resnet50", channels_removed=sum(map(len, plan.values())))
 
 
 def bench_taylor(batches: int, batch_size: int, size: int, repeats: int, arch: str = "vgg16") -> dict:

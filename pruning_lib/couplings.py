@@ -176,15 +176,15 @@ def trace(model: nn.Module) -> fx.Graph:
     return graph
 
 
-def find_couplings(model: nn.Module) -> dict[str, Coupling | str]:
-    """Trace `model` and map every Conv2d name to its `Coupling` (or the reason it can't be pruned).
+def find_couplings(model: nn.Module, graph: fx.Graph | None = None) -> dict[str, Coupling | str]:
+    """Trace `model` (or read `graph`, its trace) and map every Conv2d name to its `Coupling` (or why it can't be pruned).
 
     Raises:
         NotImplementedError: if ``torch.fx`` cannot trace the model.
         TypeError: a wrapper (DataParallel, torch.compile) instead of the network: the message names the module.
     """
     refuse_wrappers(model)
-    graph = trace(model)
+    graph = trace(model) if graph is None else graph
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:

@@ -23,6 +23,7 @@ from collections import defaultdict
 from typing import Mapping, Sequence
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from .groups import ChannelGroup, channel_groups
@@ -133,12 +134,13 @@ def _slice_member(module: nn.Module, name: str, role: str, removed: list[int], s
     return new
 
 
-def prune_groups(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Module:
+def prune_groups(model: nn.Module, plan: Mapping[str, Sequence[int]], *, graph: fx.Graph | None = None) -> nn.Module:
     """Remove the planned channels from their whole channel groups, in place, exactly.
 
     Args:
         model: any network `torch.fx` can trace (ResNets, DenseNets, MobileNets, VGG, ...).
         plan: ``{conv name: [indices]}``; a conv stands for its whole group (see the module docstring).
+        graph: the model's ``torch.fx`` trace, when the caller has it already.
 
     Returns:
         The same ``model``, smaller; parameters keep dtype, device and ``requires_grad``, modules their
@@ -147,7 +149,7 @@ def prune_groups(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Modu
     Raises:
         KeyError, ValueError, NotImplementedError: see `validate_group_plan`; the model is unchanged.
     """
-    groups = channel_groups(model)
+    groups = channel_groups(model, graph)
     removed = validate_group_plan(model, plan, groups)
     modules = dict(model.named_modules())
     new: Tensors = {}

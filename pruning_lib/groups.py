@@ -351,15 +351,15 @@ class _Tracer:
         return out
 
 
-def channel_groups(model: nn.Module) -> dict[str, ChannelGroup]:
-    """Trace `model` and return its channel groups, keyed by their first producer (a conv name).
+def channel_groups(model: nn.Module, graph: fx.Graph | None = None) -> dict[str, ChannelGroup]:
+    """Trace `model` (or read `graph`, its trace) and return its channel groups, keyed by their first producer conv.
 
     Raises:
         NotImplementedError: ``torch.fx`` cannot trace the model (the message names the call).
         TypeError: a wrapper (DataParallel, torch.compile) instead of the network.
     """
     refuse_wrappers(model)
-    tracer = _Tracer(model, trace(model))
+    tracer = _Tracer(model, trace(model) if graph is None else graph)
     tracer.run()
     return tracer.result()
 

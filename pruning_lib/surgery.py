@@ -23,9 +23,10 @@ import copy
 from typing import Callable, Mapping, Sequence
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
-from .couplings import Coupling, find_couplings, prunable_convs
+from .couplings import Coupling, find_couplings, prunable_convs, trace
 from .group_surgery import prune_groups
 from .planning import plan_from_widths
 from .slicing import Tensors, check_indices, check_model, kept, slice_linear_columns, swap_in, unsliceable
@@ -33,7 +34,8 @@ from .slicing import Tensors, check_indices, check_model, kept, slice_linear_col
 __all__ = ["prune_filters", "slice_layer", "validate_plan", "with_widths"]
 
 
-def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[str, tuple[Coupling, list[int]]]:
+def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]], *,
+                  graph: fx.Graph | None = None) -> dict[str, tuple[Coupling, list[int]]]:
     """Check a plan against the model without changing anything.
 
     Returns ``{conv: (coupling, sorted removed indices)}`` for the non-empty entries.
@@ -62,7 +64,7 @@ def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> dict[s
         removed = check_indices(name, indices, conv.out_channels)
         if not removed:
             continue
-        couplings = couplings if couplings is not None else find_couplings(model)
+        couplings = couplings if couplings is not None else find_couplings(model, graph)
         coupling = couplings[name]
         if isinstance(coupling, str):
             raise NotImplementedError(f"cannot prune {name} exactly: {coupling}")
@@ -131,14 +133,24 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Mod
         KeyError, ValueError, NotImplementedError: see `validate_plan` and
         `group_surgery.validate_group_plan`; the model is unchanged.
     """
+    check_model(model)
+    graph = trace(model) if _removes_anything(plan) else None   # one trace for the chain check and the groups
     try:
-        checked = validate_plan(model, plan)
+        checked = validate_plan(model, plan, graph=graph)
     except NotImplementedError:                 # not a chain: residual, concat, depthwise -> channel groups
-        return prune_groups(model, plan)
+        return prune_groups(model, plan, graph=graph)
     with torch.no_grad():
         new = _new_tensors(model, checked)
     swap_in(model, new)
     return model
+
+
+def _removes_anything(plan) -> bool:
+    """Whether the plan names any index (then the model is traced); True when it is malformed: validation explains."""
+    try:
+        return isinstance(plan, Mapping) and any(len(v) for v in plan.values())
+    except TypeError:
+        return True
 
 
 def _depthwise(conv: nn.Conv2d) -> bool:
