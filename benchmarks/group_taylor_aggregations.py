@@ -70,7 +70,7 @@ def alternatives(model: nn.Module, batches) -> dict[str, dict[str, torch.Tensor]
     n = 0
     for x, y in batches:
         seen.clear()
-        out = model(x.requires_grad_(True))
+        out = model(x.detach().requires_grad_(True))
         names = list(seen)
         grads = dict(zip(names, torch.autograd.grad(F.cross_entropy(out, y), [seen[k] for k in names], allow_unused=True)))
         seen = {k: v.detach() for k, v in seen.items()}

@@ -96,7 +96,7 @@ def collect_group_stats(model: nn.Module, batches: Batches, *, gradients: bool =
                 if max_batches is not None and i >= max_batches:
                     break
                 with torch.set_grad_enabled(gradients):
-                    out = model(x.to(device).requires_grad_(gradients))
+                    out = model(x.to(device).detach().requires_grad_(gradients))   # the caller's batch stays as it was
                     names = list(seen)
                     grads = torch.autograd.grad(loss_fn(out, y.to(device)), [seen[n] for n in names],
                                                 allow_unused=True) if gradients else [None] * len(names)

@@ -154,12 +154,12 @@ def pruning_units(model: nn.Module) -> tuple[Callable, Callable, Callable]:
     return group_widths, rank_groups, flops_per_group
 
 
-def _record(model, iteration, acc_before, acc_after, input_shape, removed, total, steps, seconds) -> dict:
+def _record(model, iteration, acc_before, acc_after, input_shape, removed, total, steps, seconds, widths_of) -> dict:
     row = {"iteration": iteration, "filters_removed": removed, "fraction_removed": removed / total,
            "params": count_parameters(model), "gflops": count_flops(model, (1, *input_shape)) / 1e9,
            "accuracy_before_finetune": acc_before, "accuracy_after_finetune": acc_after,
            "finetune_steps": steps, "time_s": seconds}
-    row.update({f"filters:{n}": k for n, k in pruning_units(model)[0](model).items()})
+    row.update({f"filters:{n}": k for n, k in widths_of(model).items()})
     return row
 
 
@@ -229,8 +229,9 @@ def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, baseline_fi
     history = _check_meta(path, meta, schedule, baseline_fingerprint)
     widths = {c.removeprefix("filters:"): int(history[c].iloc[meta["model_iteration"]])
               for c in history.columns if c.startswith("filters:")}
-    if widths and widths != pruning_units(pruned)[0](pruned):
-        raise CheckpointMismatchError(f"{path}: the saved model's widths {pruning_units(pruned)[0](pruned)} are not those of "
+    got = pruning_units(pruned)[0](pruned) if widths else None
+    if widths and widths != got:
+        raise CheckpointMismatchError(f"{path}: the saved model's widths {got} are not those of "
                                       f"history row {meta['model_iteration']} ({widths}); {_AGAIN}")
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     for name, p in pruned.named_parameters():
@@ -303,7 +304,7 @@ def prune_train_repeat(
     if current is None:
         current = copy.deepcopy(model)
         acc = evaluate(current, val_loader)["accuracy"]
-        history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0)])
+        history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0, widths_of)])
         history.attrs["model_iteration"] = 0
     model_iteration = history.attrs["model_iteration"]
     train.notify(callbacks, "on_start", history.copy(), current)
@@ -331,7 +332,7 @@ def prune_train_repeat(
             break
         prune_filters(current, plan)
         before = evaluate(current, val_loader)["accuracy"]
-        row = _record(current, iteration, before, math.nan, input_shape, removed + k, total, 0, 0.0)
+        row = _record(current, iteration, before, math.nan, input_shape, removed + k, total, 0, 0.0, widths_of)
         stop = train.notify(callbacks, "on_prune", dict(row), current)
         optimizer = torch.optim.Adam([p for p in current.parameters() if p.requires_grad], lr=schedule.lr)
         if schedule.finetune_steps:

@@ -152,3 +152,9 @@ def test_prune_train_repeat_prunes_a_residual_network_by_groups(criterion, tmp_p
 
 
 READERS_OF_TINY = ["stem.0", "b1.conv1.0", "b2.conv1.0", "b3.conv1.0", "b3.conv2.0"]
+
+
+def test_ranking_leaves_the_callers_batches_as_they_were():
+    model, data = randomised(TinyResNet()).eval(), batches(n=1)
+    rank_groups(model, data, "taylor")
+    assert not data[0][0].requires_grad
