@@ -32,7 +32,7 @@ timed = @start=$$(date +%s); $(2); rc=$$?; echo "== $(1) took $$(( $$(date +%s) 
 test-lib: $(STAMP)
 	$(call timed,test-lib (pytest tests),$(PY) -m pytest tests -q -rs --durations=5 --ignore=tests/test_browser.py --ignore=tests/test_full_profile.py)
 
-## The full profile, small, on CPU: all four notebooks on a generated Kaggle folder and random VGG16 weights.
+## The full profile, small, on CPU: all five notebooks on a generated Kaggle folder and random VGG16 and ResNet-18 weights.
 test-full: $(STAMP)
 	$(call timed,test-full (full profile smoke run),$(PY) -m pytest tests/test_full_profile.py -q -rsP)
 

@@ -5,7 +5,7 @@
 #   PRUNING_KAGGLE_DIR=/data/dogs-vs-cats bash benchmarks/run_full_profile.sh      # or PRUNING_DOWNLOAD=1 (Oxford-IIIT Pet)
 #
 # First a preflight (data, weights, device, disk, and a time estimate from timed training steps); then the
-# four notebooks through `python -m pruning_lib.course.demo --profile full`.  Executed notebooks go to build/,
+# five notebooks through `python -m pruning_lib.course.demo --profile full`.  Executed notebooks go to build/,
 # reports to reports/ (summary.json, lessons.json, ...).  Every loop is checkpointed in checkpoints/: run the
 # script again after an interruption and it resumes.  Extra profile changes: PRUNING_OVERRIDES="...".
 set -euo pipefail

@@ -33,8 +33,9 @@ Foundations
 - `runtime`      device, seeds, train/eval mode and thread count, set and restored
 - `checkpoints`  one atomic writer and one checkpoint format (weights_only loading)
 - `models`       the small VGG, its initialisation, head and freezing, the from-scratch copy
-- `resnets`      a small BN ResNet laid out like the small VGG (residual stages: channel groups)
+- `resnets`      a small BN ResNet laid out like the small VGG, and torchvision's ResNet-18/50 in that layout
 - `vgg16`        torchvision's VGG16 with ImageNet weights (download or local file)
+- `pretrained`   ImageNet weights of torchvision models: download or local file, clear errors offline
 - `data`         datasets: embedded Fashion-MNIST, image folders (Kaggle), Oxford-IIIT Pet, CIFAR-10
 
 On top (the course and its user interface)

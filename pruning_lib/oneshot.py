@@ -10,7 +10,9 @@ correlate with the oracle (Molchanov et al. 2017, Table 1):
 3. `one_shot`: that copy's accuracy, FLOPs, parameters and filters removed per layer (`OneShot`);
 4. `sweep`: `one_shot` over several amounts and criteria, as a DataFrame.
 
-Nothing here changes the model it is given.  The widget that wires a slider to `one_shot` lives in
+A network that is not a plain chain (a ResNet) is pruned by channel groups, as in
+`iterative.prune_train_repeat`: the scores are then `group_criteria.rank_groups`'s, keyed by group, and
+"filters" below means a group's channels.  Nothing here changes the model it is given.  The widget that wires a slider to `one_shot` lives in
 `widgets.oneshot`; ``reports/ranking.json`` is written by `course.reports`.
 """
 
@@ -25,10 +27,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .couplings import filters_per_layer
 from .criteria import normalize_per_layer
 from .evaluation import evaluate
 from .measure.counting import count_flops, count_parameters
+from .iterative import pruning_units
 from .planning import Plan, plan_from_scores
 from .surgery import prune_filters
 
@@ -87,8 +89,13 @@ def _check_amount(amount: float) -> float:
     return float(amount)
 
 
+def _widths(model: nn.Module) -> dict[str, int]:
+    """What one-shot pruning removes from: each conv's filters (a chain, as VGG), or each channel group's channels."""
+    return pruning_units(model)[0](model)
+
+
 def _check_scores(model: nn.Module, scores: Scores) -> dict[str, int]:
-    widths = filters_per_layer(model)
+    widths = _widths(model)
     if set(scores) != set(widths):
         raise ValueError(f"scores cover {sorted(scores)}, but the prunable convs are {sorted(widths)}; "
                          "score the same (unpruned) model you prune")
@@ -138,7 +145,7 @@ def one_shot(
     pruned, plan = prune_copy(model, scores, amount, min_keep=min_keep)
     metrics = evaluate(pruned, loader, per_example=True)
     removed = {name: len(plan.get(name, [])) for name in scores}
-    kept = filters_per_layer(pruned)
+    kept = _widths(pruned)
     return OneShot(criterion=criterion, amount=float(amount), filters_removed=sum(removed.values()),
                    filters_total=sum(len(s) for s in scores.values()), accuracy=float(metrics["accuracy"]),
                    loss=float(metrics["loss"]), flops=count_flops(pruned, (1, *input_shape)),

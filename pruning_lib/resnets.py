@@ -9,18 +9,29 @@ so the stage's stem or downsample conv and each block's last conv form one **cha
     stage s (widths[s], blocks[s] basic blocks; stride 2 from the second stage, with a 1x1 conv + BN shortcut):
         block: relu(x + BN(conv3x3(relu(BN(conv3x3(x))))))
     global average pool, Linear head
+
+`torchvision_resnet` puts torchvision's ResNet-18/50 (ImageNet weights, for the full profile) in the same
+layout: ``features`` = stem + ``layer1..layer4``, then ``avgpool`` and ``classifier`` = ``fc``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .models import init_weights
+import torchvision
 
-__all__ = ["BasicBlock", "SmallResNet", "small_resnet"]
+from .models import _check_positive_int, init_weights, replace_head
+from .pretrained import check_keys, load_weights
+
+__all__ = ["BasicBlock", "SmallResNet", "TORCHVISION_RESNETS", "small_resnet", "torchvision_resnet"]
+
+#: The torchvision ResNets of the full profile and their ImageNet weights.
+TORCHVISION_RESNETS = {"resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+                       "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1}
 
 
 def _conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -41,7 +52,8 @@ class BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """Built by :func:`small_resnet`; ``config`` holds its arguments, so ``small_resnet(**model.config)`` copies it."""
+    """Built by :func:`small_resnet` (``config`` holds its arguments: ``small_resnet(**model.config)`` copies it)
+    or by :func:`torchvision_resnet` (``config``: ``arch`` and ``num_classes``)."""
 
     def __init__(self, features: nn.Sequential, classifier: nn.Sequential, config: dict) -> None:
         super().__init__()
@@ -72,4 +84,35 @@ def small_resnet(widths: Sequence[int] = (32, 64, 128), blocks: Sequence[int] = 
                         {"widths": [int(w) for w in widths], "blocks": [int(b) for b in blocks],
                          "in_channels": int(in_channels), "num_classes": int(num_classes)})
     init_weights(model)
+    return model
+
+
+def torchvision_resnet(arch: str = "resnet18", weights: str | Path | None = "imagenet", *, num_classes: int = 2,
+                       progress: bool = True) -> SmallResNet:
+    """torchvision's ResNet-18 or ResNet-50 in the small ResNet's layout (``features``, ``avgpool``, ``classifier``).
+
+    Args:
+        arch: ``"resnet18"`` or ``"resnet50"``.
+        weights: ``"imagenet"`` downloads torchvision's ``IMAGENET1K_V1`` weights (cached under
+            ``torch.hub.get_dir()``; offline: `pretrained.WeightsUnavailableError` with the URL and the fix);
+            a path loads that file (a torchvision state dict, ``weights_only=True``); ``None``: random init.
+        num_classes: outputs of the head (replaced, freshly initialised, unless the file's head has as many).
+    """
+    if arch not in TORCHVISION_RESNETS:
+        raise ValueError(f"arch={arch!r}: choose one of {sorted(TORCHVISION_RESNETS)}")
+    _check_positive_int("num_classes", num_classes)
+    build = getattr(torchvision.models, arch)
+    if weights is None:
+        net = build(weights=None, num_classes=num_classes)
+    else:
+        enum = TORCHVISION_RESNETS[arch]
+        state, source = load_weights(weights, enum, arch, progress=progress)
+        head = state.get("fc.weight")
+        net = build(weights=None, num_classes=head.shape[0] if getattr(head, "ndim", 0) == 2 else 1000)
+        check_keys(net, state, source, arch, enum.url)
+        net.load_state_dict(state)
+    features = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    model = SmallResNet(features, nn.Sequential(net.fc), {"arch": arch, "num_classes": net.fc.out_features})
+    if net.fc.out_features != num_classes:
+        replace_head(model, num_classes)
     return model

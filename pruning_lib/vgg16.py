@@ -6,84 +6,23 @@ put the file; a local file is read with ``torch.load(weights_only=True)`` and it
 
 from __future__ import annotations
 
-import http.client
-import socket
-import urllib.error
 from pathlib import Path
 
-import torch
 import torchvision
-from torch import nn
 
-from .checkpoints import state_dict_differences
 from .models import _check_positive_int, replace_head
+from .pretrained import WeightsUnavailableError, check_keys, hub_path, load_weights
 
-__all__ = ["VGG16_URL", "WeightsUnavailableError", "hub_weights_path", "vgg16"]
+__all__ = ["VGG16_URL", "VGG16_WEIGHTS", "WeightsUnavailableError", "hub_weights_path", "vgg16"]
 
+VGG16_WEIGHTS = torchvision.models.VGG16_Weights.IMAGENET1K_V1
 #: Where torchvision downloads the ImageNet VGG16 weights from.
-VGG16_URL = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+VGG16_URL = VGG16_WEIGHTS.url
 
 
 def hub_weights_path() -> Path:
     """Where torch hub keeps (or will keep) the downloaded ImageNet VGG16 weights file."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_URL).name
-
-
-class WeightsUnavailableError(RuntimeError):
-    """The pretrained weights could not be downloaded (e.g. no network)."""
-
-
-#: What a failed download raises: URLError/HTTPError, socket errors and timeouts (all OSError),
-#: and a connection that drops mid-transfer.
-_DOWNLOAD_ERRORS = (urllib.error.URLError, OSError, socket.timeout, http.client.HTTPException)
-
-
-def _imagenet_state_dict(progress: bool) -> dict[str, torch.Tensor]:
-    """Download (or read from the torch hub cache) the ImageNet VGG16 state dict."""
-    weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
-    try:
-        return weights.get_state_dict(progress=progress, check_hash=True)
-    except _DOWNLOAD_ERRORS as err:
-        cause = f"{type(err).__name__}: {err}"
-    except RuntimeError as err:  # torch.hub's "invalid hash value": a truncated download
-        if "hash" not in str(err):
-            raise
-        cause = f"corrupted download ({err})"
-    raise WeightsUnavailableError(
-        f"Downloading the ImageNet VGG16 weights failed ({cause}).\n"
-        f"URL: {weights.url}\n"
-        f"Fix: download that file on a machine with internet and pass its path, "
-        f"vgg16(weights='path/to/{Path(weights.url).name}'), or put it in torch hub's "
-        f"checkpoints folder: {Path(torch.hub.get_dir()) / 'checkpoints'}"
-    )
-
-
-def _local_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a VGG16 state dict saved with ``torch.save`` (tensors only, ``weights_only=True``)."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"VGG16 weights file not found: {path.resolve()}\n"
-            f"Fix: check the path, or download "
-            f"{torchvision.models.VGG16_Weights.IMAGENET1K_V1.url} and pass its path "
-            f"(or use weights='imagenet' with internet, weights=None for random init)."
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"{path} is not a VGG16 state dict (expected a dict of tensors such as the file at "
-            f"{torchvision.models.VGG16_Weights.IMAGENET1K_V1.url}); got {type(state).__name__}"
-        )
-    return state
-
-
-def _check_vgg16_keys(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise ValueError naming missing/unexpected keys and shape mismatches."""
-    differences = state_dict_differences(model, state, "file")
-    if differences:
-        raise ValueError(
-            f"{source} is not a VGG16 state dict: " + "; ".join(differences) + ". "
-            f"Fix: pass the torchvision file {torchvision.models.VGG16_Weights.IMAGENET1K_V1.url}"
-        )
+    return hub_path(VGG16_WEIGHTS)
 
 
 def vgg16(
@@ -108,17 +47,11 @@ def vgg16(
     if weights is None:
         model = torchvision.models.vgg16(weights=None)
     else:
-        if isinstance(weights, str) and weights.lower() == "imagenet":
-            state, source = _imagenet_state_dict(progress), "the ImageNet download"
-        else:
-            state, source = _local_state_dict(Path(weights)), str(weights)
+        state, source = load_weights(weights, VGG16_WEIGHTS, "VGG16", progress=progress)
         head = state.get("classifier.6.weight")
-        model = torchvision.models.vgg16(
-            weights=None,
-            init_weights=False,
-            num_classes=head.shape[0] if isinstance(head, torch.Tensor) and head.ndim == 2 else 1000,
-        )
-        _check_vgg16_keys(model, state, source)
+        model = torchvision.models.vgg16(weights=None, init_weights=False,
+                                         num_classes=head.shape[0] if getattr(head, "ndim", 0) == 2 else 1000)
+        check_keys(model, state, source, "VGG16", VGG16_URL)
         model.load_state_dict(state)
     if model.classifier[-1].out_features != num_classes:
         replace_head(model, num_classes)

@@ -1,7 +1,7 @@
 """The widgets in a real browser: JupyterLab from this environment, driven by headless Chromium.
 
 nbval runs every cell, but it cannot see a widget that renders as "A Jupyter widget could not be
-displayed", nor a button that does nothing.  This test opens notebooks 02 and 03 in JupyterLab,
+displayed", nor a button that does nothing.  This test opens notebooks 02, 03 and 05 in JupyterLab,
 runs only the cells their widget needs (found by their source text, not their position), then
 moves the sliders, clicks, and checks in the page that the plot and the numbers changed.
 
@@ -69,6 +69,9 @@ NOTEBOOKS = {
     "03": dict(path="notebooks/03_iterative_pruning.ipynb",
                setup=["from pruning_lib import", "experiment.load_baseline("],
                widget="recovery_widget("),
+    "05": dict(path="notebooks/05_pruning_resnets.ipynb",
+               setup=["from pruning_lib import", "group_criteria.rank_groups("],
+               widget="one_shot_widget("),
 }
 
 # generous but bounded waits, in seconds (2 shared CPU cores)
@@ -548,20 +551,22 @@ def screenshot(driver, name: str) -> Path:
 
 
 # ---------------------------------------------------------------- the tests
-def test_one_shot_widget_in_the_browser(browser, lab):
-    """Notebook 02: the amount slider and the criterion dropdown redraw the numbers and the bar chart."""
+@pytest.mark.parametrize("nb", ["02", "05"])
+def test_one_shot_widget_in_the_browser(browser, lab, nb):
+    """Notebooks 02 (VGG filters) and 05 (ResNet channel groups): the amount slider and the criterion dropdown
+    redraw the numbers and the bar chart."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.select import Select
 
-    with explained(browser, lab, "02") as timeline:
-        cell = open_and_run_widget(browser, lab, NOTEBOOKS["02"], timeline)
+    with explained(browser, lab, nb) as timeline:
+        cell = open_and_run_widget(browser, lab, NOTEBOOKS[nb], timeline)
         assert_no_broken_widgets(browser)
         summary = lambda: cell.find_element(By.CSS_SELECTOR, ".widget-html").text  # noqa: E731
         wait_for(lambda: image_digest(cell) and "amount" in summary(), WIDGET_UPDATE_S,
                  "the first drawing (chart + summary)")
         before_image, before_table = image_digest(cell), html_table(cell)
-        screenshot(browser, "02_before")
+        screenshot(browser, f"{nb}_before")
         timeline("first drawing")
 
         amount = slider(cell, "amount")
@@ -591,7 +596,7 @@ def test_one_shot_widget_in_the_browser(browser, lab):
         timeline(f"criterion {choice!r} drawn")
         assert_no_broken_widgets(browser)
         browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", cell)
-        screenshot(browser, "02_after")
+        screenshot(browser, f"{nb}_after")
 
 
 def test_recovery_widget_in_the_browser(browser, lab):

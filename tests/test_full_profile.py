@@ -1,8 +1,8 @@
-"""A smoke run of the full profile: all four notebooks with ``profile="full"``, on CPU, small.
+"""A smoke run of the full profile: all five notebooks with ``profile="full"``, on CPU, small.
 
 The data is a Kaggle-layout folder made here (a few dozen JPEGs of different sizes, a grayscale one, a PNG
-named .jpg, a truncated file); the "ImageNet" weights are a randomly initialised torchvision VGG16 saved to a
-file (``PRUNING_VGG16_WEIGHTS``); overrides make the run small (64×64 inputs, a few steps, one iteration of
+named .jpg, a truncated file); the "ImageNet" weights are randomly initialised torchvision VGG16 and ResNet-18 saved to
+files (``PRUNING_VGG16_WEIGHTS``, ``PRUNING_RESNET18_WEIGHTS``); overrides make the run small (64×64 inputs, a few steps, one iteration of
 512 filters, an oracle on a sample of filters).  It checks that every notebook finishes and writes its
 reports, and that the pruned VGG16 the notebooks saved is exact against its masked version.
 """
@@ -58,31 +58,36 @@ def kaggle_folder(root):
     return root
 
 
-def test_all_four_notebooks_run_with_the_full_profile(tmp_path):
+def test_all_notebooks_run_with_the_full_profile(tmp_path):
     torch.manual_seed(0)
-    weights = tmp_path / "vgg16-random.pth"
+    weights, resnet_weights = tmp_path / "vgg16-random.pth", tmp_path / "resnet18-random.pth"
     torch.save(torchvision.models.vgg16(weights=None).state_dict(), weights)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet_weights)
     env = {**os.environ, "PRUNING_PROFILE": "full", "PRUNING_KAGGLE_DIR": str(kaggle_folder(tmp_path / "kaggle")),
-           "PRUNING_VGG16_WEIGHTS": str(weights), "PRUNING_OVERRIDES": OVERRIDES,
+           "PRUNING_VGG16_WEIGHTS": str(weights), "PRUNING_RESNET18_WEIGHTS": str(resnet_weights),
+           "PRUNING_OVERRIDES": OVERRIDES,
            "PRUNING_CHECKPOINT_DIR": str(tmp_path / "checkpoints"), "PRUNING_REPORTS_DIR": str(tmp_path / "reports"),
            "PRUNING_BUILD_DIR": str(tmp_path / "build")}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pruning_lib.course.demo", "--profile", "full"], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=2 * BUDGET_S)
     seconds = time.perf_counter() - start
-    print(proc.stdout[-3000:])   # shown by `make test-full` (pytest -rP): the four notebooks, profile 'full'
+    print(proc.stdout[-3000:])   # shown by `make test-full` (pytest -rP): the five notebooks, profile 'full'
     assert proc.returncode == 0, proc.stderr[-4000:]
-    for nb in ("01_fine_tuning", "02_ranking_criteria", "03_iterative_pruning", "04_speed_and_size"):
+    for nb in ("01_fine_tuning", "02_ranking_criteria", "03_iterative_pruning", "04_speed_and_size", "05_pruning_resnets"):
         assert f"running {nb}.ipynb (full profile)" in proc.stdout
         assert (tmp_path / "build" / f"{nb}.ipynb").is_file()
     reports = {p.name for p in (tmp_path / "reports").glob("*.json")}
-    assert reports == {"ranking.json", "iterative.json", "summary.json", "lessons.json"}
+    assert reports == {"ranking.json", "iterative.json", "summary.json", "lessons.json", "resnet.json"}
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
     assert summary["profile"] == "full" and summary["model"] == "vgg16"
     outputs = {nb: notebook_text(tmp_path / "build" / f"{nb}.ipynb") for nb in ("02_ranking_criteria", "03_iterative_pruning")}
     assert outputs["02_ranking_criteria"].count("pruned output equals masked output: True") == 2      # surgery on VGG16
     assert "pruned copy's output equals the masked forward: True" in outputs["02_ranking_criteria"]
     assert "taylor: reloaded for notebook 04 with the same widths and outputs: True" in outputs["03_iterative_pruning"]
+    resnet = json.loads((tmp_path / "reports" / "resnet.json").read_text())
+    assert resnet["profile"] == "full" and resnet["model"] == "resnet18" and resnet["groups"]["count"] == 12
+    assert "pruned output equals masked output: True" in notebook_text(tmp_path / "build" / "05_pruning_resnets.ipynb")
     # the budget (BUDGET_S) is a speed target, measured by `make test-full` and reported, not asserted here
     print(f"full-profile smoke run: {seconds:.0f} s (budget {BUDGET_S} s on 2 CPU cores)")
 

@@ -41,6 +41,7 @@ def test_full_profile_without_data_or_weights_says_what_to_get(tmp_path, monkeyp
     assert names(report) == {"data", "weights"}
     fixes = " ".join(c.fix for c in report.missing)
     assert "PRUNING_DOWNLOAD=1" in fixes and "vgg16-397923af.pth" in fixes
+    assert "resnet18-f37072fd.pth" in fixes and "PRUNING_RESNET18_WEIGHTS" in fixes       # notebook 05's network
     assert preflight.main(["--profile", "full", "--no-timing"]) == 1
 
 

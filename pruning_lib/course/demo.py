@@ -105,6 +105,24 @@ def lessons_lines() -> list[str]:
     return lines
 
 
+def resnet_lines() -> list[str]:
+    """reports/resnet.json (notebook 05) as a few lines: the dense and pruned ResNet, each target met or not."""
+    path = reports_dir() / "resnet.json"
+    if not path.exists():
+        return [f"(no {path.name} yet: notebook 05 writes it)"]
+    r = json.loads(path.read_text())
+    lines = [f"model={r['model']}  ({r['measurement']['form']} form, batch {r['measurement']['batch_size']}, "
+             f"{r['measurement']['num_threads']} thread)",
+             f"{'model':<14}{'accuracy':>10}{'MFLOPs':>10}{'params':>12}{'latency ms':>12}{'speedup':>9}"]
+    for name, e in [("dense", r["dense"]), *r["pruned"].items()]:
+        lines.append(f"{name:<14}{100 * e['accuracy']:>9.1f}%{e['mflops']:>10.1f}{e['params']:>12,}"
+                     f"{e['latency_ms']:>12.2f}{e['speedup']:>8.2f}x")
+    for name, t in r["targets"].items():
+        measured = t["measured"]
+        lines.append(f"  {name:<12} {measured:>7.2f}  required {t['required']:<30} {'met' if t['met'] else 'NOT met'}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default=None, help="quick (default, or $PRUNING_PROFILE) or full")
@@ -136,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(["", "Summary (reports/summary.json):", *summary_lines()]))
     print("\n".join(["", "Lessons (reports/lessons.json; gap = the first side minus the second, noise = 2 standard "
                       "errors of the paired difference):", *lessons_lines()]))
+    print("\n".join(["", "The pruned ResNet (reports/resnet.json):", *resnet_lines()]))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from ..checkpoints import load_checkpoint, load_pruned, save_checkpoint
 from ..distill import KnowledgeDistillation
 from ..iterative import PruningSchedule
 from ..runtime import pick_device, seed_everything
+from ..resnets import TORCHVISION_RESNETS, torchvision_resnet
 from ..vgg16 import vgg16
 from .datasets import SOURCE_CLASSES, TARGET_CLASSES, class_names, target_datasets, target_loaders
 from .paths import REPO_ROOT, checkpoints_dir
@@ -28,8 +29,8 @@ from .source import ARCHITECTURES, SOURCE_CHECKPOINT, SOURCE_CHECKPOINTS
 
 __all__ = ["REPO_ROOT", "SOURCE_CHECKPOINT", "SOURCE_CLASSES", "TARGET_CLASSES", "architecture", "baseline_path",
            "class_names", "final_fine_tune", "fine_tune_baseline", "fine_tuning_loss", "load_baseline",
-           "load_pruned_model", "pruned_path", "save_baseline", "schedule", "source_model",
-           "target_datasets", "target_loaders"]
+           "load_pruned_model", "pruned_path", "run_name", "save_baseline", "schedule", "source_model",
+           "target_datasets", "target_loaders", "weights_variable"]
 
 
 def architecture(profile: Profile | None = None, num_classes: int = 2) -> nn.Module:
@@ -37,14 +38,26 @@ def architecture(profile: Profile | None = None, num_classes: int = 2) -> nn.Mod
     profile = profile or get_profile()
     if profile.model in ARCHITECTURES:             # the quick profile's own networks (small VGG, small ResNet)
         return ARCHITECTURES[profile.model](in_channels=profile.input_shape[0], num_classes=num_classes)
+    if profile.model in TORCHVISION_RESNETS:       # the full profile's ResNet-18/50 (notebook 05)
+        return torchvision_resnet(profile.model, weights=None, num_classes=num_classes)
     return vgg16(weights=None, num_classes=num_classes)
+
+
+def weights_variable(model: str) -> str:
+    """The environment variable that points the full profile at a local weights file: ``PRUNING_VGG16_WEIGHTS``,
+    ``PRUNING_RESNET18_WEIGHTS``, ``PRUNING_RESNET50_WEIGHTS`` (unset: the ImageNet download)."""
+    return f"PRUNING_{model.upper()}_WEIGHTS"
 
 
 def source_model(profile: Profile | None = None) -> nn.Module:
     """The pretrained network we start from, with a fresh 2-class head."""
     profile = profile or get_profile()
     if profile.model == "vgg16":
-        return vgg16(weights=os.environ.get("PRUNING_VGG16_WEIGHTS", "imagenet"), num_classes=2)
+        return vgg16(weights=os.environ.get(weights_variable("vgg16"), "imagenet"), num_classes=2)
+    if profile.model in TORCHVISION_RESNETS:
+        weights = os.environ.get(weights_variable(profile.model), "imagenet")
+        torch.manual_seed(profile.seed)            # the fresh head
+        return torchvision_resnet(profile.model, weights=weights, num_classes=2)
     path = SOURCE_CHECKPOINTS[profile.model]
     if not path.exists():
         raise FileNotFoundError(f"the pretrained source model {path} is missing; regenerate it with: "
@@ -98,8 +111,12 @@ def baseline_path(profile: Profile | None = None) -> Path:
     profile = profile or get_profile()
     if not isinstance(profile, Profile):
         raise TypeError(f"profile must be a Profile (get_profile('quick')), not {type(profile).__name__}")
-    name = profile.name if profile.model in ("small_vgg", "vgg16") else f"{profile.name}_{profile.model}"
-    return checkpoints_dir() / f"{name}_baseline.pt"
+    return checkpoints_dir() / f"{run_name(profile)}_baseline.pt"
+
+
+def run_name(profile: Profile) -> str:
+    """The prefix of the profile's checkpoints: ``quick``/``full`` for the VGGs, e.g. ``quick_small_resnet`` else."""
+    return profile.name if profile.model in ("small_vgg", "vgg16") else f"{profile.name}_{profile.model}"
 
 
 def save_baseline(model: nn.Module, history: pd.DataFrame, profile: Profile | None = None) -> Path:
@@ -167,7 +184,7 @@ def final_fine_tune(model: nn.Module, profile: Profile | None = None, *, teacher
 
 def pruned_path(criterion: str, profile: Profile | None = None) -> Path:
     """Where notebook 03 saves its final pruned model for `criterion` (read by notebook 04)."""
-    return checkpoints_dir() / f"{(profile or get_profile()).name}_pruned_{criterion}.pt"
+    return checkpoints_dir() / f"{run_name(profile or get_profile())}_pruned_{criterion}.pt"
 
 
 def load_pruned_model(criterion: str, profile: Profile | None = None) -> tuple[nn.Module, dict]:

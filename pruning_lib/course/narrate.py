@@ -15,7 +15,7 @@ import pandas as pd
 from .lessons import verdict
 from .profiles import Profile
 
-__all__ = ["fine_tuning", "iterative", "profile_table", "ranking", "shows", "speed"]
+__all__ = ["fine_tuning", "iterative", "profile_table", "ranking", "resnet", "shows", "speed"]
 
 
 def profile_table(profile: Profile, fields: Sequence[str]) -> pd.DataFrame:
@@ -90,3 +90,22 @@ def speed(lesson: Mapping[str, Any], *, form: str, batch: int, threads: int) -> 
             f"{m['params_ratio']:.1f}× fewer parameters, {m['speedup']:.2f}× faster "
             f"({m['speedup'] / m['flops_ratio']:.2f} of the FLOPs ratio), {lesson['gap_points']:+.2f} points of accuracy "
             f"lost. The post's headline {shows(lesson)}" + (f" (missed: {', '.join(missed)})." if missed else "."))
+
+
+def resnet(report: Mapping[str, Any]) -> str:
+    """Notebook 05: the pruned ResNet against its targets, and what the residual stream kept."""
+    t, m = report["targets"], report["measurement"]
+    pruned, dense = report["pruned"][report["headline"]], report["dense"]
+    missed = [k.replace("_", " ") for k, v in t.items() if not v["met"]]
+    kept = report["groups"].get("kept_by_kind", {})
+    stream, inside = kept.get("residual stream"), kept.get("inside a block")
+    text = (f"Prune–Train–Repeat with Taylor took the ResNet to {t['flops_ratio']['measured']:.2f}× fewer FLOPs "
+            f"({pruned['mflops']:.1f} of {dense['mflops']:.1f} MFLOPs) for {t['points_lost']['measured']:+.2f} points of "
+            f"test accuracy, and it runs {pruned['speedup']:.2f}× faster ({m['form']} form, batch {m['batch_size']}, "
+            f"{m['num_threads']} thread): {pruned['speedup'] / t['flops_ratio']['measured']:.2f} of the FLOPs ratio. ")
+    text += ("Every target is met." if not missed else f"Targets missed: {', '.join(missed)}.")
+    if stream is not None and inside is not None:
+        text += (f" The residual streams kept {stream:.0f}% of their channels, the groups inside blocks {inside:.0f}%: "
+                 + ("a stream channel is removed from a whole stage at once, so the loop spares it."
+                    if stream > inside else "here the loop did not spare the streams."))
+    return text

@@ -11,6 +11,7 @@ nominal FLOP/s figure).  Exits with status 1 and the list of what is missing whe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -23,7 +24,10 @@ import torch.nn.functional as F
 
 from .. import data
 from ..runtime import num_threads, pick_device
-from ..vgg16 import VGG16_URL, hub_weights_path
+from ..pretrained import hub_path
+from ..resnets import TORCHVISION_RESNETS
+from ..vgg16 import VGG16_WEIGHTS
+from .source import SOURCE_CHECKPOINTS
 from . import experiment
 from .datasets import TARGET_CLASSES
 from .paths import checkpoints_dir, shown
@@ -99,21 +103,25 @@ def _data_check(profile: Profile) -> Check:
 
 
 def _weights_check(profile: Profile) -> Check:
-    if profile.model != "vgg16":
-        ok = experiment.SOURCE_CHECKPOINT.is_file()
-        return Check("weights", ok, f"source network {experiment.SOURCE_CHECKPOINT.name}" + ("" if ok else " missing"),
-                     "python -m pruning_lib.course.source (needs apt-get install dataset-fashion-mnist)")
-    local = os.environ.get("PRUNING_VGG16_WEIGHTS")
+    if profile.model in SOURCE_CHECKPOINTS:          # the quick profile's own source networks
+        path = SOURCE_CHECKPOINTS[profile.model]
+        ok = path.is_file()
+        return Check("weights", ok, f"source network {path.name}" + ("" if ok else " missing"),
+                     f"python -m pruning_lib.course.source --arch {profile.model} "
+                     "(needs apt-get install dataset-fashion-mnist)")
+    enum = TORCHVISION_RESNETS.get(profile.model, VGG16_WEIGHTS)
+    name, variable = profile.model.upper(), experiment.weights_variable(profile.model)
+    local = os.environ.get(variable)
     if local:
         ok = Path(local).expanduser().is_file()
-        return Check("weights", ok, f"PRUNING_VGG16_WEIGHTS={local}" + ("" if ok else " does not exist"),
-                     f"download {VGG16_URL} and point PRUNING_VGG16_WEIGHTS at the file")
-    cached = hub_weights_path()
+        return Check("weights", ok, f"{variable}={local}" + ("" if ok else " does not exist"),
+                     f"download {enum.url} and point {variable} at the file")
+    cached = hub_path(enum)
     if cached.is_file():
-        return Check("weights", True, f"ImageNet VGG16 weights in torch hub's cache ({cached})")
-    return Check("weights", False, f"the ImageNet VGG16 weights are not in torch hub's cache ({cached})",
-                 f"with internet they download on first use; offline, download {VGG16_URL} and put it at {cached} "
-                 "or set PRUNING_VGG16_WEIGHTS to its path")
+        return Check("weights", True, f"ImageNet {name} weights in torch hub's cache ({cached})")
+    return Check("weights", False, f"the ImageNet {name} weights are not in torch hub's cache ({cached})",
+                 f"with internet they download on first use; offline, download {enum.url} and put it at {cached} "
+                 f"or set {variable} to its path")
 
 
 def _device_check() -> tuple[Check, torch.device]:
@@ -170,6 +178,8 @@ def estimate_seconds(profile: Profile, device: torch.device, steps: int = 3) -> 
 def run_checks(profile: Profile, *, time_steps: bool = True) -> Report:
     """Every check for `profile`; with `time_steps`, the time estimate too."""
     report = Report([_data_check(profile), _weights_check(profile)])
+    if profile.name == "full" and profile.model == "vgg16":         # notebook 05 prunes ResNet-18 in the full profile
+        report.checks.append(_weights_check(dataclasses.replace(profile, model="resnet18")))
     device_check, device = _device_check()
     report.checks += [device_check, _disk_check(profile)]
     if time_steps:

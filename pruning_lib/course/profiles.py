@@ -31,7 +31,7 @@ class Profile:
 
     name: str
     dataset: str                    # "fashion-mnist", "oxford-pets" or "kaggle"
-    model: str                      # "small_vgg" or "small_resnet" (quick), "vgg16" (full)
+    model: str                      # "small_vgg" or "small_resnet" (quick), "vgg16", "resnet18" or "resnet50" (full)
     input_shape: tuple[int, int, int]
     batch_size: int
     eval_batch: int                 # batch size of validation and test passes (no gradients: larger is faster)
@@ -136,13 +136,13 @@ def parse_overrides(text: str | None) -> dict[str, typing.Any]:
     return out
 
 
-_MODELS = {"quick": ("small_vgg", "small_resnet"), "full": ("vgg16",)}
+_MODELS = {"quick": ("small_vgg", "small_resnet"), "full": ("vgg16", "resnet18", "resnet50")}
 
 
 def apply_overrides(profile: Profile, overrides: str | dict | None) -> Profile:
     """`profile` with the fields of `overrides` (a ``name=value,...`` string or a dict) changed; validated."""
     changes = parse_overrides(overrides) if isinstance(overrides, str) or overrides is None else dict(overrides)
-    if "model" in changes and changes["model"] not in _MODELS.get(profile.name, ("small_vgg", "small_resnet", "vgg16")):
+    if "model" in changes and changes["model"] not in _MODELS.get(profile.name, sum(_MODELS.values(), ())):
         raise ValueError(f"model={changes['model']!r} is not a model of the {profile.name} profile; "
                          f"choose one of {list(_MODELS.get(profile.name, ()))}")
     size = changes.pop("input_size", None)

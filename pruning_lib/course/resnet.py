@@ -1,0 +1,120 @@
+"""Notebook 05's pieces: the channel groups of a ResNet as a table, what a plan takes from each kind of group,
+the naive surgery it refuses, and ``reports/resnet.json`` (the dense and pruned figures and the issue's targets).
+
+A ResNet has two kinds of groups (`groups.channel_groups`): a **residual stream** (several convs write into
+the same sum: a stage's stem or shortcut conv and every block's last conv) and a group **inside a block**
+(one conv, read by the next conv of the block only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..groups import ChannelGroup
+from .reports import _path, read_json, write_json
+
+__all__ = ["TARGETS", "block_last_conv", "check_resnet_targets", "cost_by_kind", "group_kind", "group_table", "kept_by_kind",
+           "mask_group_channels", "read_resnet_report", "resnet_report", "write_resnet_json"]
+
+#: The quick profile's targets for the pruned ResNet (issue 16), measured in notebook 05's own run.
+TARGETS = {"min_flops_ratio": 2.5, "max_points_lost": 1.0, "min_speedup_per_flops": 0.8}
+
+
+def group_kind(group: ChannelGroup) -> str:
+    """``"residual stream"`` when several convs write the group's channels (into a sum), else ``"inside a block"``."""
+    return "residual stream" if len(group.producers) > 1 else "inside a block"
+
+
+def group_table(groups: Mapping[str, ChannelGroup]) -> pd.DataFrame:
+    """One row per prunable group: its kind, channels, the convs that write it and how many layers read it."""
+    rows = [{"group": g.name, "kind": group_kind(g), "channels": g.size, "written by": ", ".join(g.producers),
+             "readers": len(g.readers)} for g in groups.values() if not g.refused]
+    return pd.DataFrame(rows).set_index("group")
+
+
+def kept_by_kind(groups: Mapping[str, ChannelGroup], widths: Mapping[str, int]) -> pd.DataFrame:
+    """Channels of each kind of group in the unpruned network (`groups`) and how many `widths` keeps."""
+    rows = [{"kind": group_kind(g), "channels": g.size, "kept": widths[g.name]} for g in groups.values() if not g.refused]
+    table = pd.DataFrame(rows).groupby("kind")[["channels", "kept"]].sum()
+    table["% kept"] = (100 * table["kept"] / table["channels"]).round(1)
+    return table
+
+
+def cost_by_kind(groups: Mapping[str, ChannelGroup], cost: Mapping[str, float]) -> pd.Series:
+    """The mean of `cost` (e.g. `planning.flops_per_group`: the GFLOPs one channel costs) over each kind of group."""
+    rows = pd.DataFrame([{"kind": group_kind(groups[name]), "cost": value} for name, value in cost.items()])
+    return rows.groupby("kind")["cost"].mean()
+
+
+def block_last_conv(model: nn.Module, groups: Mapping[str, ChannelGroup]) -> tuple[str, str]:
+    """``(conv, its BatchNorm)``: the last conv of the first residual block, which writes into the residual stream."""
+    order = [name for name, _ in model.named_modules()]
+    stream = next(g for g in groups.values() if group_kind(g) == "residual stream" and not g.refused)
+    conv = stream.producers[1]                                     # [0] is the stem (or the shortcut conv)
+    bns = [m.module for m in stream.members if m.role == "bn" and order.index(m.module) > order.index(conv)]
+    return conv, min(bns, key=order.index)
+
+
+@torch.no_grad()
+def mask_group_channels(model: nn.Module, groups: Mapping[str, ChannelGroup], plan: Mapping[str, list[int]]) -> nn.Module:
+    """`model` (changed in place) with the planned channels of each group zeroed where they are made: the scale
+    and shift of every BatchNorm of the group.  After conv -> BN each removed channel is then 0 everywhere it
+    is read, which is what removing it computes (for ResNets, whose producers are all followed by a BN)."""
+    modules = dict(model.named_modules())
+    for name, channels in plan.items():
+        for member in groups[name].members:
+            if member.role == "bn":
+                bn = modules[member.module]
+                index = torch.as_tensor([member.offset + c for c in channels], dtype=torch.long)
+                bn.weight[index] = 0
+                bn.bias[index] = 0
+    return model
+
+
+def check_resnet_targets(dense_accuracy: float, pruned_accuracy: float, *, flops_ratio: float, speedup: float,
+                         targets: Mapping[str, float] = TARGETS) -> dict[str, dict[str, Any]]:
+    """Each target, measured: ``{name: {"required", "measured", "met"}}`` (accuracies as fractions)."""
+    lost = 100 * (dense_accuracy - pruned_accuracy)
+    needed = targets["min_speedup_per_flops"] * flops_ratio
+    return {
+        "flops_ratio": {"required": f">= {targets['min_flops_ratio']:g}", "measured": flops_ratio,
+                        "met": flops_ratio >= targets["min_flops_ratio"]},
+        "points_lost": {"required": f"<= {targets['max_points_lost']:g}", "measured": lost,
+                        "met": lost <= targets["max_points_lost"]},
+        "speedup": {"required": f">= {targets['min_speedup_per_flops']:g} x the FLOPs ratio = {needed:.2f}",
+                    "measured": speedup, "met": speedup >= needed},
+    }
+
+
+def resnet_report(profile: str, model: str, table: pd.DataFrame, *, checks: Mapping[str, Mapping[str, Any]],
+                  groups: Mapping[str, Any], measurement: Mapping[str, Any], reference: str = "dense",
+                  pruned: str = "taylor") -> dict[str, Any]:
+    """``reports/resnet.json``: the dense and pruned networks (rows of one (form, batch) slice of
+    `measure.side_by_side`), each target with whether it was met, the channels kept per kind of group."""
+    def entry(name: str) -> dict[str, Any]:
+        r = table.loc[name]
+        return {"accuracy": float(r["accuracy"]), "mflops": 1e3 * float(r["gflops"]), "params": int(r["params"]),
+                "size_mb": float(r["size_mb"]), "latency_ms": float(r["latency_ms"]), "speedup": float(r["speedup"])}
+
+    return {"profile": profile, "model": model, "dense": entry(reference),
+            "pruned": {name: entry(name) for name in table.index if name != reference},
+            "headline": pruned, "targets": {k: dict(v) for k, v in checks.items()},
+            "all_met": all(bool(v["met"]) for v in checks.values()), "groups": dict(groups),
+            "measurement": dict(measurement)}
+
+
+def write_resnet_json(report: Mapping[str, Any], path: str | Path | None = None) -> Path:
+    """Write ``reports/resnet.json`` (atomic, plain JSON)."""
+    if not {"dense", "pruned", "targets", "all_met"} <= set(report):
+        raise ValueError(f"not a ResNet report: keys {sorted(report)}")
+    return write_json(report, _path(path, "resnet.json"))
+
+
+def read_resnet_report(path: str | Path | None = None) -> dict[str, Any]:
+    return read_json(_path(path, "resnet.json"))
