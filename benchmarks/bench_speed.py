@@ -1,6 +1,6 @@
 """Benchmark: speed and size of the pruned networks, from the command line (notebook 04's figures).
 
-    python benchmarks/bench_speed.py [--profile quick] [--threads 1 2] [--batches 1 64] [--forms eager deploy]
+    python benchmarks/bench_speed.py [--profile quick] [--threads 1 2] [--batches 1 64] [--forms eager deploy onnxruntime]
                                      [--rounds 5] [--min-run-time 0.3] [--skip-sweep] [--skip-vgg16]
                                      [--out-dir build]
 
@@ -9,7 +9,8 @@ and reports/iterative.json.  Prints the machine, threads and batch sizes, and wr
 ``build/bench_speed.json`` plus one CSV per table (``build/bench_speed_*.csv``):
 
 1. **side_by_side**: dense vs Taylor- and random-pruned (notebook 03), per thread count, batch size
-   and form: parameters, size on disk, FLOPs, latency (median and IQR of interleaved rounds),
+   and form (the PyTorch forms and the runtimes: ONNX Runtime, OpenVINO when installed; **runtimes** sums it
+   up for the Taylor network): parameters, size on disk, FLOPs, latency (median and IQR of interleaved rounds),
    throughput, speedup, FLOPs ratio.  Accuracy is the test accuracy notebook 03 stored with each model
    (dense: evaluated here on the same test set).
 2. **sweep**: speedup against FLOPs reduction for every iteration of notebook 03's Taylor and random runs
@@ -148,6 +149,17 @@ def vgg16_seed_setting(kept: Sequence[float], *, remove_fraction: float, multipl
     return table, widths
 
 
+def runtime_table(side: pd.DataFrame, model: str = "taylor") -> pd.DataFrame:
+    """One row per (threads, batch, runtime): dense and `model` latency, the speedup and speedup / FLOPs ratio."""
+    rows = []
+    for (threads, batch, form), g in side.groupby(["threads", "batch", "form"], sort=False):
+        g = g.set_index("model")
+        rows.append({"threads": threads, "batch": batch, "runtime": form, "dense_ms": g.loc["dense", "latency_ms"],
+                     f"{model}_ms": g.loc[model, "latency_ms"], "speedup": g.loc[model, "speedup"],
+                     "flops_ratio": g.loc[model, "flops_ratio"], "speedup_per_flops": g.loc[model, "speedup_per_flops"]})
+    return pd.DataFrame(rows)
+
+
 def _print_table(title: str, df: pd.DataFrame, columns: Sequence[str] | None = None) -> None:
     print(f"\n== {title}")
     print((df[list(columns)] if columns else df).round(3).to_string(index=False))
@@ -160,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batches", type=int, nargs="+", default=None, help="default: 1 and the profile's benchmark batch")
     parser.add_argument("--sweep-batches", type=int, nargs="+", default=None,
                         help="batch sizes of the batch sweep (default: 1 4 16 B 4B, B = the benchmark batch)")
-    parser.add_argument("--forms", nargs="+", default=["eager", "deploy"], choices=measure.FORMS)
+    parser.add_argument("--forms", nargs="+", default=None, choices=measure.FORMS + measure.RUNTIMES,
+                        help="default: eager, deploy and every runtime installed here (onnxruntime, openvino)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-run-time", type=float, default=0.3)
     parser.add_argument("--skip-sweep", action="store_true", help="skip the per-iteration and batch sweeps")
@@ -171,6 +184,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     P = get_profile(args.profile)
+    available = measure.available_runtimes()
+    args.forms = args.forms or ["eager", "deploy", *(r for r, why in available.items() if why is None)]
+    for runtime, why in available.items():
+        if why and runtime in (args.forms or []):
+            sys.exit(f"--forms {runtime}: {why}")
+        if why:
+            print(f"{runtime}: skipped ({why})")
+    torch_forms = [f for f in args.forms if f in measure.FORMS]      # the sweeps, VGG16 and Torch-Pruning: PyTorch
     batch = P.benchmark_batch
     batches = args.batches or [1, batch]
     sweep_batches = args.sweep_batches or [1, 4, 16, batch, 4 * batch]
@@ -203,11 +224,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _print_table("dense vs pruned (latency: ms per batch; ratios: dense / model)", tables["side_by_side"],
                  ["threads", "form", "batch", "model", "params", "size_mb", "gflops", "accuracy", "latency_ms",
                   "latency_iqr_ms", "throughput", "speedup", "flops_ratio", "speedup_per_flops"])
+    tables["runtimes"] = runtime_table(tables["side_by_side"])
+    _print_table("the Taylor-pruned network in each runtime (speedup against dense in the same runtime; "
+                 "target: onnxruntime >= 0.8 x the FLOPs ratio at the benchmark batch, 1 thread)", tables["runtimes"])
 
     if not args.skip_sweep:
         t0 = args.threads[0]
         tables["sweep"] = speedup_sweep(experiment.architecture(P), {c: histories[c] for c in pruned},
-                                              (batch, *P.input_shape), forms=args.forms, num_threads=t0,
+                                              (batch, *P.input_shape), forms=torch_forms, num_threads=t0,
                                               min_run_time=args.min_run_time / 2, rounds=max(1, args.rounds // 2))
         _print_table(f"speedup vs FLOPs, every iteration of notebook 03 (batch {batch}, {t0} thread)", tables["sweep"],
                      ["form", "criterion", "iteration", "flops_ratio", "latency_ms", "speedup", "speedup_per_flops"])
@@ -220,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kept = [widths_hist[-1][c] / widths_hist[0][c] for c in widths_hist[0]]
     if not args.skip_vgg16:
         tables["vgg16"], vgg_widths = vgg16_seed_setting(
-            kept, remove_fraction=P.target_fraction, multiple_of=P.multiple_of, forms=args.forms,
+            kept, remove_fraction=P.target_fraction, multiple_of=P.multiple_of, forms=torch_forms,
             num_threads=args.threads[0], min_run_time=args.min_run_time, rounds=max(1, args.rounds // 2))
         report["vgg16_widths"] = vgg_widths
         _print_table(f"VGG16, the seed's setting (batch 1, {args.threads[0]} thread)", tables["vgg16"],
@@ -232,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("note: notebook 03's Taylor model and the last row of iterative.json have different widths "
               "(re-run notebook 03); the trained model is not timed against the rebuilt one")
     tp_result = compare_with_torch_pruning(experiment.architecture(P), widths_hist[-1], (batch, *P.input_shape),
-                                           forms=args.forms, num_threads=args.threads[0],
+                                           forms=torch_forms, num_threads=args.threads[0],
                                            min_run_time=args.min_run_time, rounds=args.rounds,
                                            trained=nets["taylor"] if same else None)
     report["torch_pruning"] = tp_result

@@ -15,7 +15,7 @@ import pandas as pd
 from .lessons import verdict
 from .profiles import Profile
 
-__all__ = ["fine_tuning", "iterative", "profile_table", "ranking", "resnet", "shows", "speed"]
+__all__ = ["fine_tuning", "iterative", "profile_table", "ranking", "resnet", "runtimes", "shows", "speed"]
 
 
 def profile_table(profile: Profile, fields: Sequence[str]) -> pd.DataFrame:
@@ -109,3 +109,20 @@ def resnet(report: Mapping[str, Any]) -> str:
                  + ("a stream channel is removed from a whole stage at once, so the loop spares it."
                     if stream > inside else "here the loop did not spare the streams."))
     return text
+
+
+def runtimes(table: pd.DataFrame, *, pruned: str, torch_form: str, batch: int, threads: int) -> str:
+    """Notebook 04: does the speedup survive ONNX Runtime?  `table` is a `side_by_side` slice at one batch,
+    indexed by (form, model)."""
+    ort, mine = table.loc[("onnxruntime", pruned)], table.loc[(torch_form, pruned)]
+    dense_gain = table.loc[(torch_form, "dense"), "latency_ms"] / table.loc[("onnxruntime", "dense"), "latency_ms"]
+    kept = ort["speedup_per_flops"] >= 0.8
+    text = (f"In ONNX Runtime (batch {batch}, {threads} thread) the pruned network is {ort['speedup']:.2f}× faster than "
+            f"the dense one for {ort['flops_ratio']:.2f}× fewer FLOPs: {ort['speedup_per_flops']:.2f} of the FLOPs ratio "
+            f"(target 0.8: {'met' if kept else 'not met'}), against {mine['speedup_per_flops']:.2f} in PyTorch's "
+            f"{torch_form} form. ")
+    text += (f"ONNX Runtime runs the dense network {dense_gain:.2f}× "
+             + ("faster" if dense_gain >= 1 else "slower") + f" than PyTorch's {torch_form} form")
+    if ("openvino", pruned) in table.index:
+        text += f"; OpenVINO gives the pruned network {table.loc[('openvino', pruned), 'speedup']:.2f}×"
+    return text + "."

@@ -25,7 +25,7 @@ import pandas as pd
 from ..checkpoints import atomic_write, plain_value
 from .paths import reports_dir
 
-__all__ = ["build_summary", "check_targets", "history_records", "iterative_report", "ranking_report", "read_json",
+__all__ = ["build_summary", "check_targets", "history_records", "iterative_report", "ranking_report", "read_json", "runtimes_block",
            "read_iterative_report", "update_lessons", "validate_iterative", "validate_lessons", "validate_ranking",
            "validate_summary", "write_iterative_json", "write_json", "write_ranking_json", "write_summary"]
 
@@ -220,13 +220,15 @@ def build_summary(
     *,
     reference: str = "dense",
     measurement: Mapping[str, Any] | None = None,
+    runtimes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``reports/summary.json``'s content from one (form, batch) slice of `side_by_side`.
 
     `table` is indexed by model name with ``accuracy`` (fraction), ``gflops`` (per image),
     ``params``, ``size_mb``, ``latency_ms`` (per batch) and ``speedup``; every row but `reference`
     becomes ``pruned[name]``.  `measurement` (batch size, threads, form, machine, ...) is stored
-    under ``"measurement"`` so the latency can be read correctly.
+    under ``"measurement"`` so the latency can be read correctly; `runtimes` (`runtimes_block`) under
+    ``"runtimes"``.
     """
     def entry(name: str, with_speedup: bool) -> dict[str, Any]:
         r = table.loc[name]
@@ -240,7 +242,35 @@ def build_summary(
                "pruned": {name: entry(name, True) for name in table.index if name != reference}}
     if measurement is not None:
         summary["measurement"] = dict(measurement)
+    if runtimes is not None:
+        summary["runtimes"] = dict(runtimes)
     return validate_summary(summary)
+
+
+def runtimes_block(table: pd.DataFrame, *, batch: int, num_threads: int) -> dict[str, Any]:
+    """summary.json's ``runtimes``: for each form/runtime of a `side_by_side` table at `batch`, each model's
+    ``latency_ms`` and ``speedup`` against the reference in that same runtime."""
+    block = {}
+    for form, g in table[table["batch"] == batch].groupby("form", sort=False):
+        block[form] = {"batch_size": int(batch), "num_threads": int(num_threads),
+                       "models": {r["model"]: {"latency_ms": float(r["latency_ms"]), "speedup": float(r["speedup"])}
+                                  for _, r in g.iterrows()}}
+    return block
+
+
+def _check_runtimes(block: Any) -> None:
+    if not isinstance(block, dict) or not block:
+        raise ValueError("summary['runtimes'] must map each runtime to {'batch_size', 'num_threads', 'models'}")
+    for name, entry in block.items():
+        where = f"summary['runtimes'][{name!r}]"
+        if not isinstance(entry, dict) or not {"batch_size", "num_threads", "models"} <= set(entry):
+            raise ValueError(f"{where} must have 'batch_size', 'num_threads' and 'models'")
+        _check_number(f"{where}['batch_size']", entry["batch_size"], integer=True, positive=True)
+        _check_number(f"{where}['num_threads']", entry["num_threads"], integer=True, positive=True)
+        for model, times in entry["models"].items():
+            for key in ("latency_ms", "speedup"):
+                _check_number(f"{where}['models'][{model!r}][{key!r}]", times.get(key) if isinstance(times, dict)
+                              else None, positive=True)
 
 
 def _check_number(where: str, value: Any, *, low: float = 0.0, high: float = math.inf,
@@ -275,7 +305,9 @@ def validate_summary(summary: Any) -> dict[str, Any]:
 
     Schema: ``{"profile", "dataset", "model": str, "dense": {"accuracy", "gflops", "params",
     "size_mb", "latency_ms"}, "pruned": {criterion: {... the same ..., "speedup"}}}``; accuracy a
-    fraction in [0, 1], every number finite, counts and times positive.  Extra keys are allowed.
+    fraction in [0, 1], every number finite, counts and times positive; optional ``"runtimes"``:
+    ``{runtime: {"batch_size", "num_threads", "models": {name: {"latency_ms", "speedup"}}}}``.  Extra keys
+    are allowed.
     """
     if not isinstance(summary, dict):
         raise ValueError(f"summary must be a dict; got {type(summary).__name__}")
@@ -290,6 +322,8 @@ def validate_summary(summary: Any) -> dict[str, Any]:
         raise ValueError("summary['pruned'] must map at least one criterion to its entry")
     for name, entry in summary["pruned"].items():
         _check_entry(f"summary['pruned'][{name!r}]", entry, pruned=True)
+    if "runtimes" in summary:
+        _check_runtimes(summary["runtimes"])
     return summary
 
 

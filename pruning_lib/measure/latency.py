@@ -19,6 +19,7 @@ from .. import runtime
 from ._checks import _make_input, _resolve_device, _validate_input_shape, _validate_num_threads, _validate_positive
 from .counting import count_flops, count_parameters, size_on_disk_mb
 from .deploy import FORMS, deployment_form
+from .runtimes import RUNTIMES, checked_runner
 
 # torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on CPU-only
 # machines: noise for a course run on laptops, so only errors from that logger are shown.
@@ -43,7 +44,9 @@ def measure_latency(
 
     ``form`` (one of :data:`FORMS`) times a copy of the model converted by
     :func:`deployment_form`, e.g. ``"deploy"`` (BatchNorm folded, channels-last); the model
-    itself is not changed.
+    itself is not changed.  ``"onnxruntime"`` or ``"openvino"`` (`runtimes.RUNTIMES`) times the model
+    exported to ONNX, its outputs checked against PyTorch's first, in that runtime on the CPU with
+    ``num_threads`` intra-op threads.
 
     With ``compiled=True`` the model is timed as it would be deployed: through
     ``torch.compile`` (BatchNorm folded, kernels generated for these channel counts; compiling
@@ -66,8 +69,10 @@ def measure_latency(
         raise ValueError(f"warmup must be a non-negative int; got {warmup!r}")
     dev = _resolve_device(model, device)
     x = _make_input(model, shape, dev)
-    if form not in FORMS:
-        raise ValueError(f"unknown form {form!r}; choose one of {FORMS}")
+    if form not in FORMS + RUNTIMES:
+        raise ValueError(f"unknown form {form!r}; choose one of {FORMS + RUNTIMES}")
+    if form in RUNTIMES:
+        return _measure_in_runtime(model, x, form, threads, min_run_time, warmup)
     with runtime.mode(model), runtime.num_threads(threads), torch.no_grad():
         runner = deployment_form(model, form)
         runner = _compile(runner) if compiled else runner
@@ -89,6 +94,21 @@ def measure_latency(
         "compiled": compiled,
         "form": form,
     }
+
+
+def _measure_in_runtime(model: nn.Module, x: torch.Tensor, form: str, threads: int, min_run_time: float,
+                        warmup: int) -> dict[str, Any]:
+    """`measure_latency` in ONNX Runtime or OpenVINO: the model exported and checked (`runtimes.checked_runner`),
+    then the same protocol (warm-up, ``blocked_autorange``) on the CPU with `threads` intra-op threads."""
+    run = checked_runner(model, x, form, num_threads=threads)
+    batch = x.detach().cpu().numpy()
+    for _ in range(max(warmup, 1)):
+        run(batch)
+    m = benchmark.Timer(stmt="run(a)", globals={"run": run, "a": batch}, num_threads=1).blocked_autorange(
+        min_run_time=min_run_time)
+    return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3, "mean_ms": m.mean * 1e3,
+            "runs": len(m.raw_times) * m.number_per_run, "batch_size": int(x.shape[0]), "num_threads": threads,
+            "device": "cpu", "throughput": x.shape[0] / m.median, "compiled": False, "form": form}
 
 
 def _compile(model: nn.Module) -> Any:
