@@ -9,12 +9,12 @@ from torch import nn
 
 from ..groups import ChannelGroup
 
-__all__ = ["plot_channel_groups"]
+__all__ = ["plot_channel_groups", "short_name"]
 
 KIND_COLORS = {"residual stream": "tab:red", "inside a block": "tab:blue"}
 
 
-def _short(name: str) -> str:
+def short_name(name: str) -> str:
     """``features.4.0.conv1.0`` -> ``4.0.conv1``: enough to tell the convs of a ResNet apart."""
     parts = name.split(".")
     if parts[0] == "features" and len(parts) > 1:
@@ -29,25 +29,23 @@ def plot_channel_groups(model: nn.Module, groups: Mapping[str, ChannelGroup], *,
     """One row per prunable group, one column per conv (forward order): ■ the conv writes the group's channels
     (its filters), ○ it reads them (its input channels); red rows are residual streams, blue rows groups
     inside a block.  The first Linear, reading the last stream, is the last column."""
-    from ..course.resnet import group_kind
-
     kept = [g for g in groups.values() if not g.refused]
     columns = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                and any(n in g.producers or n in g.readers for g in kept)]
     x = {n: i for i, n in enumerate(columns)}
     fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(columns) + 2.5), 0.42 * len(kept) + 1.8))
     for row, g in enumerate(kept):
-        color = KIND_COLORS[group_kind(g)]
+        color = KIND_COLORS["residual stream" if len(g.producers) > 1 else "inside a block"]   # as course.resnet.group_kind
         ax.axhline(row, color=color, alpha=0.15, lw=6)
         ax.scatter([x[p] for p in g.producers], [row] * len(g.producers), marker="s", s=60, color=color)
         ax.scatter([x[r] for r in g.readers], [row] * len(g.readers), marker="o", s=60, facecolors="white",
                    edgecolors=color, linewidths=1.5)
-    ax.set_yticks(range(len(kept)), [f"{_short(g.name)} ({g.size} ch)" for g in kept], fontsize=8)
-    ax.set_xticks(range(len(columns)), [_short(c) for c in columns], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(kept)), [f"{short_name(g.name)} ({g.size} ch)" for g in kept], fontsize=8)
+    ax.set_xticks(range(len(columns)), [short_name(c) for c in columns], rotation=60, ha="right", fontsize=8)
     ax.set_ylim(len(kept) - 0.5, -0.5)
     ax.set(title=title, xlabel="conv (and the first Linear), in forward order", ylabel="group (named by its first conv)")
     for kind, color in KIND_COLORS.items():
         ax.plot([], [], color=color, lw=6, alpha=0.4, label=kind)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

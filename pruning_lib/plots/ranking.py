@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from ..oneshot import OneShot
+from .groups import short_name
 
 Scores = Mapping[str, torch.Tensor]
 
@@ -105,18 +106,19 @@ def plot_sweep(sweep_table: pd.DataFrame, *, title: str = "One-shot pruning (no 
 def plot_one_shot(result: OneShot) -> plt.Figure:
     """Filters kept and removed in each layer by one `oneshot.one_shot` result (stacked bars)."""
     names = list(result.removed)
+    labels = [short_name(n) if n.count(".") > 1 else n for n in names]     # ResNet groups: "4.0.conv1"
     kept = [result.kept[n] for n in names]
     removed = [result.removed[n] for n in names]
-    fig, ax = plt.subplots(figsize=(7, 2.8))
-    ax.bar(names, kept, color="tab:blue", label="kept")
-    ax.bar(names, removed, bottom=kept, color="tab:red", alpha=0.6, label="removed")
+    fig, ax = plt.subplots(figsize=(7, 3.2 if max(map(len, labels)) > 10 else 2.8))
+    ax.bar(labels, kept, color="tab:blue", label="kept")
+    ax.bar(labels, removed, bottom=kept, color="tab:red", alpha=0.6, label="removed")
     for i, r in enumerate(removed):
         if r:
             ax.text(i, kept[i] + r, str(r), ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, 1.15 * max(k + r for k, r in zip(kept, removed)))
     ax.set(title=f"{result.criterion}: {result.filters_removed} filters removed, "
-                 f"accuracy {100 * result.accuracy:.1f}%", xlabel="layer", ylabel="filters")
-    ax.tick_params(axis="x", labelsize=8)
+                 f"accuracy {100 * result.accuracy:.1f}%", xlabel="layer (or channel group)", ylabel="filters")
+    ax.tick_params(axis="x", labelsize=8, rotation=30 if max(map(len, labels)) > 10 else 0)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
