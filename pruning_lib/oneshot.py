@@ -12,8 +12,8 @@ correlate with the oracle (Molchanov et al. 2017, Table 1):
 
 A network that is not a plain chain (a ResNet) is pruned by channel groups, as in
 `iterative.prune_train_repeat`: the scores are then `group_criteria.rank_groups`'s, keyed by group, and
-"filters" below means a group's channels.  Nothing here changes the model it is given.  The widget that wires a slider to `one_shot` lives in
-`widgets.oneshot`; ``reports/ranking.json`` is written by `course.reports`.
+"filters" below means a group's channels.  Nothing here changes the model it is given.  The widget that
+wires a slider to `one_shot` lives in `widgets.oneshot`; ``reports/ranking.json`` is written by `course.reports`.
 """
 
 from __future__ import annotations

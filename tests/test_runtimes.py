@@ -84,10 +84,15 @@ def test_a_model_that_does_not_export_names_the_layer(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_onnxruntime_is_a_form_of_measure_latency():
+def test_onnxruntime_is_a_form_of_measure_latency(monkeypatch):
     model = _trained_like(small_vgg(num_classes=2))
     timed = measure.measure_latency(model, (8, 1, 28, 28), form="onnxruntime", num_threads=1, min_run_time=0.05)
     assert timed["form"] == "onnxruntime" and timed["median_ms"] > 0 and timed["device"] == "cpu"
+    calls = []
+    monkeypatch.setattr(runtimes, "export_onnx", lambda *a, **k: calls.append(a))
+    again = measure.measure_latency(model, (16, 1, 28, 28), form="onnxruntime", num_threads=1, min_run_time=0.05)
+    assert again["batch_size"] == 16 and calls == []               # exported and checked once per weights
+    monkeypatch.undo()
     pruned = prune_filters(copy.deepcopy(model), {"features.0": list(range(16))})
     table = measure.side_by_side({"dense": model, "pruned": pruned}, (1, 28, 28), [4], forms=("deploy", "onnxruntime"),
                                  num_threads=1, min_run_time=0.05, rounds=1)
@@ -103,6 +108,7 @@ def test_a_mismatching_export_is_not_timed(monkeypatch):
         raise runtimes.OnnxMismatchError("differs")
 
     monkeypatch.setattr(runtimes, "check_onnx", broken)
+    monkeypatch.setattr(runtimes, "_RUNNERS", {})                # nothing checked before in this process
     with pytest.raises(runtimes.OnnxMismatchError):
         measure.measure_latency(model, (2, 1, 28, 28), form="onnxruntime", min_run_time=0.01)
 
