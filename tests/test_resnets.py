@@ -246,3 +246,22 @@ def test_one_shot_prunes_a_resnet_by_groups():
     assert set(result.kept) == set(scores) and result.filters_total == 672
     assert result.filters_removed == round(0.3 * 672) and sum(result.removed.values()) == result.filters_removed
     assert all(result.kept[g] + result.removed[g] == len(scores[g]) for g in scores)
+
+
+def test_the_one_shot_widget_over_a_resnets_groups():
+    from pruning_lib.group_criteria import rank_groups
+    from pruning_lib.iterative import fingerprint
+    from pruning_lib.widgets.oneshot import one_shot_widget
+
+    model = _trained_like()
+    before = fingerprint(model)
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 2, (32,))
+    scores = {c: rank_groups(model, [(x, y)], c) for c in ("taylor", "random")}
+    w = one_shot_widget(model, scores, [(x, y)], input_shape=(1, 28, 28), amount=0.3, max_amount=0.8)
+    assert "202 of 672" in w.summary.value                               # round(0.3 * 672) group channels
+    w.slider.value = 0.5
+    assert ("taylor", 0.5) in w.results and "336 of 672" in w.summary.value
+    w.dropdown.value = "random"
+    r = w.results[("random", 0.5)]
+    assert set(r.kept) == set(scores["random"]) and sum(r.removed.values()) == 336
+    assert fingerprint(model) == before                                  # the widget prunes copies only
