@@ -106,6 +106,9 @@ def test_torchvision_resnets_in_the_small_resnets_layout():
     assert all(p.requires_grad for p in model.classifier.parameters())
     with pytest.raises(ValueError, match="resnet18"):
         torchvision_resnet("resnet7", weights=None)
+    bottlenecks = torchvision_resnet("resnet50", weights=None, num_classes=2).eval()
+    widths = group_widths(bottlenecks)   # the stem (its 64 channels go to a 1x1 downsample, not into a sum), 4 streams,
+    assert len(widths) == 1 + 4 + 2 * 16 and bottlenecks(torch.randn(1, 3, 64, 64)).shape == (1, 2)   # 2 free per block
 
 
 def test_torchvision_resnet_weights_from_a_file_and_clear_errors(tmp_path, monkeypatch):
