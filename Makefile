@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 export PRUNING_PROFILE := $(PROFILE)
 
-.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill bench-groups calibrate preflight setup clean
+.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill bench-groups bench-resnet calibrate preflight setup clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,10 @@ bench: $(STAMP)
 bench-groups: $(STAMP)
 	$(PY) benchmarks/zoo_groups.py
 	$(PY) benchmarks/group_taylor_aggregations.py
+
+## Notebook 05's schedule: every Prune–Train–Repeat schedule tried on the small ResNet (README table; ~10 min on 2 cores).
+bench-resnet: $(STAMP)
+	$(PY) benchmarks/resnet_schedules.py
 
 ## What fine-tuning with the dense network as teacher buys (about 20 min on 2 cores).
 bench-distill: $(STAMP)
