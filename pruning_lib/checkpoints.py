@@ -16,6 +16,7 @@ A checkpoint holds only plain data (tensors, numbers, strings, lists, dicts), so
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "atomic_write",
     "check_plain",
+    "fingerprint",
     "load_checkpoint",
     "load_pruned",
     "plain_value",
@@ -255,3 +257,13 @@ def load_pruned(path: str | os.PathLike, model: nn.Module) -> tuple[nn.Module, d
         raise ValueError(f"{path}: {err}; build the same unpruned architecture that was pruned") from None
     _load_state(pruned, payload["state_dict"], path)
     return pruned, payload["meta"]
+
+
+def fingerprint(model: nn.Module) -> str:
+    """SHA-256 (hex) of a model's state_dict: names, shapes, dtypes and values.  Same weights, same string."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

@@ -18,7 +18,6 @@ the last complete iteration on disk.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import math
 import time
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import train
-from .checkpoints import load_pruned, plain_value, save_pruned
+from .checkpoints import fingerprint, load_pruned, plain_value, save_pruned
 from .couplings import filters_per_layer
 from .criteria import rank_filters
 from .group_criteria import rank_groups
@@ -131,16 +130,6 @@ class PruningSchedule:
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint was made from another starting model or with another schedule."""
-
-
-def fingerprint(model: nn.Module) -> str:
-    """SHA-256 (hex) of a model's state_dict: names, shapes, dtypes and values.  Same weights, same string."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def pruning_units(model: nn.Module) -> tuple[Callable, Callable, Callable]:

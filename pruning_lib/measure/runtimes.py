@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoints import fingerprint
+
 __all__ = ["RUNTIMES", "MissingRuntimeError", "OnnxExportError", "OnnxMismatchError", "available_runtimes",
            "check_onnx", "checked_runner", "export_onnx", "onnx_session", "require", "runner"]
 
@@ -207,12 +209,7 @@ _EXPORT_DIR: tempfile.TemporaryDirectory | None = None
 
 def _key(model: nn.Module, image_shape: Sequence[int]) -> str:
     """Same architecture, weights and image shape, same key (so one export serves every timing of a model)."""
-    digest = hashlib.sha256(f"{model!r}{tuple(image_shape)}".encode())
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    return hashlib.sha256(f"{model!r}{tuple(image_shape)}{fingerprint(model)}".encode()).hexdigest()
 
 
 def checked_runner(model: nn.Module, x: torch.Tensor, runtime: str, *, num_threads: int = 1,
