@@ -9,6 +9,12 @@ head initialisation and batch order.  Every seed writes its own reports/checkpoi
 ``build/calibration/seed<S>/``; this script reads their ``lessons.json`` and prints one table (lesson x seed:
 gap, noise, shows) for the README, and writes ``build/calibration.json``.  A lesson is taught as shown only if
 it shows in every seed.  Runs with ``--jobs 2`` at one torch thread each (the profile's `threads`).
+
+The headline's speed is notebook 04's measurement: after every seed has finished training (nothing else
+running), each seed's dense and headline networks are timed one seed at a time with notebook 04's protocol
+(deploy form, the profile's benchmark batch, one thread, freed memory kept, three rounds), and the speedup is
+added to that seed's headline entry (`lessons.with_speedup`, written back to its lessons.json).  ``--no-timing``
+skips it; ``--table-only`` times the seeds whose entry has no speedup yet unless ``--no-timing`` is given.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pruning_lib import measure
+from pruning_lib.course import experiment, lessons, reports
 from pruning_lib.course.paths import REPO_ROOT
+from pruning_lib.course.profiles import get_profile
 from pruning_lib.measure import machine_info
 
 LESSONS = ("criteria_differ", "too_much_at_once", "headline", "pruning_beats_scratch", "random_catches_up")
@@ -43,6 +52,28 @@ def run_seed(seed: int, overrides: str, out: Path, only: str) -> dict:
         done.append(nb)
     lessons = json.loads((folder / "reports" / "lessons.json").read_text())
     return {"seed": seed, "lessons": lessons, "seconds": time.perf_counter() - start}
+
+
+def time_headline(result: dict, overrides: str, out: Path) -> dict:
+    """Add notebook 04's speedup to one seed's headline entry (see the module docstring); returns `result`."""
+    entry = result.get("lessons", {}).get("headline")
+    if entry is None or entry["measured"].get("speedup") is not None:
+        return result
+    folder = out.resolve() / f"seed{result['seed']}"
+    saved = os.environ.get("PRUNING_CHECKPOINT_DIR")
+    os.environ["PRUNING_CHECKPOINT_DIR"] = str(folder / "checkpoints")
+    try:
+        profile = get_profile("quick", ",".join(filter(None, [overrides, f"seed={result['seed']}"])))
+        nets = {"dense": experiment.load_baseline(profile, progress=False),
+                "taylor": experiment.load_pruned_model("taylor", profile)[0]}
+    finally:
+        os.environ.pop("PRUNING_CHECKPOINT_DIR") if saved is None else os.environ.update(PRUNING_CHECKPOINT_DIR=saved)
+    measure.keep_freed_memory()
+    table = measure.side_by_side(nets, profile.input_shape, [profile.benchmark_batch], forms=("deploy",),
+                                 num_threads=1, min_run_time=0.2, rounds=3)
+    timed = lessons.with_speedup(entry, float(table.set_index("model").loc["taylor", "speedup"]))
+    result["lessons"] = reports.update_lessons({"headline": timed}, folder / "reports" / "lessons.json")
+    return result
 
 
 def read_seed(seed: int, out: Path) -> dict:
@@ -67,9 +98,15 @@ def table(results: list[dict]) -> str:
                 every = False
                 continue
             checks = e["measured"].get("checks", {})
-            if name == "headline" and e["measured"].get("speedup") is None:     # notebook 04 not run: no speed yet
+            speed = e["measured"].get("speedup")
+            if name == "headline" and speed is None:     # not timed: no speed yet
                 shown = all(ok for k, ok in checks.items() if k != "speedup")
-                mark = "✓ (speed: notebook 04)" if shown else "✗"
+                mark = "✓ (speed: not timed)" if shown else "✗"
+            elif name == "headline":
+                shown = bool(e["shows"])
+                failed = [k for k, ok in checks.items() if not ok]
+                mark = (f"{'✓' if shown else '✗'} ({speed:.2f}x faster for {e['measured']['flops_ratio']:.1f}x fewer FLOPs: "
+                        f"{speed / e['measured']['flops_ratio']:.2f}" + (f"; missed: {', '.join(failed)})" if failed else ")"))
             else:
                 shown = bool(e["shows"])
                 mark = "reported" if e["reported_only"] else ("✓" if shown else "✗")
@@ -87,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overrides", default="", help="extra profile overrides for every seed")
     parser.add_argument("--only", default="01,02,03", help="the notebooks to run, in order")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "calibration")
+    parser.add_argument("--no-timing", action="store_true", help="do not time the headline networks")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: tabulate the lessons.json the seeds' folders already hold")
     args = parser.parse_args(argv)
@@ -96,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(lambda s: run_seed(s, args.overrides, args.out, args.only), args.seeds))
+    if not args.no_timing:                  # one seed at a time, after all training: nothing else on the cores
+        results = [time_headline(r, args.overrides, args.out) for r in results]
     for r in results:
         if "error" in r:
             print(f"seed {r['seed']} failed:\n{r['error']}", file=sys.stderr)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,6 +93,19 @@ def test_headline_needs_every_target_and_a_measured_speedup():
     assert e["gap_points"] == pytest.approx(2.0) and not e["measured"]["checks"]["points_lost"] and not e["shows"]
 
 
+def test_a_speedup_measured_later_completes_the_headline_as_if_measured_at_once():
+    dense, pruned = torch.ones(1000), torch.ones(1000)
+    pruned[:5] = 0
+    ok = dict(flops_ratio=3.5, params_ratio=5.0)
+    without = lessons.headline_lesson(dense, pruned, **ok)
+    for speedup in (2.0, 3.0):                                   # below and above 0.8 x 3.5
+        assert lessons.with_speedup(without, speedup) == lessons.headline_lesson(dense, pruned, **ok, speedup=speedup)
+    assert without["measured"]["speedup"] is None                # the entry given is not changed
+    lost = torch.ones(1000)
+    lost[:20] = 0
+    assert not lessons.with_speedup(lessons.headline_lesson(dense, lost, **ok), 3.0)["shows"]   # 2 points lost
+
+
 # ---------------------------------------------------------------- lessons.json
 def entry(shows=True):
     a, b = torch.ones(100), torch.ones(100)
@@ -166,3 +181,26 @@ def test_environment_overrides_apply_before_the_notebooks(monkeypatch):
     monkeypatch.setenv("PRUNING_OVERRIDES", "seed=7,finetune_steps=5")
     p = get_profile("quick", "finetune_steps=9")
     assert (p.seed, p.finetune_steps) == (7, 9)
+
+
+def _calibrate_lessons():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "calibrate_lessons.py"
+    spec = importlib.util.spec_from_file_location("calibrate_lessons", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_calibration_table_judges_the_headline_with_its_speed():
+    dense, pruned = torch.ones(1000), torch.ones(1000)
+    pruned[:5] = 0
+    untimed = lessons.headline_lesson(dense, pruned, flops_ratio=5.0, params_ratio=5.0)
+    seeds = [{"seed": 0, "lessons": {"headline": untimed}},
+             {"seed": 1, "lessons": {"headline": lessons.with_speedup(untimed, 3.0)}},     # 0.6 of the FLOPs ratio
+             {"seed": 2, "lessons": {"headline": lessons.with_speedup(untimed, 4.5)}}]     # 0.9
+    row = next(line for line in _calibrate_lessons().table(seeds).splitlines() if line.startswith("| headline"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert "not timed" in cells[1]
+    assert cells[2].startswith("+0.5 ± ") and "✗" in cells[2] and "0.60" in cells[2] and "missed: speedup" in cells[2]
+    assert "✓" in cells[3] and "0.90" in cells[3] and "missed" not in cells[3]
+    assert cells[-1] == "no"                                    # seed 1 misses the speed

@@ -101,6 +101,24 @@ def test_onnxruntime_is_a_form_of_measure_latency(monkeypatch):
         measure.measure_latency(model, (2, 1, 28, 28), form="tensorrt")
 
 
+def test_a_file_exported_for_display_is_the_one_timed_until_it_changes(tmp_path, monkeypatch):
+    model = _trained_like(small_vgg(num_classes=2))
+    torch.manual_seed(1)
+    other = small_vgg(num_classes=2).eval()
+    path = runtimes.export_onnx(model, tmp_path / "dense.onnx", (2, 1, 28, 28))
+    exports = []
+    real = runtimes._export
+    monkeypatch.setattr(runtimes, "_export", lambda *a: exports.append(a[2]) or real(*a))
+    measure.measure_latency(model, (4, 1, 28, 28), form="onnxruntime", min_run_time=0.01)
+    assert exports == []                                           # notebook 04's file, not a second export
+    runtimes.export_onnx(other, path, (2, 1, 28, 28))              # written over by another model
+    measure.measure_latency(model, (4, 1, 28, 28), form="onnxruntime", min_run_time=0.01)
+    assert len(exports) == 2 and exports[-1] != path               # the first model is exported again, elsewhere
+    path.write_bytes(b"edited")                                    # a file changed on disk is never timed
+    timed = measure.measure_latency(other, (4, 1, 28, 28), form="onnxruntime", min_run_time=0.01)
+    assert len(exports) == 3 and timed["median_ms"] > 0
+
+
 def test_a_mismatching_export_is_not_timed(monkeypatch):
     model = _trained_like(small_vgg(num_classes=2))
 

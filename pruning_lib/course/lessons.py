@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["compare", "criteria_lesson", "headline_lesson", "noise_points", "points", "verdict"]
+__all__ = ["compare", "criteria_lesson", "headline_lesson", "noise_points", "points", "verdict", "with_speedup"]
 
 
 def _correct(x: Any) -> torch.Tensor:
@@ -110,7 +110,7 @@ def headline_lesson(dense: Any, pruned: Any, *, flops_ratio: float, params_ratio
     lost = points(dense) - points(pruned)
     checks = {"flops_ratio": flops_ratio >= min_flops_ratio, "params_ratio": params_ratio >= min_params_ratio,
               "points_lost": lost <= max_points_lost,
-              "speedup": speedup is not None and speedup >= min_speedup_per_flops * flops_ratio}
+              "speedup": _fast_enough(speedup, flops_ratio, min_speedup_per_flops)}
     return {"claim": f"Prune–Train–Repeat with Taylor: >= {min_flops_ratio:g}x fewer FLOPs, >= {min_params_ratio:g}x fewer "
                      f"parameters, <= {max_points_lost:g} point of accuracy lost, measured speedup >= "
                      f"{min_speedup_per_flops:g}x the FLOPs ratio",
@@ -119,6 +119,19 @@ def headline_lesson(dense: Any, pruned: Any, *, flops_ratio: float, params_ratio
                          "checks": checks},
             "gap_points": lost, "noise_points": noise_points(dense, pruned), "threshold_points": float(max_points_lost),
             "shows": bool(all(checks.values())), "reported_only": False}
+
+
+def _fast_enough(speedup: float | None, flops_ratio: float, min_speedup_per_flops: float) -> bool:
+    return speedup is not None and speedup >= min_speedup_per_flops * flops_ratio
+
+
+def with_speedup(entry: Mapping[str, Any], speedup: float, *, min_speedup_per_flops: float = 0.8) -> dict[str, Any]:
+    """A copy of a `headline_lesson` entry made without a speedup (notebook 03's), with a measured `speedup`
+    added and its checks and ``shows`` computed again (as notebook 04 does with the same models)."""
+    measured = dict(entry["measured"], speedup=float(speedup))
+    measured["checks"] = dict(measured["checks"],
+                              speedup=_fast_enough(speedup, measured["flops_ratio"], min_speedup_per_flops))
+    return {**entry, "measured": measured, "shows": bool(all(measured["checks"].values()))}
 
 
 def verdict(entry: Mapping[str, Any], ahead: str = "ahead", behind: str = "behind") -> str:

@@ -26,7 +26,7 @@ from ..checkpoints import atomic_write, plain_value
 from .paths import reports_dir
 
 __all__ = ["build_summary", "check_targets", "history_records", "iterative_report", "ranking_report", "read_json", "runtimes_block",
-           "read_iterative_report", "update_lessons", "validate_iterative", "validate_lessons", "validate_ranking",
+           "read_iterative_report", "report_path", "update_lessons", "validate_iterative", "validate_lessons", "validate_ranking",
            "validate_summary", "write_iterative_json", "write_json", "write_ranking_json", "write_summary"]
 
 RANKING_KEYS = ("spearman_all_l2", "spearman_all_raw", "spearman_per_layer_mean", "amounts", "accuracy")
@@ -56,7 +56,8 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
 
 
-def _path(path: str | Path | None, name: str) -> Path:
+def report_path(path: str | Path | None, name: str) -> Path:
+    """Where a report is read or written: `path` if given, else ``reports/<name>`` (`paths.reports_dir`)."""
     return Path(path).expanduser() if path is not None else reports_dir() / name
 
 
@@ -112,7 +113,7 @@ def validate_ranking(report: Mapping) -> dict:
 
 def write_ranking_json(report: Mapping, path: str | Path | None = None) -> Path:
     """Validate `report` (`validate_ranking`) and write it (default: ``reports/ranking.json``)."""
-    return write_json(validate_ranking(report), _path(path, "ranking.json"))
+    return write_json(validate_ranking(report), report_path(path, "ranking.json"))
 
 
 
@@ -150,7 +151,7 @@ def validate_iterative(report: Any) -> dict[str, list[dict]]:
 
 def write_iterative_json(histories: Mapping[str, pd.DataFrame], path: str | Path | None = None) -> Path:
     """Write `iterative_report(histories)` (default: ``reports/iterative.json``)."""
-    return write_json(iterative_report(histories), _path(path, "iterative.json"))
+    return write_json(iterative_report(histories), report_path(path, "iterative.json"))
 
 
 def read_iterative_report(path: str | Path | None = None) -> dict[str, pd.DataFrame]:
@@ -164,7 +165,7 @@ def read_iterative_report(path: str | Path | None = None) -> dict[str, pd.DataFr
         FileNotFoundError: the file is missing (run notebook 03 first).
         ValueError: the file is not a ``{criterion: [records]}`` report.
     """
-    path = _path(path, "iterative.json")
+    path = report_path(path, "iterative.json")
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebooks/03_iterative_pruning.ipynb first "
                                 "(or make demo), which writes it")
@@ -329,7 +330,7 @@ def validate_summary(summary: Any) -> dict[str, Any]:
 
 def write_summary(summary: Mapping[str, Any], path: str | Path | None = None) -> Path:
     """Validate `summary` (`validate_summary`) and write it (default ``reports/summary.json``)."""
-    return write_json(validate_summary(dict(summary)), _path(path, "summary.json"))
+    return write_json(validate_summary(dict(summary)), report_path(path, "summary.json"))
 
 
 # --------------------------------------------------------------------------- lessons.json (notebooks 02-04)
@@ -362,7 +363,7 @@ def update_lessons(entries: Mapping[str, Mapping[str, Any]], path: str | Path | 
 
     An unreadable or invalid existing file is replaced, not merged.
     """
-    path = _path(path, "lessons.json")
+    path = report_path(path, "lessons.json")
     current: dict[str, Any] = {}
     if path.exists():
         try:

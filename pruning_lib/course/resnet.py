@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..groups import ChannelGroup
-from .reports import _path, read_json, write_json
+from .reports import read_json, report_path, write_json
 
 __all__ = ["TARGETS", "block_last_conv", "check_resnet_targets", "cost_by_kind", "group_kind", "group_table", "kept_by_kind",
            "mask_group_channels", "read_resnet_report", "resnet_report", "write_resnet_json"]
@@ -113,8 +113,8 @@ def write_resnet_json(report: Mapping[str, Any], path: str | Path | None = None)
     """Write ``reports/resnet.json`` (atomic, plain JSON)."""
     if not {"dense", "pruned", "targets", "all_met"} <= set(report):
         raise ValueError(f"not a ResNet report: keys {sorted(report)}")
-    return write_json(report, _path(path, "resnet.json"))
+    return write_json(report, report_path(path, "resnet.json"))
 
 
 def read_resnet_report(path: str | Path | None = None) -> dict[str, Any]:
-    return read_json(_path(path, "resnet.json"))
+    return read_json(report_path(path, "resnet.json"))

@@ -135,6 +135,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], 
     except Exception as err:
         raise OnnxExportError(f"torch.onnx.export could not export {type(model).__name__}: "
                               f"{_failing_layer(cpu, x)}") from err
+    _remember_export(model, input_shape[1:], path.resolve(), dynamic_batch)
     return path
 
 
@@ -202,7 +203,7 @@ def check_onnx(path: str | Path, model: nn.Module, x: torch.Tensor, *, runtime: 
     return diff
 
 
-_EXPORTED: dict[str, Path] = {}
+_EXPORTED: dict[str, tuple[Path, tuple[int, int] | None]] = {}   # key -> (file, its mtime and size)
 _RUNNERS: dict[tuple[str, str, int], Callable[[np.ndarray], np.ndarray]] = {}
 _EXPORT_DIR: tempfile.TemporaryDirectory | None = None
 
@@ -212,20 +213,39 @@ def _key(model: nn.Module, image_shape: Sequence[int]) -> str:
     return hashlib.sha256(f"{model!r}{tuple(image_shape)}{fingerprint(model)}".encode()).hexdigest()
 
 
+def _signature(path: Path) -> tuple[int, int] | None:
+    return (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+
+
+def _remember_export(model: nn.Module, image_shape: Sequence[int], path: Path, dynamic_batch: bool) -> None:
+    """Let `checked_runner` time this file instead of exporting the same weights again, as long as the file
+    is not changed on disk (written over by another export, edited, deleted)."""
+    if dynamic_batch:
+        _EXPORTED[_key(model, image_shape)] = (path, _signature(path))
+
+
+def _exported(key: str) -> Path | None:
+    """The file exported for `key`, if it is still exactly as it was written."""
+    path, signature = _EXPORTED.get(key, (None, None))
+    return path if path is not None and _signature(path) == signature else None
+
+
 def checked_runner(model: nn.Module, x: torch.Tensor, runtime: str, *, num_threads: int = 1,
                    rtol: float = 1e-4, atol: float = 1e-5) -> Callable[[np.ndarray], np.ndarray]:
     """`model` exported to ONNX, its outputs checked against PyTorch's on `x` (`check_onnx`), as a `runner` of
     `runtime`.  Exported, checked and loaded once per process for the same weights, image shape, runtime and
-    threads (in a temporary folder), so timing a model again costs only the timing."""
+    threads (in a temporary folder, or the file `export_onnx` last wrote for it), so timing a model again costs
+    only the timing."""
     global _EXPORT_DIR
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
     key = _key(model, x.shape[1:])
-    if (key, runtime, num_threads) in _RUNNERS and _EXPORTED[key].exists():
+    if (key, runtime, num_threads) in _RUNNERS and _exported(key):
         return _RUNNERS[key, runtime, num_threads]
-    if key not in _EXPORTED or not _EXPORTED[key].exists():
+    if not _exported(key):
         _EXPORT_DIR = _EXPORT_DIR or tempfile.TemporaryDirectory(prefix="pruning_onnx_")
-        _EXPORTED[key] = export_onnx(model, Path(_EXPORT_DIR.name) / f"{key[:16]}.onnx", (min(len(x), 2), *x.shape[1:]))
-    check_onnx(_EXPORTED[key], model, x[:8], runtime=runtime, rtol=rtol, atol=atol)
-    _RUNNERS[key, runtime, num_threads] = runner(_EXPORTED[key], runtime, num_threads=num_threads)
+        export_onnx(model, Path(_EXPORT_DIR.name) / f"{key[:16]}.onnx", (min(len(x), 2), *x.shape[1:]))   # remembered
+    path = _exported(key)
+    check_onnx(path, model, x[:8], runtime=runtime, rtol=rtol, atol=atol)
+    _RUNNERS[key, runtime, num_threads] = runner(path, runtime, num_threads=num_threads)
     return _RUNNERS[key, runtime, num_threads]
