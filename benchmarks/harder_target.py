@@ -61,21 +61,13 @@ def pretrain_source(path: Path, steps: int = 1500) -> Path:
 
 
 def baseline(source: Path, train_loader, val_batches, profile) -> torch.nn.Module:
-    """`experiment.fine_tune_baseline`'s two stages (head only, then all layers to a plateau) on this target."""
+    """The course's transfer (`experiment.transfer`: head only, then all layers to a plateau) on this target."""
     seed_everything(profile.seed)
     model = models.small_vgg(num_classes=len(SOURCE))
     load_checkpoint(source, model)
     torch.manual_seed(profile.seed)
-    model = models.replace_head(model, len(TARGET))
-    models.freeze_features(model, True)
-    train.fit(model, train_loader, steps=profile.baseline_head_steps, lr=profile.baseline_lr, progress=False)
-    models.freeze_features(model, False)
-    plateau = train.Plateau(profile.patience)
-    train.fit(model, train_loader, steps=profile.baseline_max_steps, lr=profile.baseline_lr / 2, val_loader=val_batches,
-              eval_every=profile.eval_every, callbacks=[plateau], progress=False)
-    if plateau.best_state is not None:
-        model.load_state_dict(plateau.best_state)
-    return model.eval()
+    return experiment.transfer(models.replace_head(model, len(TARGET)), train_loader, val_batches, profile,
+                               progress=False)[0]
 
 
 def run(args: tuple[int, int, str]) -> dict:

@@ -30,7 +30,7 @@ from .source import ARCHITECTURES, SOURCE_CHECKPOINT, SOURCE_CHECKPOINTS
 __all__ = ["REPO_ROOT", "SOURCE_CHECKPOINT", "SOURCE_CLASSES", "TARGET_CLASSES", "architecture", "baseline_path",
            "class_names", "final_fine_tune", "fine_tune_baseline", "fine_tuning_loss", "load_baseline",
            "load_pruned_model", "pruned_path", "run_name", "save_baseline", "schedule", "source_model",
-           "target_datasets", "target_loaders", "weights_variable"]
+           "target_datasets", "target_loaders", "transfer", "weights_variable"]
 
 
 def architecture(profile: Profile | None = None, num_classes: int = 2) -> nn.Module:
@@ -71,23 +71,33 @@ def source_model(profile: Profile | None = None) -> nn.Module:
 def fine_tune_baseline(
     profile: Profile | None = None, *, callbacks=(), progress: bool = True
 ) -> tuple[nn.Module, pd.DataFrame]:
-    """Transfer learning in two stages, as in the post: head only (features frozen), then all layers.
+    """The profile's baseline: its source model (`source_model`) fine-tuned on its target task (`transfer`).
 
-    Stage 2 trains until validation accuracy plateaus (`Plateau`), and keeps the best weights,
-    so later fine-tuning measures recovery from pruning, not extra training.
     Returns the model (eval mode) and the history of both stages (column ``stage``).
     """
     profile = profile or get_profile()
     seed_everything(profile.seed)
     loaders = target_loaders(profile)
     model = source_model(profile).to(pick_device())
+    return transfer(model, loaders["train"], loaders["val"], profile, callbacks=callbacks, progress=progress)
+
+
+def transfer(model: nn.Module, train_loader, val_loader, profile: Profile, *, callbacks=(),
+             progress: bool = True) -> tuple[nn.Module, pd.DataFrame]:
+    """Transfer learning in two stages, as in the post: head only (features frozen), then all layers.
+
+    `model` is a pretrained network with a fresh head for the target task; the profile gives the steps and
+    learning rates (``baseline_*``).  Stage 2 trains until validation accuracy plateaus (`Plateau`), and keeps
+    the best weights, so later fine-tuning measures recovery from pruning, not extra training.
+    Returns the model (eval mode) and the history of both stages (column ``stage``).
+    """
     models.freeze_features(model, True)
-    head = train.fit(model, loaders["train"], steps=profile.baseline_head_steps, lr=profile.baseline_lr, val_loader=loaders["val"],
+    head = train.fit(model, train_loader, steps=profile.baseline_head_steps, lr=profile.baseline_lr, val_loader=val_loader,
                      eval_every=profile.eval_every, callbacks=callbacks, progress=progress)
     models.freeze_features(model, False)
     plateau = train.Plateau(profile.patience)
-    full = train.fit(model, loaders["train"], steps=profile.baseline_max_steps, lr=profile.baseline_lr / 2,
-                     val_loader=loaders["val"], eval_every=profile.eval_every,
+    full = train.fit(model, train_loader, steps=profile.baseline_max_steps, lr=profile.baseline_lr / 2,
+                     val_loader=val_loader, eval_every=profile.eval_every,
                      callbacks=[plateau, *callbacks], progress=progress, start_step=profile.baseline_head_steps)
     if plateau.best_state is not None:
         model.load_state_dict(plateau.best_state)
