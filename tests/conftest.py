@@ -6,6 +6,9 @@ on ``sys.path``.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -56,3 +59,12 @@ def masked_forward(model, plan, x):
     finally:
         for h in hooks:
             h.remove()
+
+
+def benchmark_module(name: str):
+    """A script of benchmarks/ (``"bench_speed"``) imported as a module, so a test can call its functions."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from pruning_lib.course import lessons, narrate, reports
 from pruning_lib.course.profiles import FULL, QUICK, apply_overrides, get_profile, parse_overrides
+
+from conftest import benchmark_module
 
 
 def bits(pattern: str) -> torch.Tensor:
@@ -183,14 +183,6 @@ def test_environment_overrides_apply_before_the_notebooks(monkeypatch):
     assert (p.seed, p.finetune_steps) == (7, 9)
 
 
-def _calibrate_lessons():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "calibrate_lessons.py"
-    spec = importlib.util.spec_from_file_location("calibrate_lessons", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_calibration_table_judges_the_headline_with_its_speed():
     dense, pruned = torch.ones(1000), torch.ones(1000)
     pruned[:5] = 0
@@ -198,7 +190,7 @@ def test_the_calibration_table_judges_the_headline_with_its_speed():
     seeds = [{"seed": 0, "lessons": {"headline": untimed}},
              {"seed": 1, "lessons": {"headline": lessons.with_speedup(untimed, 3.0)}},     # 0.6 of the FLOPs ratio
              {"seed": 2, "lessons": {"headline": lessons.with_speedup(untimed, 4.5)}}]     # 0.9
-    row = next(line for line in _calibrate_lessons().table(seeds).splitlines() if line.startswith("| headline"))
+    row = next(line for line in benchmark_module("calibrate_lessons").table(seeds).splitlines() if line.startswith("| headline"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert "not timed" in cells[1]
     assert cells[2].startswith("+0.5 ± ") and "✗" in cells[2] and "0.60" in cells[2] and "missed: speedup" in cells[2]

@@ -1,7 +1,6 @@
 """Tests for the comparisons and per-layer timing of pruning_lib.measure (notebook 04), the deployment forms,
 the reports of notebook 04 and benchmarks/bench_speed.py's core function.  Tiny models, short timings: behaviour, not speed."""
 import copy
-import importlib.util
 import json
 import math
 import platform
@@ -20,6 +19,8 @@ from pruning_lib.course import demo, reports
 from pruning_lib.history import history_widths, speedup_sweep
 from pruning_lib.planning import transfer_widths
 from pruning_lib.surgery import with_widths
+
+from conftest import benchmark_module
 
 FAST = 0.02  # min_run_time (s)
 SHAPE = (1, 8, 8)  # one image of the tiny model
@@ -367,17 +368,9 @@ def test_validator_rejects_bad_summaries(tiny_summary, change, match):
 # --------------------------------------------------------------------------- benchmarks/bench_speed.py
 
 
-def _bench_speed():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_speed.py"
-    spec = importlib.util.spec_from_file_location("bench_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_speed_torch_pruning_builds_the_same_architecture():
     pytest.importorskip("torch_pruning")
-    bs = _bench_speed()
+    bs = benchmark_module("bench_speed")
     widths = {"features.0": 8, "features.4": 16, "features.8": 4}
     trained = with_widths(tiny(1), widths)
     r = bs.compare_with_torch_pruning(tiny(), widths, (2, *SHAPE), forms=("eager", "deploy"), min_run_time=FAST, num_threads=1,
