@@ -64,6 +64,10 @@ def time_headline(result: dict, overrides: str, out: Path) -> dict:
     os.environ["PRUNING_CHECKPOINT_DIR"] = str(folder / "checkpoints")
     try:
         profile = get_profile("quick", ",".join(filter(None, [overrides, f"seed={result['seed']}"])))
+        missing = [p for p in (experiment.baseline_path(profile), experiment.pruned_path("taylor", profile)) if not p.exists()]
+        if missing:      # never train a baseline again just to time it
+            print(f"seed {result['seed']}: not timed, {', '.join(map(str, missing))} missing", file=sys.stderr)
+            return result
         nets = {"dense": experiment.load_baseline(profile, progress=False),
                 "taylor": experiment.load_pruned_model("taylor", profile)[0]}
     finally:
