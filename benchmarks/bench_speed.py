@@ -43,12 +43,12 @@ import torch
 from torch import nn
 
 from pruning_lib import measure
-from pruning_lib.couplings import filters_per_layer
+from pruning_lib.graph.groups import group_widths
 from pruning_lib.course import experiment, reports
 from pruning_lib.course.profiles import get_profile
 from pruning_lib.evaluation import evaluate
 from pruning_lib.history import history_widths, speedup_sweep
-from pruning_lib.planning import transfer_widths
+from pruning_lib.plan import transfer_widths
 from pruning_lib.surgery import with_widths
 from pruning_lib.vgg16 import vgg16
 
@@ -103,7 +103,7 @@ def compare_with_torch_pruning(
         diff = float((ours(x) - theirs(x)).abs().max())
     result: dict[str, Any] = {
         "widths": dict(widths),
-        "same_widths": filters_per_layer(theirs) == filters_per_layer(ours),
+        "same_widths": group_widths(theirs) == group_widths(ours),
         "same_shapes": so.keys() == st.keys() and all(so[k].shape == st[k].shape for k in so),
         "max_abs_output_diff": diff,
         "params": {"ours": measure.count_parameters(ours), "torch_pruning": measure.count_parameters(theirs)},
@@ -141,7 +141,7 @@ def vgg16_seed_setting(kept: Sequence[float], *, remove_fraction: float, multipl
     """VGG16 (random weights, 2-class head) dense vs pruned like notebook 03, at batch 1."""
     torch.manual_seed(0)
     vgg = vgg16(weights=None, num_classes=2).eval()
-    widths = transfer_widths(kept, filters_per_layer(vgg), remove_fraction=remove_fraction,
+    widths = transfer_widths(kept, group_widths(vgg), remove_fraction=remove_fraction,
                                    multiple_of=multiple_of)
     nets = {"VGG16": vgg, "VGG16 pruned": with_widths(vgg, widths)}
     table = measure.side_by_side(nets, (3, 224, 224), [1], forms=forms, num_threads=num_threads,
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      ["form", "model", "params", "size_mb", "gflops", "latency_ms", "speedup", "flops_ratio",
                       "size_ratio"])
 
-    same = filters_per_layer(nets["taylor"]) == widths_hist[-1]
+    same = group_widths(nets["taylor"]) == widths_hist[-1]
     if not same:
         print("note: notebook 03's Taylor model and the last row of iterative.json have different widths "
               "(re-run notebook 03); the trained model is not timed against the rebuilt one")

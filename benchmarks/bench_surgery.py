@@ -11,7 +11,7 @@
 3. Channel groups on torchvision ResNet-50: group analysis + surgery removing the same random 10% of
    every group's channels, vs Torch-Pruning (dependency graph + prune) and the floor.
    Targets: <= 0.5x Torch-Pruning, within 2x of the floor.
-4. Taylor ranking of ResNet-50's groups (`group_criteria.rank_groups`) vs one plain forward + backward.
+4. Taylor ranking of ResNet-50's groups (`group_criteria.rank_filters`) vs one plain forward + backward.
    Target: <= 1.2x.
 """
 
@@ -28,17 +28,17 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pruning_lib.couplings import filters_per_layer
-from pruning_lib.criteria import rank_filters
-from pruning_lib.group_criteria import rank_groups
-from pruning_lib.groups import channel_groups
+from pruning_lib.graph.groups import group_widths
+from pruning_lib.rank.criteria import rank_filters
+from pruning_lib.group_criteria import rank_filters
+from pruning_lib.graph.groups import channel_groups
 from pruning_lib.measure import machine_info
 from pruning_lib.surgery import prune_filters
 
 
 def random_plan(model, n_filters: int, seed: int = 0) -> dict[str, list[int]]:
     """`n_filters` distinct filters drawn uniformly from all conv filters (never a whole layer)."""
-    widths = filters_per_layer(model)
+    widths = group_widths(model)
     owners = [(name, k) for name, n in widths.items() for k in range(n)]
     gen = torch.Generator().manual_seed(seed)
     plan: dict[str, list[int]] = {name: [] for name in widths}
@@ -116,7 +116,7 @@ def bench_groups(repeats: int, fraction: float = 0.1) -> dict:
 def bench_taylor(batches: int, batch_size: int, size: int, repeats: int, arch: str = "vgg16") -> dict:
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(num_classes=2).eval()
-    rank = rank_filters if arch == "vgg16" else rank_groups
+    rank = rank_filters if arch == "vgg16" else rank_filters
     data = [(torch.randn(batch_size, 3, size, size), torch.randint(0, 2, (batch_size,))) for _ in range(batches)]
 
     def plain(m):

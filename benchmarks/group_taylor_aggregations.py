@@ -4,7 +4,7 @@
 
 A ResNet-18 (torchvision, 1-channel stem, 10 classes; 7x7 maps in layer1, 1x1 in layer4) is trained briefly on the embedded Fashion-MNIST
 (8,800 images, 28x28), then every prunable group's channels are scored three ways, each the mean over
-examples of a per-example |.|, and compared with `group_criteria.group_oracle` (the loss change when
+examples of a per-example |.|, and compared with `group_criteria.oracle` (the loss change when
 the channel is zeroed wherever it is read) by Spearman ρ, within each group and over all groups
 (L2-normalised per group):
 
@@ -29,12 +29,12 @@ import torchvision
 from torch.utils.data import DataLoader
 
 from pruning_lib.course.paths import REPO_ROOT
-from pruning_lib.criteria import normalize_per_layer
+from pruning_lib.rank.criteria import normalize_per_layer
 from pruning_lib.data.fashion import fashion_mnist
-from pruning_lib.group_criteria import _channels, _readers, group_oracle, rank_groups
-from pruning_lib.groups import channel_groups
+from pruning_lib.group_criteria import _channels, _readers, oracle, rank_filters
+from pruning_lib.graph.groups import channel_groups
 from pruning_lib.measure import machine_info
-from pruning_lib.oracle import spearman
+from pruning_lib.rank.oracle import spearman
 
 
 def small_resnet18() -> nn.Module:
@@ -108,8 +108,8 @@ def run(seed: int, steps: int) -> dict:
     oracle_data = list(DataLoader(torch.utils.data.Subset(test, range(256)), batch_size=128))
     with torch.no_grad():
         accuracy = sum(int((model(x).argmax(1) == y).sum()) for x, y in oracle_data) / 256
-    scores = {"readers": rank_groups(model, rank_data, "taylor", normalize=None), **alternatives(model, rank_data)}
-    oracle = group_oracle(model, oracle_data, progress=True)
+    scores = {"readers": rank_filters(model, rank_data, "taylor", normalize=None), **alternatives(model, rank_data)}
+    oracle = oracle(model, oracle_data, progress=True)
     names = list(oracle)
     result = {"seed": seed, "steps": steps, "accuracy": accuracy}
     for k, s in scores.items():

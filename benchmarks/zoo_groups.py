@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_zoo import build, zeroed_at_producers  # noqa: E402
 
 from pruning_lib.course.paths import REPO_ROOT  # noqa: E402
-from pruning_lib.groups import channel_groups  # noqa: E402
+from pruning_lib.graph.groups import channel_groups  # noqa: E402
 from pruning_lib.measure import machine_info  # noqa: E402
 from pruning_lib.surgery import prune_filters  # noqa: E402
 

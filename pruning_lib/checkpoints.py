@@ -7,8 +7,8 @@ A checkpoint holds only plain data (tensors, numbers, strings, lists, dicts), so
      "optimizer": state or None, "history": {column: values} or None, "meta": {...}}
 
 - `save_checkpoint` / `load_checkpoint`: a model of a known architecture (the baseline).
-- `save_pruned` / `load_pruned`: a pruned model; ``widths`` rebuilds its architecture from a
-  freshly built unpruned model (`surgery.with_widths`).
+- `save_pruned`: a pruned model; ``widths`` lets `surgery.load_pruned` rebuild its architecture from a
+  freshly built unpruned model.
 - `atomic_write`: every file the library writes (checkpoints and JSON reports) goes to a hidden
   temporary file in the same folder, is flushed to disk (fsync) and then renamed over the target,
   so an interrupted write never leaves a broken file.  Files are readable by others (mode 0644).
@@ -35,7 +35,7 @@ __all__ = [
     "check_plain",
     "fingerprint",
     "load_checkpoint",
-    "load_pruned",
+    "load_state",
     "plain_value",
     "read_checkpoint",
     "save_checkpoint",
@@ -196,7 +196,8 @@ def state_dict_differences(model: nn.Module, state: Mapping[str, torch.Tensor], 
     return [p for p in parts if p]
 
 
-def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """``model.load_state_dict(state)``, or a ValueError naming what differs and how to rebuild the model."""
     differences = state_dict_differences(model, state, "checkpoint")
     if differences:
         raise ValueError(
@@ -214,7 +215,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, *,
     """
     path = Path(path).expanduser()
     payload = read_checkpoint(path)
-    _load_state(model, payload["state_dict"], path)
+    load_state(model, payload["state_dict"], path)
     if optimizer is not None:
         if payload["optimizer"] is None:
             raise ValueError(f"checkpoint {path} has no optimizer state; pass optimizer=None, "
@@ -226,37 +227,6 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, *,
                              "optimizer over the same parameters, in the same order, as when saving") from err
     history = payload["history"]
     return {"history": pd.DataFrame(history) if history is not None else None, "meta": payload["meta"]}
-
-
-def load_pruned(path: str | os.PathLike, model: nn.Module) -> tuple[nn.Module, dict]:
-    """Rebuild a pruned model saved by `save_pruned` (or `save_checkpoint`).
-
-    Args:
-        path: the checkpoint (read with ``torch.load(weights_only=True)``: it cannot run code).
-        model: a freshly built model of the *unpruned* architecture (e.g. ``small_vgg(...)``);
-            it is left unchanged.
-
-    Returns:
-        ``(pruned copy of model with the saved weights, meta dict)``.
-    """
-    from .runtime import model_device
-    from .surgery import with_widths
-
-    path = Path(path).expanduser()
-    if next(model.parameters(), None) is None:
-        raise ValueError(f"{type(model).__name__} has no parameters: pass a freshly built model of the unpruned "
-                         "architecture that was pruned (e.g. small_vgg(...)), not an empty module")
-    device = model_device(model)
-    payload = read_checkpoint(path, map_location=device)
-    widths = payload["widths"]
-    if not isinstance(widths, dict):
-        raise CheckpointError(f"{path} holds no conv widths: it was not written by save_pruned or save_checkpoint")
-    try:
-        pruned = with_widths(model, widths)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}; build the same unpruned architecture that was pruned") from None
-    _load_state(pruned, payload["state_dict"], path)
-    return pruned, payload["meta"]
 
 
 def fingerprint(model: nn.Module) -> str:

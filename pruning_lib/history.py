@@ -16,7 +16,7 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from .couplings import filters_per_layer
+from .graph.groups import group_widths
 from .measure.comparison import ratio, timed
 from .measure.counting import count_flops, count_parameters
 from .surgery import with_widths
@@ -95,7 +95,7 @@ def speedup_sweep(
                 archs[key] = with_widths(template, widths).to(timing.get("device", "cpu")).eval()
             rows.append({"criterion": criterion, "iteration": int(rec["iteration"]),
                          "fraction_removed": float(rec.get("fraction_removed", math.nan)), "key": key})
-    dense_key = tuple(sorted(filters_per_layer(template).items()))
+    dense_key = tuple(sorted(group_widths(template).items()))
     archs.setdefault(dense_key, copy.deepcopy(template).to(timing.get("device", "cpu")).eval())
     static = {k: {"gflops": count_flops(m, (1, *shape[1:])) / 1e9, "params": count_parameters(m)}
               for k, m in archs.items()}

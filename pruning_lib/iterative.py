@@ -8,8 +8,8 @@ Each iteration:
 5. evaluate on the validation set and record.
 It stops at a target: a fraction of filters removed, a FLOPs budget, or an accuracy floor.
 
-Every iteration is checkpointed (model widths and weights, optimizer state, history, and a
-fingerprint of the starting model).  Each iteration re-seeds everything from (seed, iteration),
+Every iteration is checkpointed (model widths and weights, history, and a fingerprint of the
+starting model; no optimizer state: every iteration fine-tunes with a fresh optimizer).  Each iteration re-seeds everything from (seed, iteration),
 so an interrupted run resumed from its checkpoint ends in the same state as an uninterrupted one.
 The checkpoint is written atomically after an iteration ends, so Ctrl-C at any moment leaves
 the last complete iteration on disk.
@@ -32,19 +32,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import train
-from .checkpoints import fingerprint, load_pruned, plain_value, save_pruned
-from .couplings import filters_per_layer
-from .criteria import rank_filters
-from .group_criteria import rank_groups
-from .groups import group_widths
+from .checkpoints import fingerprint, plain_value, save_pruned
 from .distill import KnowledgeDistillation
 from .evaluation import evaluate
+from .graph.groups import group_widths
 from .measure.counting import count_flops, count_parameters
-from .planning import flops_per_filter, flops_per_group, layer_floors, plan_from_scores, regularised_scores
+from .plan import flops_per_channel, layer_floors, plan_from_scores, regularised_scores
+from .rank.criteria import rank_filters
 from .runtime import iteration_seed
-from .surgery import prune_filters
+from .surgery import load_pruned, prune_filters
 
-__all__ = ["HISTORY_COLUMNS", "CheckpointMismatchError", "PruningSchedule", "fingerprint", "prune_train_repeat", "pruning_units"]
+__all__ = ["HISTORY_COLUMNS", "CheckpointMismatchError", "PruningSchedule", "fingerprint", "prune_train_repeat"]
 
 HISTORY_COLUMNS = ("iteration", "filters_removed", "fraction_removed", "params", "gflops",
                    "accuracy_before_finetune", "accuracy_after_finetune", "finetune_steps", "time_s")
@@ -72,7 +70,7 @@ class PruningSchedule:
         flops_lambda: FLOPs regularisation strength λ (0: off); see `regularised_scores`.
         min_keep: the floor of filters kept in every layer (>= 1).
         max_fraction: a per-layer cap: no layer loses more than this share of its starting filters
-            (`planning.layer_floors`, as Torch-Pruning's ``max_pruning_ratio``); None: no cap.
+            (`plan.layer_floors`, as Torch-Pruning's ``max_pruning_ratio``); None: no cap.
         multiple_of: every layer that loses filters keeps a multiple of this many (16 suits
             AVX-512 CPUs: odd widths vectorise badly); each iteration then removes at most
             `filters_per_iteration`, in blocks of this size.
@@ -132,23 +130,12 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint was made from another starting model or with another schedule."""
 
 
-def pruning_units(model: nn.Module) -> tuple[Callable, Callable, Callable]:
-    """What the loop prunes, as ``(widths, rank, cost)``: conv filters (`filters_per_layer`, `rank_filters`,
-    `flops_per_filter`) when every prunable conv is a plain chain, as in VGG; otherwise channel groups
-    (`groups.group_widths`, `group_criteria.rank_groups`, `planning.flops_per_group`: residual networks,
-    DenseNets, MobileNets), keyed by each group's first producer conv."""
-    chains = filters_per_layer(model)
-    if set(group_widths(model)) == set(chains):
-        return filters_per_layer, rank_filters, flops_per_filter
-    return group_widths, rank_groups, flops_per_group
-
-
-def _record(model, iteration, acc_before, acc_after, input_shape, removed, total, steps, seconds, widths_of) -> dict:
+def _record(model, iteration, acc_before, acc_after, input_shape, removed, total, steps, seconds) -> dict:
     row = {"iteration": iteration, "filters_removed": removed, "fraction_removed": removed / total,
            "params": count_parameters(model), "gflops": count_flops(model, (1, *input_shape)) / 1e9,
            "accuracy_before_finetune": acc_before, "accuracy_after_finetune": acc_after,
            "finetune_steps": steps, "time_s": seconds}
-    row.update({f"filters:{n}": k for n, k in widths_of(model).items()})
+    row.update({f"filters:{n}": k for n, k in group_widths(model).items()})
     return row
 
 
@@ -218,7 +205,7 @@ def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, baseline_fi
     history = _check_meta(path, meta, schedule, baseline_fingerprint)
     widths = {c.removeprefix("filters:"): int(history[c].iloc[meta["model_iteration"]])
               for c in history.columns if c.startswith("filters:")}
-    got = pruning_units(pruned)[0](pruned) if widths else None
+    got = group_widths(pruned) if widths else None
     if widths and widths != got:
         raise CheckpointMismatchError(f"{path}: the saved model's widths {got} are not those of "
                                       f"history row {meta['model_iteration']} ({widths}); {_AGAIN}")
@@ -230,11 +217,12 @@ def _resume(path: Path, model: nn.Module, schedule: PruningSchedule, baseline_fi
     return pruned, history
 
 
-def _save(path: Path, model: nn.Module, schedule, baseline_fingerprint, history, optimizer, model_iteration) -> None:
+def _save(path: Path, model: nn.Module, schedule, baseline_fingerprint, history, model_iteration) -> None:
+    """The model and the history so far; no optimizer state: every iteration builds a fresh optimizer."""
     save_pruned(model, path, meta={
         "schedule": asdict(schedule), "baseline_fingerprint": baseline_fingerprint,
         "iteration": int(history["iteration"].iloc[-1]), "model_iteration": int(model_iteration),
-        "history": _history_dict(history), "optimizer": optimizer.state_dict() if optimizer else None})
+        "history": _history_dict(history)})
 
 
 def prune_train_repeat(
@@ -275,8 +263,7 @@ def prune_train_repeat(
         ``history.attrs["model_iteration"]`` is the row the returned model belongs to (the last
         one, except after an accuracy-floor stop).
     """
-    widths_of, rank, cost_of = pruning_units(model)
-    start_widths = widths_of(model)
+    start_widths = group_widths(model)
     total = sum(start_widths.values())
     floors = layer_floors(start_widths, min_keep=schedule.min_keep, max_fraction=schedule.max_fraction)
     loss_fn = (KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
@@ -293,7 +280,7 @@ def prune_train_repeat(
     if current is None:
         current = copy.deepcopy(model)
         acc = evaluate(current, val_loader)["accuracy"]
-        history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0, widths_of)])
+        history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0)])
         history.attrs["model_iteration"] = 0
     model_iteration = history.attrs["model_iteration"]
     train.notify(callbacks, "on_start", history.copy(), current)
@@ -305,15 +292,15 @@ def prune_train_repeat(
              else max(1, round(schedule.fraction_per_iteration * (total - removed))))
         if schedule.target_fraction is not None:
             k = min(k, round(schedule.target_fraction * total) - removed)
-        k = min(k, sum(max(n - floors[c], 0) for c, n in widths_of(current).items()))
+        k = min(k, sum(max(n - floors[c], 0) for c, n in group_widths(current).items()))
         if k <= 0:
             break
         start = time.perf_counter()
         before_prune = copy.deepcopy(current) if schedule.min_accuracy is not None else None
         _reseed(schedule, iteration, train_loader)
         batches = list(itertools.islice(train_loader, schedule.rank_batches))
-        scores = rank(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration))
-        cost = cost_of(current, input_shape) if schedule.flops_lambda else {}
+        scores = rank_filters(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration))
+        cost = flops_per_channel(current, input_shape) if schedule.flops_lambda else {}
         plan = plan_from_scores(regularised_scores(scores, cost, schedule.flops_lambda), k,
                                 min_keep=floors, multiple_of=schedule.multiple_of)
         k = sum(map(len, plan.values()))  # with multiple_of > 1, blocks may add up to fewer than asked
@@ -321,7 +308,7 @@ def prune_train_repeat(
             break
         prune_filters(current, plan)
         before = evaluate(current, val_loader)["accuracy"]
-        row = _record(current, iteration, before, math.nan, input_shape, removed + k, total, 0, 0.0, widths_of)
+        row = _record(current, iteration, before, math.nan, input_shape, removed + k, total, 0, 0.0)
         stop = train.notify(callbacks, "on_prune", dict(row), current)
         optimizer = torch.optim.Adam([p for p in current.parameters() if p.requires_grad], lr=schedule.lr)
         if schedule.finetune_steps:
@@ -335,12 +322,12 @@ def prune_train_repeat(
         row["time_s"] = time.perf_counter() - start
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
         if _below_floor(schedule, row):     # keep the last model that met the floor
-            current, optimizer = before_prune, None
+            current = before_prune
         else:
             model_iteration = iteration
         history.attrs["model_iteration"] = model_iteration
         if checkpoint:
-            _save(checkpoint, current, schedule, baseline_fingerprint, history, optimizer, model_iteration)
+            _save(checkpoint, current, schedule, baseline_fingerprint, history, model_iteration)
         bar.update()
         bar.set_postfix(gflops=f"{row['gflops']:.4f}", acc=f"{row['accuracy_after_finetune']:.3f}")
         if train.notify(callbacks, "on_iteration", dict(row), current) or stop:

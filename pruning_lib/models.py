@@ -23,6 +23,7 @@ from .surgery import with_widths
 __all__ = [
     "DEFAULT_WIDTHS",
     "SmallVGG",
+    "check_positive_int",
     "freeze_features",
     "init_weights",
     "first_linear",
@@ -80,7 +81,8 @@ def _validate_widths(widths: Sequence[int | str]) -> list[int | str]:
     return list(widths)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
+def check_positive_int(name: str, value: Any) -> None:
+    """Raise a ``ValueError`` naming `name` unless `value` is an int > 0 (not a bool): a width, a class count."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
 
@@ -158,10 +160,10 @@ def small_vgg(
         with H, W >= 1. Weights use torchvision's VGG init; seed with ``torch.manual_seed`` first.
     """
     widths = _validate_widths(widths)
-    _check_positive_int("in_channels", in_channels)
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("in_channels", in_channels)
+    check_positive_int("num_classes", num_classes)
     if hidden is not None:
-        _check_positive_int("hidden", hidden)
+        check_positive_int("hidden", hidden)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
     last_width = [w for w in widths if w != "M"][-1]
@@ -235,7 +237,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     (draws from the global RNG: seed first). Updates ``model.config`` when there is one.
     Returns the same ``model`` (modified in place).
     """
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     i = _last_linear_index(model)
     old: nn.Linear = model.classifier[i]
     model.classifier[i] = nn.Linear(

@@ -6,12 +6,12 @@ correlate with the oracle (Molchanov et al. 2017, Table 1):
 1. `selection_scores`: the scores a criterion prunes with (L2-normalised per layer, Eq. 9;
    the oracle's |ΔC| stays raw: it is already in loss units, comparable across layers);
 2. `prune_copy`: the globally lowest-scored filters removed from a *copy* of the model by real
-   surgery (`planning.plan_from_scores` + `surgery.prune_filters`): the same for every criterion;
+   surgery (`plan.plan_from_scores` + `surgery.prune_filters`): the same for every criterion;
 3. `one_shot`: that copy's accuracy, FLOPs, parameters and filters removed per layer (`OneShot`);
 4. `sweep`: `one_shot` over several amounts and criteria, as a DataFrame.
 
-A network that is not a plain chain (a ResNet) is pruned by channel groups, as in
-`iterative.prune_train_repeat`: the scores are then `group_criteria.rank_groups`'s, keyed by group, and
+Every network is pruned by channel groups (`graph.groups`; in a chain a group is one conv's filters), as in
+`iterative.prune_train_repeat`: the scores are keyed by group, and
 "filters" below means a group's channels.  Nothing here changes the model it is given.  The widget that
 wires a slider to `one_shot` lives in `widgets.oneshot`; ``reports/ranking.json`` is written by `course.reports`.
 """
@@ -27,16 +27,16 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .criteria import normalize_per_layer
 from .evaluation import evaluate
+from .graph.groups import group_widths
 from .measure.counting import count_flops, count_parameters
-from .iterative import pruning_units
-from .planning import Plan, plan_from_scores
+from .plan import Plan, plan_from_scores
+from .rank.criteria import normalize_per_layer
 from .surgery import prune_filters
 
-__all__ = ["OneShot", "one_shot", "prune_copy", "removed_per_layer", "selection_scores", "sweep"]
+__all__ = ["OneShot", "check_amount", "one_shot", "prune_copy", "removed_per_layer", "selection_scores", "sweep"]
 
-Scores = Mapping[str, torch.Tensor]
+Scores = Mapping[str, torch.Tensor]      # {group: (size,) scores}
 
 
 @dataclass(frozen=True)
@@ -83,19 +83,15 @@ def selection_scores(
     return {name: dict(s) if name in keep_raw else normalize_per_layer(s, normalize) for name, s in raw.items()}
 
 
-def _check_amount(amount: float) -> float:
+def check_amount(amount: float) -> float:
+    """`amount` as a float, or a ValueError: the fraction of all filters to remove, in [0, 1)."""
     if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0.0 <= amount < 1.0:
         raise ValueError(f"amount is the fraction of all filters to remove, in [0, 1); got {amount!r}")
     return float(amount)
 
 
-def _widths(model: nn.Module) -> dict[str, int]:
-    """What one-shot pruning removes from: each conv's filters (a chain, as VGG), or each channel group's channels."""
-    return pruning_units(model)[0](model)
-
-
 def _check_scores(model: nn.Module, scores: Scores) -> dict[str, int]:
-    widths = _widths(model)
+    widths = group_widths(model)
     if set(scores) != set(widths):
         raise ValueError(f"scores cover {sorted(scores)}, but the prunable convs are {sorted(widths)}; "
                          "score the same (unpruned) model you prune")
@@ -114,12 +110,12 @@ def prune_copy(model: nn.Module, scores: Scores, amount: float, *, min_keep: int
             already comparable across layers (see `selection_scores`).
         amount: fraction of all prunable filters to remove, in [0, 1) (rounded to a count).
         min_keep: no layer keeps fewer filters than this; a mapping gives each layer its floor
-            (`planning.layer_floors`: a cap on the share of each layer removed).
+            (`plan.layer_floors`: a cap on the share of each layer removed).
 
     Returns:
         ``(pruned copy, plan)``; `model` is left unchanged.
     """
-    amount = _check_amount(amount)
+    amount = check_amount(amount)
     _check_scores(model, scores)
     plan = plan_from_scores(scores, fraction=amount, min_keep=min_keep)
     return prune_filters(copy.deepcopy(model), plan), plan
@@ -145,7 +141,7 @@ def one_shot(
     pruned, plan = prune_copy(model, scores, amount, min_keep=min_keep)
     metrics = evaluate(pruned, loader, per_example=True)
     removed = {name: len(plan.get(name, [])) for name in scores}
-    kept = _widths(pruned)
+    kept = group_widths(pruned)
     return OneShot(criterion=criterion, amount=float(amount), filters_removed=sum(removed.values()),
                    filters_total=sum(len(s) for s in scores.values()), accuracy=float(metrics["accuracy"]),
                    loss=float(metrics["loss"]), flops=count_flops(pruned, (1, *input_shape)),
@@ -169,7 +165,7 @@ def sweep(
         accuracy`` (fraction), ``loss, mflops`` (per image), ``params``, and ``removed:<conv>`` counts.
         ``table.attrs["correct"]`` maps ``(criterion, amount)`` to the per-image correctness.
     """
-    amounts = [_check_amount(a) for a in amounts]
+    amounts = [check_amount(a) for a in amounts]
     loader = list(loader)  # read the data once, reuse it for every evaluation
     base = None
     rows, correct = [], {}
@@ -204,7 +200,7 @@ def removed_per_layer(scores_by_criterion: Mapping[str, Scores], amount: float, 
         DataFrame indexed by conv (forward order): ``filters`` (the layer's width), then one column
         per criterion with the number of filters it removes there.
     """
-    amount = _check_amount(amount)
+    amount = check_amount(amount)
     if not scores_by_criterion:
         raise ValueError("scores_by_criterion is empty; pass {criterion: {conv: scores}}")
     first = next(iter(scores_by_criterion.values()))

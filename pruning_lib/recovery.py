@@ -15,7 +15,7 @@ import pandas as pd
 import torch.nn as nn
 
 from . import train
-from .couplings import filters_per_layer
+from .graph.groups import group_widths
 from .evaluation import evaluate
 from .iterative import PruningSchedule, prune_train_repeat
 
@@ -140,7 +140,7 @@ def prune_and_finetune(
         raise ValueError(f"amount is a fraction of all filters in (0, 1), got {amount}")
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
-    total = sum(filters_per_layer(model).values())
+    total = sum(group_widths(model).values())
     k = round(amount * total)
     if k < 1:
         raise ValueError(f"amount={amount} of {total} filters removes none; use at least {1 / total:.4f}")

@@ -24,7 +24,7 @@ from torch import nn
 
 import torchvision
 
-from .models import _check_positive_int, init_weights, replace_head
+from .models import check_positive_int, init_weights, replace_head
 from .pretrained import check_keys, load_weights
 
 __all__ = ["BasicBlock", "SmallResNet", "TORCHVISION_RESNETS", "small_resnet", "torchvision_resnet"]
@@ -100,7 +100,7 @@ def torchvision_resnet(arch: str = "resnet18", weights: str | Path | None = "ima
     """
     if arch not in TORCHVISION_RESNETS:
         raise ValueError(f"arch={arch!r}: choose one of {sorted(TORCHVISION_RESNETS)}")
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     build = getattr(torchvision.models, arch)
     if weights is None:
         net = build(weights=None, num_classes=num_classes)

@@ -1,8 +1,7 @@
-"""The tensor work both surgeries share: checking indices, refusing what cannot be sliced, slicing, swapping in.
+"""The tensor work under `surgery`: checking indices, refusing what cannot be sliced, slicing rows and columns,
+swapping the new tensors in.
 
-`surgery` (a conv and the layers its output reaches) and `group_surgery` (channel groups through
-residual additions, concatenation and depthwise convs) both compute every new tensor first and
-only then call `swap_in`, so a failure leaves the model untouched.
+`surgery` computes every new tensor first and only then calls `swap_in`, so a failure leaves the model untouched.
 """
 
 from __future__ import annotations
@@ -13,9 +12,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .couplings import refuse_wrappers
+from .graph.layer_types import layer_type
+from .graph.trace import refuse_wrappers
 
-__all__ = ["Tensors", "check_indices", "check_model", "kept", "slice_linear_columns", "swap_in", "unsliceable"]
+__all__ = ["Tensors", "check_indices", "check_model", "kept", "slice_columns", "swap_in", "unsliceable"]
 
 Tensors = dict[tuple[str, str], torch.Tensor]
 
@@ -41,7 +41,7 @@ def check_indices(name: str, indices: Sequence[int], n: int) -> list[int]:
 
 
 def check_model(model: nn.Module) -> None:
-    """A wrapper instead of the network (`couplings.refuse_wrappers`), or inference mode."""
+    """A wrapper instead of the network (`graph.trace.refuse_wrappers`), or inference mode."""
     refuse_wrappers(model)
     if torch.is_inference_mode_enabled():
         raise RuntimeError("pruning was called under torch.inference_mode(): the new parameters would be inference "
@@ -88,18 +88,19 @@ def kept(n: int, removed: list[int], device: torch.device) -> torch.Tensor:
     return mask.nonzero().flatten().to(device)
 
 
-def slice_linear_columns(weight: torch.Tensor, keep: torch.Tensor, channels: int) -> torch.Tensor:
-    """Keep the column blocks of `keep` channels; flatten is channel-major: column = c * S + s."""
-    out_features, in_features = weight.shape
-    blocks = weight.reshape(out_features, channels, in_features // channels)
-    return blocks.index_select(1, keep).reshape(out_features, -1)
+def slice_columns(weight: torch.Tensor, keep: torch.Tensor, span: int = 1) -> torch.Tensor:
+    """Keep the input channels `keep` of a weight whose dim 1 holds them: a conv's (O, C, kh, kw), or a Linear's
+    (O, C·span) after a channel-major flatten, where columns c·span .. c·span + span − 1 belong to channel c."""
+    blocks = weight.reshape(weight.shape[0], -1, span, *weight.shape[2:])
+    return blocks.index_select(1, keep).reshape(weight.shape[0], -1, *weight.shape[2:])
 
 
 def swap_in(model: nn.Module, new: Mapping[tuple[str, str], torch.Tensor],
-            new_groups: Mapping[str, int] | None = None) -> None:
-    """Assign the sliced tensors, keeping requires_grad and memory format, and update the size attributes.
+            channels: Mapping[str, int] | None = None) -> None:
+    """Assign the sliced tensors, keeping requires_grad and memory format, then resize every changed module.
 
-    `new_groups` gives the new ``groups`` of depthwise convs, which shrink with their channels.
+    `channels` gives the new number of per-channel rows of the modules the group passes through (a BatchNorm,
+    a depthwise conv), for their layer type's ``resize``.
     """
     modules = dict(model.named_modules())
     for (mod_name, attr), tensor in new.items():
@@ -111,14 +112,6 @@ def swap_in(model: nn.Module, new: Mapping[tuple[str, str], torch.Tensor],
             setattr(mod, attr, nn.Parameter(tensor, requires_grad=old.requires_grad))
         else:
             setattr(mod, attr, tensor)
-    for mod_name, groups in (new_groups or {}).items():
-        modules[mod_name].groups = groups
-    for mod in modules.values():
-        if isinstance(mod, nn.Conv2d):                    # a depthwise conv reads groups x 1 channels
-            mod.out_channels, mod.in_channels = mod.weight.shape[0], mod.weight.shape[1] * mod.groups
-        elif isinstance(mod, nn.BatchNorm2d) and mod.running_mean is not None:
-            mod.num_features = mod.running_mean.shape[0]
-        elif isinstance(mod, nn.BatchNorm2d) and mod.weight is not None:
-            mod.num_features = mod.weight.shape[0]
-        elif isinstance(mod, nn.Linear):
-            mod.in_features = mod.weight.shape[1]
+    channels = channels or {}
+    for mod_name in dict.fromkeys([m for m, _ in new] + list(channels)):
+        layer_type(modules[mod_name]).resize(modules[mod_name], channels.get(mod_name))

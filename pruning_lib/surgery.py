@@ -1,176 +1,223 @@
-"""Surgery: remove whole conv filters for real (structured pruning).
+"""Surgery: remove whole filters for real (structured pruning), from their whole channel group, exactly.
 
 The idea in one sitting:
 
-1. **Who reads each conv's output?**  `couplings.find_couplings` follows every conv's output
-   through BatchNorm, activations and pooling to the next channel-mixing layer (a `Coupling`).
-2. **A plan** is plain data, ``{"features.10": [3, 17]}``: conv name -> indices of the output
-   filters to remove (`planning` makes one from scores).  `validate_plan` checks it completely
-   before anything is touched.
-3. **Slice**: `slice_layer` computes the new tensors for one conv: its weight and bias (rows), the
-   BatchNorms' parameters and running statistics, and the consumer's input channels (conv:
-   columns; Linear: the channel-major column blocks after flatten).
-4. **Swap in**: `prune_filters` computes every new tensor first and only then assigns them, so a
-   failure leaves the model untouched.
+1. **Who goes with a filter?**  `graph.groups.channel_groups` says which channels must go together: in a chain
+   a conv's filter k and the next layer's input channel k; through residual additions, concatenation and
+   depthwise convs, every member of the group.
+2. **A plan** is plain data, ``{"features.10": [3, 17]}``: a conv (any producer of a group) -> the indices of
+   the channels to remove (`plan` makes one from scores).  `validate_plan` checks it completely first.
+3. **Slice**: `slice_member` computes one module's new tensors in the part it plays in the group: a producer
+   keeps the rows of the kept filters, a BatchNorm or depthwise conv on the way keeps their channels, a
+   reader keeps the matching input columns (a Linear after flatten: the channel-major column blocks).
+   How a module type is sliced comes from the registry of `graph.layer_types`.
+4. **Swap in**: `prune_filters` computes every new tensor first and only then assigns them, so a failure
+   leaves the model untouched.
 
-Removing filter k is *exact*: the pruned model computes the same function as the original model
-with channel k set to zero where the consumer reads it.
+Removing channel k is *exact*: the pruned model computes what the original computes when channel k of the
+group is set to zero wherever a channel-mixing layer (conv, Linear) reads it.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+from collections import defaultdict
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
-from .couplings import Coupling, find_couplings, prunable_convs, trace
-from .group_surgery import prune_groups
-from .planning import plan_from_widths
-from .slicing import Tensors, check_indices, check_model, kept, slice_linear_columns, swap_in, unsliceable
+from .checkpoints import CheckpointError, load_state, read_checkpoint
+from .graph.groups import ChannelGroup, channel_groups
+from .graph.layer_types import layer_type
+from .plan import plan_from_widths
+from .runtime import model_device
+from .slicing import Tensors, check_indices, check_model, kept, slice_columns, swap_in, unsliceable
 
-__all__ = ["prune_filters", "slice_layer", "validate_plan", "with_widths"]
+__all__ = ["group_removals", "load_pruned", "prune_filters", "slice_member", "validate_plan", "with_widths"]
 
 
-def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]], *,
-                  graph: fx.Graph | None = None) -> dict[str, tuple[Coupling, list[int]]]:
-    """Check a plan against the model without changing anything.
+def _owners(groups: Mapping[str, ChannelGroup]) -> dict[str, list[tuple[str, int, int]]]:
+    """Each module whose output rows belong to groups -> [(group, offset, size)]: producers and depthwise convs."""
+    owners: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    for g in groups.values():
+        for m in g.members:
+            if m.role == "out" or (m.role == "through" and g.producers):
+                owners[m.module].append((g.name, m.offset, g.size))
+    return owners
 
-    Returns ``{conv: (coupling, sorted removed indices)}`` for the non-empty entries.
+
+def _prunable(groups: Mapping[str, ChannelGroup]) -> list[str]:
+    return [p for g in groups.values() if not g.refused for p in g.producers]
+
+
+def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]],
+                  groups: Mapping[str, ChannelGroup] | None = None) -> dict[str, list[int]]:
+    """Check a plan against the model's channel groups without changing anything.
+
+    Returns ``{group name: sorted channels of the group to remove}`` for the groups that lose channels.
 
     Raises:
         KeyError: a name that is not a module of the model.
-        ValueError: not a Conv2d; non-int, duplicate, negative, out-of-range indices; every filter.
-        NotImplementedError: a conv that cannot be pruned exactly (residual, concat, grouped, ...), or a
-            layer on its path whose tensors cannot be sliced exactly (a reparametrisation, a mask, tensor hooks).
-        TypeError: a wrapper (DataParallel, torch.compile) instead of the network itself.
+        ValueError: not a conv of any group; bad indices; two convs of one group naming different
+            channels; a plan that would empty a group.
+        NotImplementedError: a group that cannot be pruned exactly (the reason names the operation and
+            the module), or a member whose tensors cannot be sliced (a reparametrisation, a mask, hooks).
+        TypeError: a wrapper (DataParallel, torch.compile) instead of the network, or a plan that is not a mapping.
     """
     check_model(model)
     if not isinstance(plan, Mapping):
         raise TypeError(f"a plan maps conv names to filter indices, e.g. {{'features.0': [3, 17]}}; got {type(plan).__name__}")
     modules = dict(model.named_modules())
-    couplings = None
-    checked = {}
-    for name, indices in plan.items():
+    for name in plan:
         if name not in modules:
-            raise KeyError(f"{name!r} is not a module of {type(model).__name__}; "
-                           f"prunable convs are {prunable_convs(model)}")
-        conv = modules[name]
-        if not isinstance(conv, nn.Conv2d):
-            raise ValueError(f"{name!r} is a {type(conv).__name__}, not a Conv2d; "
-                             f"prunable convs are {prunable_convs(model)}")
-        removed = check_indices(name, indices, conv.out_channels)
-        if not removed:
+            raise KeyError(f"{name!r} is not a module of {type(model).__name__}")
+    if not any(_entries(plan[name]) for name in plan):
+        return {}
+    groups = channel_groups(model) if groups is None else groups
+    owners = _owners(groups)
+    claims: dict[str, tuple[str, list[int]]] = {}
+    for name, indices in plan.items():
+        module = modules[name]
+        if not isinstance(module, nn.Conv2d) or name not in owners:
+            what = "not a Conv2d" if not isinstance(module, nn.Conv2d) else "a conv that makes no channels of a group"
+            raise ValueError(f"{name!r} is a {type(module).__name__}, {what}; prunable convs are {_prunable(groups)}")
+        removed = check_indices(name, indices, module.out_channels)
+        for group, offset, size in owners[name]:
+            ks = [i - offset for i in removed if offset <= i < offset + size]
+            if group in claims and claims[group][1] != ks:
+                raise ValueError(f"{claims[group][0]} and {name} are in the same channel group ({group}) but name different "
+                                 f"channels ({claims[group][1]} vs {ks}); name the group's channels once, with one of them")
+            claims[group] = (name, ks)
+    removals = {}
+    for group, (name, ks) in claims.items():
+        if not ks:
             continue
-        couplings = couplings if couplings is not None else find_couplings(model, graph)
-        coupling = couplings[name]
-        if isinstance(coupling, str):
-            raise NotImplementedError(f"cannot prune {name} exactly: {coupling}")
-        for member in (coupling.conv, *coupling.batchnorms, coupling.consumer):
+        g = groups[group]
+        if g.refused:
+            raise NotImplementedError(f"cannot prune {name} exactly: its channel group {group} is refused: {g.refused}")
+        if len(ks) >= g.size:
+            raise ValueError(f"{name}: its channel group {group} has {g.size} channels; a plan may remove at most "
+                             f"{g.size - 1} of them, not all")
+        for member in dict.fromkeys(m.module for m in g.members):
             reason = unsliceable(member, modules[member])
             if reason:
                 raise NotImplementedError(f"cannot prune {name} exactly: {reason}")
-        checked[name] = (coupling, removed)
-    return checked
+        removals[group] = ks
+    return removals
 
 
-def slice_layer(coupling: Coupling, removed: list[int], tensor: Callable[[str, str], torch.Tensor]) -> Tensors:
-    """The new tensors when filters `removed` of ``coupling.conv`` go: ``{(module, attribute): tensor}``.
-
-    `tensor(module, attribute)` returns a tensor as it is now (weights of the layers on the path).
-
-    1. the conv keeps the rows of the kept filters:          W[keep], b[keep]
-    2. every BatchNorm on the way keeps their statistics:    γ[keep], β[keep], μ[keep], σ²[keep]
-    3. the consumer keeps the matching input channels:       next conv W[:, keep], or the first
-       Linear's column blocks (flatten is channel-major: columns c·S .. c·S + S − 1 belong to channel c)
-    """
-    weight = tensor(coupling.conv, "weight")
-    keep = kept(weight.shape[0], removed, weight.device)
-    new = {(coupling.conv, "weight"): weight.index_select(0, keep)}
-    if tensor(coupling.conv, "bias") is not None:
-        new[coupling.conv, "bias"] = tensor(coupling.conv, "bias").index_select(0, keep)
-    for bn in coupling.batchnorms:
-        for attr in ("weight", "bias", "running_mean", "running_var"):
-            if tensor(bn, attr) is not None:
-                new[bn, attr] = tensor(bn, attr).index_select(0, keep)
-    w = tensor(coupling.consumer, "weight")
-    new[coupling.consumer, "weight"] = (slice_linear_columns(w, keep, weight.shape[0]) if coupling.flattened
-                                        else w.index_select(1, keep))
-    return new
-
-
-def _new_tensors(model: nn.Module, checked: Mapping[str, tuple[Coupling, list[int]]]) -> Tensors:
-    """Compute every sliced tensor (nothing is assigned yet): {(module, attr): tensor}."""
-    modules = dict(model.named_modules())
-    new: Tensors = {}
-
-    def current(mod: str, attr: str) -> torch.Tensor:
-        return new.get((mod, attr), getattr(modules[mod], attr))
-
-    for name, (coupling, removed) in checked.items():
-        new.update(slice_layer(coupling, removed, current))
-    return new
-
-
-def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Module:
-    """Remove the planned output filters of each conv, in place, and fix every dependent layer.
-
-    Args:
-        model: a chain of layers (torchvision VGG / VGG-BN, an ``nn.Sequential`` of Conv2d,
-            BatchNorm2d, activations, pooling, Dropout, Flatten, Linear), or any network whose
-            channels are tied by residual additions, concatenation or depthwise convs: those
-            go to `group_surgery.prune_groups`, which removes each channel from its whole group.
-        plan: ``{conv name: [filter indices to remove]}``, names as in ``model.named_modules()``.
-
-    Returns:
-        The same ``model`` object, now smaller.  Parameters keep dtype, device and
-        ``requires_grad``; modules keep their train/eval mode.  Build a new optimizer
-        afterwards: the pruned parameters are new tensors.
-
-    Raises:
-        KeyError, ValueError, NotImplementedError: see `validate_plan` and
-        `group_surgery.validate_group_plan`; the model is unchanged.
-    """
-    check_model(model)
-    graph = trace(model) if _removes_anything(plan) else None   # one trace for the chain check and the groups
+def _entries(indices) -> bool:
+    """Whether one plan entry names any index (True when it is malformed: `check_indices` explains)."""
     try:
-        checked = validate_plan(model, plan, graph=graph)
-    except NotImplementedError:                 # not a chain: residual, concat, depthwise -> channel groups
-        return prune_groups(model, plan, graph=graph)
-    with torch.no_grad():
-        new = _new_tensors(model, checked)
-    swap_in(model, new)
-    return model
-
-
-def _removes_anything(plan) -> bool:
-    """Whether the plan names any index (then the model is traced); True when it is malformed: validation explains."""
-    try:
-        return isinstance(plan, Mapping) and any(len(v) for v in plan.values())
+        return len(indices) > 0
     except TypeError:
         return True
 
 
-def _depthwise(conv: nn.Conv2d) -> bool:
-    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+def group_removals(groups: Mapping[str, ChannelGroup], removed: Mapping[str, Sequence[int]]
+                   ) -> dict[tuple[str, str], tuple[list[int], int]]:
+    """The group channels to remove as module channels: ``{(module, role): (indices, span)}``.
+
+    Channel k of a group is channel ``offset + k`` of each member (column block ``offset + k`` of a Linear).
+    """
+    out: dict[tuple[str, str], tuple[set[int], int]] = {}
+    for group, ks in removed.items():
+        for m in groups[group].members:
+            indices, _ = out.setdefault((m.module, m.role), (set(), m.span))
+            indices.update(m.offset + k for k in ks)
+    return {key: (sorted(idx), span) for key, (idx, span) in out.items()}
+
+
+def slice_member(module: nn.Module, name: str, role: str, removed: list[int], span: int,
+                 current: Callable[[str, str], torch.Tensor | None]) -> Tensors:
+    """The new tensors of one module when its channels `removed` go, in the part it plays (`role`).
+
+    - a producer (``"out"``) or a layer on the way (``"through"``) keeps the rows of the kept channels:
+      a conv's W[keep] and b[keep]; a BatchNorm's γ, β, μ, σ²; a depthwise conv's W[keep], b[keep];
+    - a reader (``"in"``) keeps the matching input columns: the next conv's W[:, keep], or the Linear's
+      column blocks after flatten.
+
+    `current(module, attribute)` is the tensor as it is now (or as already sliced by another group).
+    """
+    entry = layer_type(module)
+    attrs = entry.rows if role in ("out", "through") else (entry.columns,)
+    new: Tensors = {}
+    for attr in attrs:
+        t = current(name, attr)
+        if t is None:
+            continue
+        if role == "in":
+            channels = t.shape[1] // span
+            new[name, attr] = slice_columns(t, kept(channels, removed, t.device), span)
+        else:
+            new[name, attr] = t.index_select(0, kept(t.shape[0], removed, t.device))
+    return new
+
+
+def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Module:
+    """Remove the planned channels from their whole channel groups, in place, exactly.
+
+    Args:
+        model: any network `torch.fx` can trace (VGG, ResNets, DenseNets, MobileNets, ...).
+        plan: ``{conv name: [indices]}``; a conv stands for its whole group (the group's name is its first
+            producer; any producer may be named, and two producers of one group must name the same channels).
+
+    Returns:
+        The same ``model``, smaller; parameters keep dtype, device and ``requires_grad``, modules their
+        train/eval mode.  Build a new optimizer afterwards: the pruned parameters are new tensors.
+
+    Raises:
+        KeyError, ValueError, NotImplementedError, TypeError: see `validate_plan`; the model is unchanged.
+    """
+    groups = None
+    if isinstance(plan, Mapping) and any(_entries(v) for v in plan.values()):
+        check_model(model)
+        groups = channel_groups(model)
+    removed = validate_plan(model, plan, groups)
+    if not removed:
+        return model
+    modules = dict(model.named_modules())
+    new: Tensors = {}
+    channels: dict[str, int] = {}
+
+    def current(mod: str, attr: str) -> torch.Tensor | None:
+        return new.get((mod, attr), getattr(modules[mod], attr))
+
+    with torch.no_grad():
+        for (name, role), (indices, span) in group_removals(groups, removed).items():
+            new.update(slice_member(modules[name], name, role, indices, span, current))
+            if role == "through":
+                channels[name] = _rows(modules[name]) - len(indices)
+    swap_in(model, new, channels)
+    return model
+
+
+def _rows(module: nn.Module) -> int:
+    """How many channels a per-channel layer holds now (BatchNorm without tensors: ``num_features``)."""
+    for attr in layer_type(module).rows:
+        t = getattr(module, attr, None)
+        if t is not None:
+            return t.shape[0]
+    return int(module.num_features)
 
 
 def with_widths(model: nn.Module, widths: Mapping[str, int]) -> nn.Module:
     """A pruned copy of `model` whose convs keep the first ``widths[conv]`` filters (the last ones go).
 
-    BatchNorms and consumers shrink with them (`prune_filters`); convs not named keep their width,
-    and `model` is not changed.  Depthwise convs follow the convs that feed them (their widths are
-    checked, not planned).  With a freshly built model this rebuilds any pruned architecture
-    (random weights are fine for timing: a dense conv costs the same whatever its weights).
+    Every member of each group shrinks with it (`prune_filters`); convs not named keep their width, and
+    `model` is not changed.  Depthwise convs follow the convs that feed them (their widths are checked, not
+    planned).  With a freshly built model this rebuilds any pruned architecture (random weights are fine
+    for timing: a dense conv costs the same whatever its weights).
 
     Raises:
-        ValueError: a width outside ``1..n``, a conv the model lacks, or widths that do not fit
-            together (a depthwise conv, or two convs of one channel group, with different widths).
+        ValueError: a width outside ``1..n``, a conv the model lacks, or widths that do not fit together
+            (a depthwise conv, or two convs of one channel group, with different widths).
     """
     convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    planned = {name: w for name, w in widths.items() if name not in convs or not _depthwise(convs[name])}
+    planned = {name: w for name, w in widths.items() if name not in convs or convs[name].groups == 1}
     plan = plan_from_widths({name: m.out_channels for name, m in convs.items()}, planned)
     pruned = prune_filters(copy.deepcopy(model), plan)
     got = {name: m.out_channels for name, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
@@ -179,3 +226,30 @@ def with_widths(model: nn.Module, widths: Mapping[str, int]) -> nn.Module:
         raise ValueError("these widths do not fit together (asked, got): " + ", ".join(
             f"{name} {w} -> {g}" for name, (w, g) in wrong.items()) + "; depthwise convs follow the conv that feeds them")
     return pruned
+
+
+def load_pruned(path: str | os.PathLike, model: nn.Module) -> tuple[nn.Module, dict]:
+    """Rebuild a pruned model saved by `checkpoints.save_pruned` (or `save_checkpoint`).
+
+    Args:
+        path: the checkpoint (read with ``torch.load(weights_only=True)``: it cannot run code).
+        model: a freshly built model of the *unpruned* architecture (e.g. ``small_vgg(...)``);
+            it is left unchanged.
+
+    Returns:
+        ``(pruned copy of model with the saved weights, meta dict)``.
+    """
+    path = Path(path).expanduser()
+    if next(model.parameters(), None) is None:
+        raise ValueError(f"{type(model).__name__} has no parameters: pass a freshly built model of the unpruned "
+                         "architecture that was pruned (e.g. small_vgg(...)), not an empty module")
+    payload = read_checkpoint(path, map_location=model_device(model))
+    widths = payload["widths"]
+    if not isinstance(widths, dict):
+        raise CheckpointError(f"{path} holds no conv widths: it was not written by save_pruned or save_checkpoint")
+    try:
+        pruned = with_widths(model, widths)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}; build the same unpruned architecture that was pruned") from None
+    load_state(pruned, payload["state_dict"], path)
+    return pruned, payload["meta"]

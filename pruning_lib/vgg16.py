@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torchvision
 
-from .models import _check_positive_int, replace_head
+from .models import check_positive_int, replace_head
 from .pretrained import WeightsUnavailableError, check_keys, hub_path, load_weights
 
 __all__ = ["VGG16_URL", "VGG16_WEIGHTS", "WeightsUnavailableError", "hub_weights_path", "vgg16"]
@@ -43,7 +43,7 @@ def vgg16(
         FileNotFoundError: ``weights`` is a path that does not exist.
         ValueError: the file is not a VGG16 state dict.
     """
-    _check_positive_int("num_classes", num_classes)
+    check_positive_int("num_classes", num_classes)
     if weights is None:
         model = torchvision.models.vgg16(weights=None)
     else:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pruning_lib.couplings import find_couplings
+
 from pruning_lib.models import small_vgg
 
 SHAPE = (1, 8, 8)
@@ -42,17 +42,19 @@ def loaders(seed: int = 0):
 
 
 def masked_forward(model, plan, x):
-    """The unpruned model with the planned channels of every post-activation map set to zero."""
-    modules = dict(model.named_modules())
+    """The unpruned chain with the planned channels of each conv zeroed where the next conv or Linear (in module
+    order, which is the data flow of a chain) reads them: written without the library's analysis."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    reader = {n: layers[i + 1][1] for i, (n, _) in enumerate(layers[:-1])}
     hooks = []
     for conv, idx in plan.items():
-        capture = find_couplings(model)[conv].capture
+        channels = dict(model.named_modules())[conv].out_channels
 
-        def zero(module, inputs, output, idx=list(idx)):
-            out = output.clone()
-            out[:, idx] = 0
-            return out
-        hooks.append(modules[capture].register_forward_hook(zero))
+        def zero(module, inputs, idx=list(idx), channels=channels):
+            r = inputs[0].clone()
+            r.view(len(r), channels, -1)[:, idx] = 0         # a Linear reads the channels as column blocks
+            return (r,)
+        hooks.append(reader[conv].register_forward_pre_hook(zero))
     try:
         with torch.no_grad():
             return model(x)

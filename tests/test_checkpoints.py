@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from pruning_lib.checkpoints import (CheckpointError, atomic_write, load_checkpoint, load_pruned, save_checkpoint,
-                                     save_pruned)
+from pruning_lib.checkpoints import CheckpointError, atomic_write, load_checkpoint, save_checkpoint, save_pruned
 from pruning_lib.models import small_vgg
-from pruning_lib.surgery import prune_filters
+from pruning_lib.surgery import load_pruned, prune_filters
 
 
 def tiny():

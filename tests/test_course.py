@@ -13,7 +13,7 @@ import torch
 
 from conftest import SHAPE, loaders, tiny_model
 from pruning_lib import train
-from pruning_lib.couplings import filters_per_layer
+from pruning_lib.graph.groups import group_widths
 from pruning_lib.course import arms, datasets, demo, experiment, source
 from pruning_lib.course.profiles import QUICK
 from pruning_lib.iterative import PruningSchedule, prune_train_repeat
@@ -38,14 +38,14 @@ def test_one_shot_gets_the_loops_total_budget_and_fraction_at_once(baseline):
     assert len(once_history) == 2, "one iteration: everything at once"
     assert once_history["filters_removed"].iloc[-1] == history["filters_removed"].iloc[-1]
     assert once_history["finetune_steps"].sum() == history["finetune_steps"].sum()
-    assert sum(filters_per_layer(once).values()) == sum(filters_per_layer(baseline).values()) - history["filters_removed"].iloc[-1]
+    assert sum(group_widths(once).values()) == sum(group_widths(baseline).values()) - history["filters_removed"].iloc[-1]
 
 
 def test_from_scratch_keeps_the_architecture_and_trains_fresh_weights(baseline):
     train_dl, val_dl = loaders()
     pruned, _ = prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, progress=False)
     small = arms.from_scratch(pruned, tiny_model(), train_dl, steps=5, lr=1e-3, seed=1)
-    assert filters_per_layer(small) == filters_per_layer(pruned) and not small.training
+    assert group_widths(small) == group_widths(pruned) and not small.training
     assert not torch.equal(small.features[0].weight, pruned.features[0].weight)
 
 
@@ -54,7 +54,7 @@ def test_first_within_keeps_the_first_model_inside_the_budget(baseline):
     keep = arms.FirstWithin(1.0, 10**9, min_flops_ratio=1.0, min_params_ratio=1.0)      # every iteration qualifies
     _, history = prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, callbacks=[keep],
                                     progress=False)
-    assert keep.row["iteration"] == 1 and filters_per_layer(keep.model) == {
+    assert keep.row["iteration"] == 1 and group_widths(keep.model) == {
         c.removeprefix("filters:"): int(history.loc[1, c]) for c in history.columns if c.startswith("filters:")}
     never = arms.FirstWithin(1e-12, 1, min_flops_ratio=1.0, min_params_ratio=1.0)
     prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, callbacks=[never], progress=False)
@@ -140,7 +140,7 @@ def test_first_within_saves_its_model_and_a_resumed_run_reads_it_back(baseline, 
     prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, callbacks=[keep], progress=False)
     again = arms.FirstWithin(1.0, 10**9, min_flops_ratio=1.0, min_params_ratio=1.0, path=tmp_path / "first.pt",
                              template=tiny_model(), key=key)
-    assert again.row == keep.row and filters_per_layer(again.model) == filters_per_layer(keep.model)
+    assert again.row == keep.row and group_widths(again.model) == group_widths(keep.model)
     x = torch.randn(4, *SHAPE)
     with torch.no_grad():
         assert torch.equal(again.model(x), keep.model(x))

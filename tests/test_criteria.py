@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning_lib.criteria import CRITERIA, rank_all, rank_filters
-from pruning_lib.oracle import oracle, spearman, spearman_table
+from pruning_lib.rank.criteria import CRITERIA, rank_all, rank_filters
+from pruning_lib.rank.oracle import oracle, spearman, spearman_table
 from pruning_lib.surgery import prune_filters
 
 
@@ -32,31 +32,34 @@ def batches(n_batches=3, size=6, seed=1):
 
 
 def maps_by_hand(model, x):
-    """The post-activation maps z1, z2 of the tiny net, computed without hooks."""
+    """The maps z1, z2 after each conv's BatchNorm and ReLU, what the next layers read (r1, r2), and the output,
+    computed without hooks."""
     z1 = F.relu(model[1](model[0](x)))
-    z2 = F.relu(model[4](F.max_pool2d(z1, 2)))
-    out = model[8](torch.flatten(F.adaptive_avg_pool2d(z2, 1), 1))
-    return z1, z2, out
+    r1 = F.max_pool2d(z1, 2)
+    z2 = F.relu(model[4](r1))
+    r2 = torch.flatten(F.adaptive_avg_pool2d(z2, 1), 1)
+    return z1, z2, r1, r2, model[8](r2)
 
 
 def hand_scores(model, data):
-    """Every data criterion from its formula, by hand."""
+    """Every data criterion from its formula, by hand: Taylor (Eq. 8) on each conv's map z with each example's
+    own loss; the activation statistics over what the next layer reads (after the pooling)."""
     per_example_taylor = {"0": [], "4": []}
-    all_z = {"0": [], "4": []}
+    read = {"0": [], "4": []}
     for x, y in data:
-        z1, z2, out = maps_by_hand(model, x)
-        g1, g2 = torch.autograd.grad(F.cross_entropy(out, y), [z1, z2])
-        for name, z, g in (("0", z1, g1), ("4", z2, g2)):
-            per_example_taylor[name].append((g * z).mean(dim=(2, 3)).abs())  # |mean_hw(dC/dz * z)|, (N, C)
-            all_z[name].append(z.detach())
+        z1, z2, r1, r2, out = maps_by_hand(model, x)
+        g1, g2 = torch.autograd.grad(F.cross_entropy(out, y, reduction="sum"), [z1, z2])   # ∂ℓ_n/∂z per example
+        for name, z, g, r in (("0", z1, g1, r1), ("4", z2, g2, r2)):
+            per_example_taylor[name].append((g * z).mean(dim=(2, 3)).abs())  # |mean_hw(dℓ/dz * z)|, (N, C)
+            read[name].append(r.detach().reshape(len(r), r.shape[1], -1))
     result = {}
     for name in ("0", "4"):
-        z = torch.cat(all_z[name]).transpose(0, 1).flatten(1)  # (C, N*H*W)
+        r = torch.cat(read[name]).transpose(0, 1).flatten(1)  # (C, N*positions)
         result[name] = {
             "taylor": torch.cat(per_example_taylor[name]).mean(dim=0),
-            "mean_activation": z.mean(dim=1),
-            "std_activation": z.std(dim=1, unbiased=False),
-            "apoz": 1 - (z == 0).float().mean(dim=1),
+            "mean_activation": r.mean(dim=1),
+            "std_activation": r.std(dim=1, unbiased=False),
+            "apoz": 1 - (r == 0).float().mean(dim=1),
         }
     return result
 
@@ -78,8 +81,8 @@ def test_taylor_takes_abs_per_example_not_of_the_mean():
     x = torch.cat([b[0] for b in data])
     signed = []
     for xb, yb in data:
-        z1, _, out = maps_by_hand(model, xb)
-        (g1,) = torch.autograd.grad(F.cross_entropy(out, yb), [z1])
+        z1, _, _, _, out = maps_by_hand(model, xb)
+        (g1,) = torch.autograd.grad(F.cross_entropy(out, yb, reduction="sum"), [z1])
         signed.append((g1 * z1).mean(dim=(2, 3)))
     abs_of_mean = torch.cat(signed).mean(dim=0).abs()
     assert len(x) == 18 and not torch.allclose(got, abs_of_mean.float())
@@ -211,7 +214,7 @@ def test_random_is_uniform_over_all_filters_not_normalised():
 
 
 def test_a_sampled_oracle_measures_only_its_sample_and_spearman_skips_the_rest():
-    from pruning_lib.oracle import oracle as full_oracle
+    from pruning_lib.rank.oracle import oracle as full_oracle
 
     model = tiny()
     data = list(batches())

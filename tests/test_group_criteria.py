@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning_lib.criteria import rank_filters
-from pruning_lib.group_criteria import group_oracle, rank_groups
+from pruning_lib.rank.criteria import rank_filters
+from pruning_lib.rank.oracle import oracle
 from pruning_lib.measure import count_flops
-from pruning_lib.oracle import spearman
-from pruning_lib.planning import flops_per_group, plan_from_scores
+from pruning_lib.rank.oracle import spearman
+from pruning_lib.plan import flops_per_channel, plan_from_scores
 from pruning_lib.surgery import prune_filters
 from test_groups import MobileLike, TinyResNet, randomised
 
@@ -45,15 +45,16 @@ def batches(n=3, size=6, seed=0, classes=3):
 def test_group_taylor_equals_the_hand_computation():
     torch.manual_seed(0)
     model, data = Residual(), batches()
-    # ∂C/∂m_k at m = 1, per example (C = the batch's mean loss, as ranking uses), |.|, averaged over examples
+    # ∂ℓ_n/∂m_k at m = 1 for each example's own loss, |.|, averaged over examples, over the M = 8 x 8 positions of
+    # the stem's map (Eq. 8's 1/M)
     per_example = []
     for x, y in data:
         for i in range(len(y)):
             m = torch.ones(4, requires_grad=True)
-            loss = F.cross_entropy(model.masked(x[i:i + 1], m), y[i:i + 1]) / len(y)
-            per_example.append(torch.autograd.grad(loss, m)[0].abs())
+            loss = F.cross_entropy(model.masked(x[i:i + 1], m), y[i:i + 1])
+            per_example.append(torch.autograd.grad(loss, m)[0].abs() / 64)
     want = torch.stack(per_example).mean(0)
-    got = rank_groups(model, data, "taylor", normalize=None)
+    got = rank_filters(model, data, "taylor", normalize=None)
     assert list(got) == ["stem"]
     torch.testing.assert_close(got["stem"], want.float(), rtol=1e-4, atol=1e-7)
 
@@ -65,48 +66,37 @@ def test_group_oracle_is_the_loss_change_of_real_surgery():
         with torch.no_grad():
             return sum(float(F.cross_entropy(m(x), y)) * len(y) for x, y in data) / sum(len(y) for _, y in data)
 
-    oracle = group_oracle(model, data, only=["stem.0", "b3.conv2.0"])
+    measured = oracle(model, data, only=["stem.0", "b3.conv2.0"], progress=False)
     base = loss(model)
     for group in ("stem.0", "b3.conv2.0"):
         for k in (0, 3):
             pruned = prune_filters(copy.deepcopy(model), {group: [k]})
-            assert abs(abs(loss(pruned) - base) - float(oracle[group][k])) < 1e-5
-
-
-def test_on_a_chain_group_taylor_ranks_as_the_chain_criterion():
-    torch.manual_seed(0)
-    chain = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1),
-                          nn.BatchNorm2d(5), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 64, 3))
-    data = batches()
-    groups, filters = rank_groups(chain, data, "taylor"), rank_filters(chain, data, "taylor")
-    assert groups.keys() == filters.keys()
-    for name in groups:                       # sums over positions instead of means: the same after normalisation
-        torch.testing.assert_close(groups[name], filters[name], rtol=1e-4, atol=1e-6)
+            assert abs(abs(loss(pruned) - base) - float(measured[group][k])) < 1e-5
 
 
 def test_weight_norms_sum_over_the_groups_producers():
     model = TinyResNet()
-    l1 = rank_groups(model, None, "l1", normalize=None)["stem.0"]
+    l1 = rank_filters(model, None, "l1", normalize=None)["stem.0"]
     want = sum(conv.weight.detach().abs().sum((1, 2, 3)) for conv in (model.stem[0], model.b1.conv2[0], model.b2.conv2[0]))
     torch.testing.assert_close(l1, want.float())
-    assert set(rank_groups(model, None, "random")) == set(rank_groups(model, batches(), "mean_activation"))
+    assert set(rank_filters(model, None, "random")) == set(rank_filters(model, batches(), "mean_activation"))
 
 
 def test_group_taylor_tracks_the_group_oracle():
     torch.manual_seed(1)
     model, data = randomised(MobileLike()).eval(), batches(n=2, size=16, classes=2)
-    taylor = rank_groups(model, data, "taylor", normalize=None)
-    oracle = group_oracle(model, data)
-    rho = spearman(torch.cat([taylor[g] for g in oracle]), torch.cat([oracle[g] for g in oracle]))
+    taylor = rank_filters(model, data, "taylor", normalize=None)
+    measured = oracle(model, data, progress=False)
+    rho = spearman(torch.cat([taylor[g] for g in measured]), torch.cat([measured[g] for g in measured]))
     assert rho > 0.5, rho
 
 
 def test_scores_plan_and_prune_a_residual_network_end_to_end():
     model, data = randomised(TinyResNet()).eval(), batches()
-    scores = rank_groups(model, data, "taylor")
+    scores = rank_filters(model, data, "taylor")
     plan = plan_from_scores(scores, fraction=0.4, min_keep=2)
     before = count_flops(model, (1, 3, 8, 8))
-    cost = flops_per_group(model, (3, 8, 8))
+    cost = flops_per_channel(model, (3, 8, 8))
     assert set(cost) == set(scores) and all(c > 0 for c in cost.values())
     prune_filters(model, plan)
     assert count_flops(model, (1, 3, 8, 8)) < before
@@ -116,7 +106,7 @@ def test_scores_plan_and_prune_a_residual_network_end_to_end():
 
 def test_unknown_group_criterion_is_named():
     with pytest.raises(ValueError, match="valid ones"):
-        rank_groups(TinyResNet(), None, "taylorr")
+        rank_filters(TinyResNet(), None, "taylorr")
 
 
 def resnet_loaders():
@@ -131,10 +121,9 @@ def resnet_loaders():
 
 @pytest.mark.parametrize("criterion", ["taylor", "random"])
 def test_prune_train_repeat_prunes_a_residual_network_by_groups(criterion, tmp_path):
-    from pruning_lib.iterative import PruningSchedule, prune_train_repeat, pruning_units
+    from pruning_lib.iterative import PruningSchedule, prune_train_repeat
 
     model = randomised(TinyResNet()).eval()
-    assert pruning_units(model)[0].__name__ == "group_widths"
     sched = PruningSchedule(criterion=criterion, filters_per_iteration=6, finetune_steps=2, lr=1e-3, rank_batches=2,
                             target_fraction=0.4, flops_lambda=0.1, seed=0)
     train_dl, val_dl = resnet_loaders()
@@ -156,5 +145,5 @@ READERS_OF_TINY = ["stem.0", "b1.conv1.0", "b2.conv1.0", "b3.conv1.0", "b3.conv2
 
 def test_ranking_leaves_the_callers_batches_as_they_were():
     model, data = randomised(TinyResNet()).eval(), batches(n=1)
-    rank_groups(model, data, "taylor")
+    rank_filters(model, data, "taylor")
     assert not data[0][0].requires_grad

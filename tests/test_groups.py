@@ -14,9 +14,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pruning_lib.checkpoints import load_pruned, save_pruned
-from pruning_lib.group_surgery import prune_groups, validate_group_plan
-from pruning_lib.groups import channel_groups, describe, group_of
+from pruning_lib.checkpoints import save_pruned
+from pruning_lib.surgery import load_pruned
+from pruning_lib.surgery import validate_plan
+from pruning_lib.graph.groups import channel_groups, describe, group_of
 from pruning_lib.surgery import prune_filters, with_widths
 
 
@@ -208,7 +209,7 @@ def test_group_surgery_equals_the_masked_reference(model_cls, train, dtype):
 
 def test_depthwise_convs_shrink_with_their_group():
     model = randomised(MobileLike()).eval()
-    prune_groups(model, {"block1.se2": [0, 5, 7]})          # any member names the group
+    prune_filters(model, {"block1.se2": [0, 5, 7]})          # any member names the group
     dw = model.block1.dw[0]
     assert (dw.in_channels, dw.out_channels, dw.groups, tuple(dw.weight.shape)) == (5, 5, 5, (5, 1, 3, 3))
     assert model.block1.expand[0].out_channels == 5 and model.block1.project[0].in_channels == 5
@@ -219,8 +220,8 @@ def test_depthwise_convs_shrink_with_their_group():
 def test_naming_the_depthwise_conv_names_its_group():
     a = randomised(MobileLike()).eval()
     b = copy.deepcopy(a)
-    prune_groups(a, {"block1.dw.0": [1, 2]})
-    prune_groups(b, {"block1.expand.0": [1, 2]})
+    prune_filters(a, {"block1.dw.0": [1, 2]})
+    prune_filters(b, {"block1.expand.0": [1, 2]})
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(a(x), b(x), atol=0, rtol=0)
 
@@ -314,7 +315,7 @@ def test_with_widths_refuses_widths_that_do_not_fit():
 
 
 def test_validation_reports_group_channels():
-    removed = validate_group_plan(DenseLike(), {"b": [0, 2], "a": []})
+    removed = validate_plan(DenseLike(), {"b": [0, 2], "a": []})
     assert removed == {"b": [0, 2]}
 
 

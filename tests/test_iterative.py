@@ -15,8 +15,8 @@ from conftest import SHAPE, loaders, tiny_model
 from pruning_lib import measure, train
 from pruning_lib.distill import KnowledgeDistillation
 from pruning_lib.evaluation import evaluate
-from pruning_lib.checkpoints import load_pruned
-from pruning_lib.couplings import filters_per_layer
+from pruning_lib.surgery import load_pruned
+from pruning_lib.graph.groups import group_widths
 from pruning_lib.course.reports import history_records, write_iterative_json
 from pruning_lib.history import compare_at_flops, layer_widths
 from pruning_lib.iterative import (
@@ -27,7 +27,7 @@ from pruning_lib.iterative import (
     prune_train_repeat,
 )
 from pruning_lib.models import scratch_model, small_vgg
-from pruning_lib.planning import flops_per_filter, regularised_scores
+from pruning_lib.plan import flops_per_channel, regularised_scores
 from pruning_lib.surgery import prune_filters
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_flops_never_increase_and_history_is_complete(baseline):
     assert list(h["iteration"]) == list(range(len(h))) and len(h) == 5       # 12 filters, 3 per iteration
     assert set(HISTORY_COLUMNS) <= set(h.columns)
     layer_cols = [c for c in h.columns if c.startswith("filters:")]
-    assert [c.removeprefix("filters:") for c in layer_cols] == list(filters_per_layer(baseline))
+    assert [c.removeprefix("filters:") for c in layer_cols] == list(group_widths(baseline))
     assert not h[list(HISTORY_COLUMNS)].isna().any().any()
     assert (h["gflops"].diff().dropna() < 0).all(), "every iteration removes FLOPs"
     assert (h["params"].diff().dropna() < 0).all()
@@ -76,7 +76,7 @@ def test_flops_never_increase_and_history_is_complete(baseline):
     assert (h["finetune_steps"].iloc[1:] == 3).all() and h["finetune_steps"].iloc[0] == 0
     assert h["accuracy_before_finetune"].between(0, 1).all() and h["accuracy_after_finetune"].between(0, 1).all()
     # the last row describes the returned model
-    assert filters_per_layer(pruned) == {c.removeprefix("filters:"): h[c].iloc[-1] for c in layer_cols}
+    assert group_widths(pruned) == {c.removeprefix("filters:"): h[c].iloc[-1] for c in layer_cols}
     assert measure.count_flops(pruned, (1, *SHAPE)) / 1e9 == pytest.approx(h["gflops"].iloc[-1])
     assert measure.count_parameters(pruned) == h["params"].iloc[-1]
     _, val_dl = loaders()
@@ -301,9 +301,9 @@ def test_distilling_from_the_starting_model(baseline, monkeypatch):
 # ---------------------------------------------------------------- the FLOPs regularisation
 def test_flops_per_filter_is_what_removing_one_filter_saves():
     model = tiny_model()
-    cost = flops_per_filter(model, SHAPE)
+    cost = flops_per_channel(model, SHAPE)
     start = measure.count_flops(model, (1, *SHAPE))
-    for name in filters_per_layer(model):
+    for name in group_widths(model):
         smaller = prune_filters(copy.deepcopy(model), {name: [0]})
         assert (start - measure.count_flops(smaller, (1, *SHAPE))) / 1e9 == pytest.approx(cost[name])
 
@@ -316,7 +316,7 @@ def test_regularised_scores_subtract_the_relative_cost():
 
 
 def test_the_flops_regulariser_shifts_pruning_toward_costly_layers(baseline):
-    cost = flops_per_filter(baseline, SHAPE)
+    cost = flops_per_channel(baseline, SHAPE)
     costly = max(cost, key=cost.get)
     plain = run(baseline, schedule(target_fraction=0.3, flops_lambda=0.0, finetune_steps=0))[1]
     regular = run(baseline, schedule(target_fraction=0.3, flops_lambda=5.0, finetune_steps=0))[1]
@@ -329,7 +329,7 @@ def test_the_flops_regulariser_shifts_pruning_toward_costly_layers(baseline):
 def test_layer_widths_and_compare_at_flops(baseline):
     _, h = run(baseline, schedule(target_fraction=0.3))
     rel = layer_widths(h)
-    assert list(rel.index) == list(filters_per_layer(baseline)) and list(rel.columns) == list(h["iteration"])
+    assert list(rel.index) == list(group_widths(baseline)) and list(rel.columns) == list(h["iteration"])
     assert (rel.iloc[:, 0] == 1).all() and (rel.to_numpy() <= 1).all()
     assert (layer_widths(h, relative=False).iloc[:, 0] == [4, 8, 8]).all()
     g = h["gflops"]
@@ -349,14 +349,14 @@ def test_report_is_strict_json(baseline, tmp_path):
     assert len(records) == len(h) and records[1]["accuracy_after_finetune"] is None
     for key in ("iteration", "gflops", "params", "accuracy_before_finetune", "accuracy_after_finetune"):
         assert key in records[0]
-    assert records[0]["filters"] == filters_per_layer(baseline)
+    assert records[0]["filters"] == group_widths(baseline)
     assert history_records(h)[2]["params"] == h["params"].iloc[2]
 
 
 def test_scratch_model_has_the_pruned_widths_and_fresh_weights(baseline):
     pruned, _ = run(baseline, schedule(target_fraction=0.3))
     a, b = scratch_model(pruned, tiny_model(), seed=3), scratch_model(pruned, tiny_model(), seed=3)
-    assert filters_per_layer(a) == filters_per_layer(pruned)
+    assert group_widths(a) == group_widths(pruned)
     assert measure.count_parameters(a) == measure.count_parameters(pruned)
     assert same_state(a, b), "seeded"
     assert not same_state(a, pruned)
@@ -370,8 +370,8 @@ def test_scratch_model_has_the_pruned_widths_and_fresh_weights(baseline):
 
 def test_blocks_keep_every_pruned_width_a_multiple(baseline):
     pruned, history = run(baseline, schedule(filters_per_iteration=8, multiple_of=4, target_fraction=0.5))
-    widths = filters_per_layer(pruned)
-    original = filters_per_layer(baseline)
+    widths = group_widths(pruned)
+    original = group_widths(baseline)
     assert any(widths[n] < original[n] for n in widths)
     assert all(w % 4 == 0 for w in widths.values()), widths
     # the history counts the filters really removed

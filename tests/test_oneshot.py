@@ -13,13 +13,13 @@ import torch
 
 from conftest import masked_forward
 from pruning_lib import oneshot
-from pruning_lib.couplings import filters_per_layer
+from pruning_lib.graph.groups import group_widths
 from pruning_lib.course import reports
-from pruning_lib.criteria import rank_all
+from pruning_lib.rank.criteria import rank_all
 from pruning_lib.evaluation import evaluate
 from pruning_lib.models import small_vgg
-from pruning_lib.oracle import compare_with_paper, spearman, spearman_table
-from pruning_lib.planning import plan_from_scores
+from pruning_lib.rank.oracle import compare_with_paper, spearman, spearman_table
+from pruning_lib.plan import plan_from_scores
 from pruning_lib.surgery import prune_filters
 from pruning_lib.widgets.oneshot import one_shot_summary, one_shot_widget
 
@@ -68,9 +68,9 @@ def test_prune_copy_is_real_surgery_on_a_copy(model, loader, scores, amount):
     before = state(model)
     pruned, plan = oneshot.prune_copy(model, scores["taylor"], amount)
     assert_unchanged(model, before)
-    total = sum(filters_per_layer(model).values())
+    total = sum(group_widths(model).values())
     assert sum(map(len, plan.values())) == round(amount * total)
-    assert sum(filters_per_layer(pruned).values()) == total - round(amount * total)
+    assert sum(group_widths(pruned).values()) == total - round(amount * total)
     x = loader[0][0]
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), masked_forward(model, plan, x), rtol=1e-4, atol=1e-5)
@@ -86,7 +86,7 @@ def test_one_shot_matches_an_independent_computation(model, loader, scores, amou
     assert r.criterion == "l2" and r.amount == amount
     assert r.accuracy == evaluate(by_hand, loader)["accuracy"]
     assert r.removed == {n: len(v) for n, v in plan.items()}
-    assert r.kept == filters_per_layer(by_hand)
+    assert r.kept == group_widths(by_hand)
     assert r.filters_removed == sum(r.removed.values()) and r.filters_total == 18
     assert r.params == sum(p.numel() for p in by_hand.parameters())
     assert r.fraction_removed == pytest.approx(r.filters_removed / 18)

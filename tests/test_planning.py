@@ -1,4 +1,4 @@
-"""Tests for pruning_lib.planning: global selection with floors, a per-layer cap, blocks, and checked inputs."""
+"""Tests for pruning_lib.plan: global selection with floors, a per-layer cap, blocks, and checked inputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pruning_lib.planning import layer_floors, plan_from_scores, plan_from_widths
+from pruning_lib.plan import layer_floors, plan_from_scores, plan_from_widths
 
 
 def test_layer_floors_cap_the_share_of_each_layer():

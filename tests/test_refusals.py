@@ -8,10 +8,11 @@ import torch
 import torch.nn as nn
 
 from pruning_lib import train
-from pruning_lib.checkpoints import load_pruned, save_pruned
-from pruning_lib.couplings import find_couplings
+from pruning_lib.checkpoints import save_pruned
+from pruning_lib.surgery import load_pruned
+from pruning_lib.graph.groups import channel_groups
 from pruning_lib.course import experiment, paths
-from pruning_lib.criteria import rank_filters
+from pruning_lib.rank.criteria import rank_filters
 from pruning_lib.models import small_vgg
 from pruning_lib.surgery import prune_filters
 
@@ -96,9 +97,9 @@ class Depthwise(nn.Module):
 
 
 def test_messages_name_what_the_coupling_really_is():
-    assert "changed in place by Tensor.mul_" in find_couplings(InPlace())["a"]
-    couplings = find_couplings(Depthwise())
-    assert "dw, a depthwise conv (groups=4)" in couplings["a"] and couplings["dw"].startswith("dw is a depthwise conv")
+    assert "changed in place by Tensor.mul_" in channel_groups(InPlace())["a"].refused
+    groups = channel_groups(Depthwise())                 # the depthwise conv shrinks with the conv that feeds it
+    assert not groups["a"].refused and [m.module for m in groups["a"].members] == ["a", "dw", "b"]
 
 
 def test_loading_into_a_model_without_parameters_is_explained(tmp_path):

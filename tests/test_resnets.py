@@ -12,7 +12,7 @@ from pruning_lib.checkpoints import load_checkpoint
 from pruning_lib.course.datasets import SOURCE_CLASSES
 from pruning_lib.course.source import SOURCE_CHECKPOINTS
 from pruning_lib.data import fashion_mnist
-from pruning_lib.groups import channel_groups
+from pruning_lib.graph.groups import channel_groups
 from pruning_lib.resnets import small_resnet
 from pruning_lib.surgery import prune_filters
 from test_zoo import zeroed_at_producers
@@ -93,7 +93,7 @@ def test_the_quick_profile_runs_on_the_resnet_with_an_override():
 
 
 def test_torchvision_resnets_in_the_small_resnets_layout():
-    from pruning_lib.groups import group_widths
+    from pruning_lib.graph.groups import group_widths
     from pruning_lib.resnets import torchvision_resnet
 
     torch.manual_seed(0)
@@ -239,12 +239,12 @@ def test_the_targets_and_reports_resnet_json(tmp_path, monkeypatch):
 
 
 def test_one_shot_prunes_a_resnet_by_groups():
-    from pruning_lib.group_criteria import rank_groups
+    from pruning_lib.rank.criteria import rank_filters
     from pruning_lib.oneshot import one_shot
 
     model = _trained_like()
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 2, (32,))
-    scores = rank_groups(model, [(x, y)], "l1")
+    scores = rank_filters(model, [(x, y)], "l1")
     result = one_shot(model, scores, 0.3, [(x, y)], input_shape=(1, 28, 28), criterion="l1")
     assert set(result.kept) == set(scores) and result.filters_total == 672
     assert result.filters_removed == round(0.3 * 672) and sum(result.removed.values()) == result.filters_removed
@@ -252,14 +252,14 @@ def test_one_shot_prunes_a_resnet_by_groups():
 
 
 def test_the_one_shot_widget_over_a_resnets_groups():
-    from pruning_lib.group_criteria import rank_groups
+    from pruning_lib.rank.criteria import rank_filters
     from pruning_lib.iterative import fingerprint
     from pruning_lib.widgets.oneshot import one_shot_widget
 
     model = _trained_like()
     before = fingerprint(model)
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 2, (32,))
-    scores = {c: rank_groups(model, [(x, y)], c) for c in ("taylor", "random")}
+    scores = {c: rank_filters(model, [(x, y)], c) for c in ("taylor", "random")}
     w = one_shot_widget(model, scores, [(x, y)], input_shape=(1, 28, 28), amount=0.3, max_amount=0.8)
     assert "202 of 672" in w.summary.value                               # round(0.3 * 672) group channels
     w.slider.value = 0.5

@@ -120,15 +120,28 @@ def test_a_file_exported_for_display_is_the_one_timed_until_it_changes(tmp_path,
 
 
 def test_a_mismatching_export_is_not_timed(monkeypatch):
-    model = _trained_like(small_vgg(num_classes=2))
+    torch.manual_seed(7)
+    model = _trained_like(small_vgg(num_classes=2))                # weights not timed before in this process
+    real = runtimes.onnx_session
 
-    def broken(path, model, x, **kwargs):
-        raise runtimes.OnnxMismatchError("differs")
+    class OffByOne:
+        """The real session, its outputs shifted by 1: what a wrong file or a broken runtime would give."""
 
-    monkeypatch.setattr(runtimes, "check_onnx", broken)
-    monkeypatch.setattr(runtimes, "_RUNNERS", {})                # nothing checked before in this process
-    with pytest.raises(runtimes.OnnxMismatchError):
+        def __init__(self, path, **kwargs):
+            self.session = real(path, **kwargs)
+
+        def get_inputs(self):
+            return self.session.get_inputs()
+
+        def run(self, names, feed):
+            return [out + 1 for out in self.session.run(names, feed)]
+
+    monkeypatch.setattr(runtimes, "onnx_session", OffByOne)
+    with pytest.raises(runtimes.OnnxMismatchError, match="differ from PyTorch's by up to 1.*not timed"):
         measure.measure_latency(model, (2, 1, 28, 28), form="onnxruntime", min_run_time=0.01)
+    monkeypatch.undo()
+    timed = measure.measure_latency(model, (2, 1, 28, 28), form="onnxruntime", min_run_time=0.01)
+    assert timed["median_ms"] > 0                                  # the runner that failed was not kept
 
 
 def test_missing_packages_say_how_to_install(monkeypatch):

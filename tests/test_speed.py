@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from pruning_lib import measure, models
-from pruning_lib.couplings import filters_per_layer
 from pruning_lib.course import demo, reports
+from pruning_lib.graph.groups import group_widths
 from pruning_lib.history import history_widths, speedup_sweep
-from pruning_lib.planning import transfer_widths
+from pruning_lib.plan import transfer_widths
 from pruning_lib.surgery import with_widths
 
 from conftest import benchmark_module
@@ -41,7 +41,7 @@ def tiny(seed: int = 0) -> nn.Module:
 
 def fake_report(tmp_path: Path) -> Path:
     """An iterative.json in notebook 03's format, for the tiny model (a test fixture, not a result)."""
-    convs = list(filters_per_layer(tiny()))
+    convs = list(group_widths(tiny()))
     rows = {"taylor": [(16, 32, 16), (16, 16, 16), (8, 16, 8)], "random": [(16, 32, 16), (8, 32, 8)]}
     payload = {c: [{"iteration": i, "fraction_removed": 1 - sum(w) / 64, "gflops": 0.0, "params": 0,
                     "accuracy_after_finetune": 0.9, "filters": dict(zip(convs, w))} for i, w in enumerate(ws)]
@@ -151,7 +151,7 @@ def test_read_iterative_report_and_history_widths(tmp_path):
     histories = reports.read_iterative_report(fake_report(tmp_path))
     assert set(histories) == {"taylor", "random"}
     h = histories["taylor"]
-    assert [c for c in h.columns if c.startswith("filters:")] == [f"filters:{c}" for c in filters_per_layer(tiny())]
+    assert [c for c in h.columns if c.startswith("filters:")] == [f"filters:{c}" for c in group_widths(tiny())]
     widths = history_widths(h)
     assert len(widths) == 3 and list(widths[2].values()) == [8, 16, 8]
 
@@ -167,11 +167,11 @@ def test_missing_report_says_run_notebook_03(tmp_path):
 
 def test_architecture_from_widths_gives_the_widths_and_keeps_the_template():
     template = tiny()
-    convs = list(filters_per_layer(template))
+    convs = list(group_widths(template))
     widths = {convs[0]: 5, convs[1]: 32, convs[2]: 1}
     model = with_widths(template, widths)
-    assert filters_per_layer(model) == widths
-    assert filters_per_layer(template) == dict(zip(convs, (16, 32, 16)))
+    assert group_widths(model) == widths
+    assert group_widths(template) == dict(zip(convs, (16, 32, 16)))
     assert model(torch.randn(2, *SHAPE)).shape == (2, 2)
     # the first filters are kept: the first conv's weights are the template's first 5 rows
     assert torch.equal(model.get_submodule(convs[0]).weight, template.get_submodule(convs[0]).weight[:5])

@@ -10,9 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from pruning_lib.checkpoints import load_pruned, save_pruned
-from pruning_lib.couplings import filters_per_layer, find_couplings, prunable_convs
-from pruning_lib.planning import plan_from_scores
+from pruning_lib.checkpoints import save_pruned
+from pruning_lib.surgery import load_pruned
+from pruning_lib.graph.groups import channel_groups, group_widths
+from pruning_lib.plan import plan_from_scores
 from pruning_lib.surgery import prune_filters
 
 
@@ -60,7 +61,7 @@ def _randomize_bn(model):
 def random_plan(model, seed, max_fraction=0.8):
     gen = torch.Generator().manual_seed(seed)
     plan = {}
-    for name, n in filters_per_layer(model).items():
+    for name, n in group_widths(model).items():
         k = int(torch.randint(0, max(1, int(n * max_fraction)), (1,), generator=gen))
         plan[name] = sorted(torch.randperm(n, generator=gen)[:k].tolist())
     return plan
@@ -110,8 +111,8 @@ def assert_exact(model, plan, x, atol=1e-5):
 def test_chain_is_exact(seed, bn, adaptive):
     model = chain(bn=bn, adaptive=adaptive)
     pruned = assert_exact(model, random_plan(model, seed), torch.randn(4, 3, 16, 16))
-    for name, n in filters_per_layer(pruned).items():
-        assert n == filters_per_layer(model)[name] - len(random_plan(model, seed)[name])
+    for name, n in group_widths(pruned).items():
+        assert n == group_widths(model)[name] - len(random_plan(model, seed)[name])
 
 
 def test_float64_is_exact_to_rounding():
@@ -122,7 +123,7 @@ def test_float64_is_exact_to_rounding():
 
 def test_functional_model_is_exact():
     model = FunctionalNet().eval()
-    assert prunable_convs(model) == ["c1", "c2"]
+    assert list(group_widths(model)) == ["c1", "c2"]
     assert_exact(model, {"c1": [0, 3], "c2": [1, 2, 6]}, torch.randn(2, 1, 14, 14))
 
 
@@ -239,7 +240,7 @@ class Concat(nn.Module):
 )
 def test_unsupported_couplings_raise_not_implemented(model, conv, words):
     before, _ = snapshot(model)
-    assert conv not in prunable_convs(model)
+    assert conv not in group_widths(model)
     with pytest.raises(NotImplementedError, match=words):
         prune_filters(model, {conv: [0]})
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -263,12 +264,14 @@ def test_residual_concat_and_depthwise_prune_through_their_channel_groups():
     assert (dw[1].in_channels, dw[1].out_channels, dw[1].groups, dw[3].in_features) == (3, 3, 3, 3)
 
 
-def test_couplings_of_vgg16():
+def test_every_conv_of_vgg16_is_a_group_with_one_producer_and_one_reader():
     model = torchvision.models.vgg16()
-    couplings = find_couplings(model)
-    assert len(prunable_convs(model)) == 13 and sum(filters_per_layer(model).values()) == 4224
-    assert couplings["features.0"].capture == "features.1" and couplings["features.0"].consumer == "features.2"
-    assert couplings["features.28"].consumer == "classifier.0" and couplings["features.28"].flattened
+    groups = channel_groups(model)
+    assert len(group_widths(model)) == 13 and sum(group_widths(model).values()) == 4224
+    assert all(len(g.producers) == 1 and len(g.readers) == 1 and not g.refused for g in groups.values())
+    assert groups["features.0"].readers == ["features.2"]
+    last = groups["features.28"]
+    assert last.readers == ["classifier.0"] and [m.span for m in last.members if m.role == "in"] == [49]
 
 
 def test_empty_plan_entries_are_noops():
@@ -312,7 +315,7 @@ def test_save_and_load_pruned_round_trip(tmp_path):
     x = torch.randn(3, 3, 16, 16)
     torch.testing.assert_close(restored(x), pruned(x))
     assert meta == {"criterion": "taylor", "accuracy": 0.9}
-    assert filters_per_layer(fresh) == filters_per_layer(model)  # template untouched
+    assert group_widths(fresh) == group_widths(model)  # template untouched
 
 
 def test_load_pruned_rejects_other_architectures(tmp_path):
@@ -344,7 +347,7 @@ def test_same_outputs_as_torch_pruning_on_vgg16():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
-    assert filters_per_layer(ours) == filters_per_layer(theirs)
+    assert group_widths(ours) == group_widths(theirs)
 
 
 def test_plan_from_scores_in_blocks_keeps_widths_multiple():
@@ -359,8 +362,9 @@ def test_plan_from_scores_in_blocks_keeps_widths_multiple():
         for n, idx in plan.items():  # each layer loses its lowest-scored filters
             if idx:
                 assert scores[n][idx].max() <= scores[n][[j for j in range(len(scores[n])) if j not in idx]].min()
-    # multiple_of=1 is the filter-by-filter selection
-    assert plan_from_scores(scores, 20, multiple_of=1) == plan_from_scores(scores, 20)
+    # multiple_of=1 is the filter-by-filter selection: the 20 globally lowest scores (no layer comes near its floor)
+    lowest = sorted((float(s[i]), n, i) for n, s in scores.items() for i in range(len(s)))[:20]
+    assert plan_from_scores(scores, 20, multiple_of=1) == {n: sorted(i for _, m, i in lowest if m == n) for n in scores}
 
 
 def test_surgery_keeps_no_reference_to_the_model():
@@ -373,7 +377,7 @@ def test_surgery_keeps_no_reference_to_the_model():
         model = chain()
         ref = weakref.ref(model)
         prune_filters(model, {"0": [1]})
-        find_couplings(model)
+        channel_groups(model)
         del model
         assert ref() is None
     finally:

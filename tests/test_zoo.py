@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from pruning_lib.checkpoints import load_pruned, save_pruned
-from pruning_lib.groups import channel_groups
+from pruning_lib.checkpoints import save_pruned
+from pruning_lib.surgery import load_pruned
+from pruning_lib.graph.groups import channel_groups
 from pruning_lib.surgery import prune_filters
 
 MODELS = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d", "mobilenet_v2",
@@ -44,7 +45,7 @@ def zeroed_at_producers(model: nn.Module, groups, removed: dict[str, list[int]])
         for group, ks in removed.items():
             for member in groups[group].members:
                 module, idx = modules[member.module], [member.offset + k for k in ks]
-                if member.role in ("out", "depthwise", "bn"):
+                if member.role in ("out", "through"):
                     module.weight[idx] = 0
                     if module.bias is not None:
                         module.bias[idx] = 0

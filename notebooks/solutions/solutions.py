@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruning_lib import criteria, planning, surgery, train
-from pruning_lib.couplings import filters_per_layer
+from pruning_lib.graph.groups import group_widths
 
 
 # --------------------------------------------------------------------------- 01
@@ -156,7 +156,7 @@ def prune_train_repeat_by_hand(model: nn.Module, train_batches, val_batches, *, 
         surgery.prune_filters(model, planning.plan_from_scores(scores, filters_per_iteration, min_keep=1))
         if finetune_steps:
             train.fit(model, train_batches, steps=finetune_steps, lr=lr, progress=False)
-        widths.append(filters_per_layer(model))
+        widths.append(group_widths(model))
     return model.eval(), widths
 
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import train
-from ..checkpoints import load_pruned, plain_value, save_pruned
+from ..checkpoints import plain_value, save_pruned
+from ..surgery import load_pruned
 from ..iterative import PruningSchedule, prune_train_repeat
 from ..models import scratch_model
 from ..runtime import seed_everything

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from .. import models, train
-from ..checkpoints import load_checkpoint, load_pruned, save_checkpoint
+from ..checkpoints import load_checkpoint, save_checkpoint
+from ..surgery import load_pruned
 from ..distill import KnowledgeDistillation
 from ..iterative import PruningSchedule
 from ..runtime import pick_device, seed_everything

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..groups import ChannelGroup
+from ..graph.groups import ChannelGroup
 from .reports import read_json, report_path, write_json
 
 __all__ = ["TARGETS", "block_last_conv", "check_resnet_targets", "cost_by_kind", "group_kind", "group_table", "kept_by_kind",
@@ -47,17 +47,19 @@ def kept_by_kind(groups: Mapping[str, ChannelGroup], widths: Mapping[str, int]) 
 
 
 def cost_by_kind(groups: Mapping[str, ChannelGroup], cost: Mapping[str, float]) -> pd.Series:
-    """The mean of `cost` (e.g. `planning.flops_per_group`: the GFLOPs one channel costs) over each kind of group."""
+    """The mean of `cost` (e.g. `plan.flops_per_channel`: the GFLOPs one channel costs) over each kind of group."""
     rows = pd.DataFrame([{"kind": group_kind(groups[name]), "cost": value} for name, value in cost.items()])
     return rows.groupby("kind")["cost"].mean()
 
 
 def block_last_conv(model: nn.Module, groups: Mapping[str, ChannelGroup]) -> tuple[str, str]:
     """``(conv, its BatchNorm)``: the last conv of the first residual block, which writes into the residual stream."""
-    order = [name for name, _ in model.named_modules()]
+    modules = dict(model.named_modules())
+    order = list(modules)
     stream = next(g for g in groups.values() if group_kind(g) == "residual stream" and not g.refused)
     conv = stream.producers[1]                                     # [0] is the stem (or the shortcut conv)
-    bns = [m.module for m in stream.members if m.role == "bn" and order.index(m.module) > order.index(conv)]
+    bns = [m.module for m in stream.members if isinstance(modules[m.module], nn.BatchNorm2d)
+           and order.index(m.module) > order.index(conv)]
     return conv, min(bns, key=order.index)
 
 
@@ -69,7 +71,7 @@ def mask_group_channels(model: nn.Module, groups: Mapping[str, ChannelGroup], pl
     modules = dict(model.named_modules())
     for name, channels in plan.items():
         for member in groups[name].members:
-            if member.role == "bn":
+            if isinstance(modules[member.module], nn.BatchNorm2d):
                 bn = modules[member.module]
                 index = torch.as_tensor([member.offset + c for c in channels], dtype=torch.long)
                 bn.weight[index] = 0

@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .fashion import _check_classes
+from .fashion import check_classes
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -120,7 +120,7 @@ def _cifar_classes(classes: Sequence[int | str] | None) -> list[int]:
                 raise ValueError(f"class {c!r} is not a CIFAR-10 class; use one of {CIFAR10_CLASSES}")
             c = CIFAR10_CLASSES.index(c)
         indices.append(c)
-    return _check_classes(indices, CIFAR10_CLASSES)
+    return check_classes(indices, CIFAR10_CLASSES)
 
 
 def cifar10(

@@ -2,7 +2,7 @@
 
 The file is looked up in ``data_dir()`` (``$PRUNING_DATA_DIR``, default the repository's ``data/``);
 when ``PRUNING_DATA_DIR`` points at a folder without it, the repository's own copy is used. Also
-holds ``_check_classes``, the class-index validation shared with CIFAR-10.
+holds ``check_classes``, the class-index validation shared with CIFAR-10.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _fashion_path(root: str | os.PathLike | None) -> Path:
     return fallback if not path.is_file() and fallback.is_file() else path
 
 
-def _check_classes(classes: Sequence[int] | None, names: Sequence[str]) -> list[int]:
+def check_classes(classes: Sequence[int] | None, names: Sequence[str]) -> list[int]:
     """Validate class indices (distinct, in range); ``None`` means all classes in order."""
     if classes is None:
         return list(range(len(names)))
@@ -88,7 +88,7 @@ def fashion_mnist(
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r} is not valid; use 'train' or 'test'")
     images, labels = _load_fashion_arrays(_fashion_path(root), split)
-    return _as_dataset(images, labels, _check_classes(classes, FASHION_CLASSES))
+    return _as_dataset(images, labels, check_classes(classes, FASHION_CLASSES))
 
 
 def _as_dataset(images: np.ndarray, labels: np.ndarray, chosen: list[int]) -> TensorDataset:
@@ -140,4 +140,4 @@ def fashion_mnist_full(split: str, classes: Sequence[int] | None = None, *,
                                 "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or pass folder= a folder "
                                 f"holding {', '.join(_IDX[split])}")
     images, labels = (_read_idx(p) for p in paths)
-    return _as_dataset(images, labels, _check_classes(classes, FASHION_CLASSES))
+    return _as_dataset(images, labels, check_classes(classes, FASHION_CLASSES))

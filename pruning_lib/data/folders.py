@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .images import IMAGE_EXTENSIONS, ImageFileDataset, _image_files
-from .splits import _check_fraction
+from .images import IMAGE_EXTENSIONS, ImageFileDataset, image_files
+from .splits import check_fraction, split_three
 
 KAGGLE_URL = "https://www.kaggle.com/c/dogs-vs-cats/data"
 KAGGLE_NAME = re.compile(r"^(cat|dog)\.(\d+)\.(jpe?g|png|bmp|gif|webp|tiff?)$", re.IGNORECASE)
@@ -65,7 +64,7 @@ def _kaggle_scan(root: Path) -> list[tuple[Path, int, int]]:
     seen: list[Path] = []
     for folder in (root / "train", root):
         if folder.is_dir():
-            matched, other = _parse_kaggle(_image_files(folder))
+            matched, other = _parse_kaggle(image_files(folder))
             if matched:
                 if other:
                     warnings.warn(
@@ -76,22 +75,6 @@ def _kaggle_scan(root: Path) -> list[tuple[Path, int, int]]:
                 return matched
             seen += other
     raise _kaggle_not_found(root, seen)
-
-
-def split_three(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
-    """Per label, a seeded shuffle: the first ``round(n * test_fraction)`` go to test, the next
-    ``round(n * val_fraction)`` to val, the rest to train.  With ``test_fraction=0`` it is `_split_indices`."""
-    generator = torch.Generator().manual_seed(seed)
-    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        members = members[torch.randperm(len(members), generator=generator).numpy()].tolist()
-        n_test = int(len(members) * test_fraction + 0.5)
-        n_val = int(len(members) * val_fraction + 0.5)
-        parts["test"] += members[:n_test]
-        parts["val"] += members[n_test:n_test + n_val]
-        parts["train"] += members[n_test + n_val:]
-    return {k: sorted(v) for k, v in parts.items()}
 
 
 def kaggle_dogs_vs_cats(
@@ -124,7 +107,7 @@ def kaggle_dogs_vs_cats(
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split={split!r} is not valid; use 'train', 'val' or 'test'")
-    _check_fraction(val_fraction)
+    check_fraction(val_fraction)
     if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
         raise ValueError(f"test_fraction={test_fraction} must be in [0, 1) and leave images for training "
                          f"(val_fraction + test_fraction < 1)")

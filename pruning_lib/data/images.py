@@ -119,7 +119,7 @@ class ImageFileDataset(Dataset):
         return (self.transform(rgb) if self.transform is not None else rgb), label
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Non-hidden files in ``folder`` (not recursive), sorted by name; broken or looping symlinks are kept,
     so that the dataset counts them as skipped instead of losing them silently."""
     return sorted(p for p in folder.iterdir()

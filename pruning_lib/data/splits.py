@@ -1,12 +1,14 @@
 """Seeded, reproducible splits and loaders: the same seed always gives the same split and batch order.
 
-``split_train_val`` is stratified when labels are cheap to read; ``_split_indices`` is the per-label
-seeded shuffle it shares with the Kaggle train/val split; ``make_loader`` seeds shuffling and workers.
+``split_train_val`` is stratified when labels are cheap to read; ``split_three`` is the per-label seeded
+train/val/test split it shares with the image folders; ``split_per_class`` deals out so many images per class;
+``make_loader`` seeds shuffling and workers.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -27,23 +29,32 @@ def _labels_of(dataset: Dataset) -> np.ndarray | None:
     return labels if labels.ndim == 1 and len(labels) == len(dataset) else None
 
 
-def _check_fraction(val_fraction: float) -> None:
+def check_fraction(val_fraction: float) -> None:
     """Raise unless 0 < val_fraction < 1."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction={val_fraction} must be strictly between 0 and 1 (e.g. 0.2)")
 
 
-def _split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Per-label seeded shuffle; round(n * val_fraction) of each label go to val. Sorted index lists."""
+def _shuffled_by_label(labels: np.ndarray, seed: int) -> Iterator[tuple[int, list[int]]]:
+    """Each label (ascending) with the indices that hold it, shuffled by one ``torch.Generator`` seeded with
+    `seed` (so the same labels and seed always give the same order)."""
     generator = torch.Generator().manual_seed(seed)
-    train, val = [], []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        members = members[torch.randperm(len(members), generator=generator).numpy()]
+        yield int(label), members[torch.randperm(len(members), generator=generator).numpy()].tolist()
+
+
+def split_three(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
+    """Indices of ``"train"``, ``"val"`` and ``"test"`` (sorted), per label after a seeded shuffle: the first
+    ``round(n * test_fraction)`` go to test, the next ``round(n * val_fraction)`` to val, the rest to train."""
+    parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for _, members in _shuffled_by_label(labels, seed):
+        n_test = int(len(members) * test_fraction + 0.5)
         n_val = int(len(members) * val_fraction + 0.5)
-        val += members[:n_val].tolist()
-        train += members[n_val:].tolist()
-    return sorted(train), sorted(val)
+        parts["test"] += members[:n_test]
+        parts["val"] += members[n_test:n_test + n_val]
+        parts["train"] += members[n_test + n_val:]
+    return {k: sorted(v) for k, v in parts.items()}
 
 
 def split_train_val(
@@ -54,11 +65,12 @@ def split_train_val(
     Stratified (each label keeps its share) when labels are cheap to read (``.targets``, a
     TensorDataset's second tensor, a Subset of those); otherwise a plain seeded random split.
     """
-    _check_fraction(val_fraction)
+    check_fraction(val_fraction)
     labels = _labels_of(dataset)
     if labels is None:
         labels = np.zeros(len(dataset), dtype=np.int64)
-    train, val = _split_indices(labels, val_fraction, seed)
+    parts = split_three(labels, val_fraction, 0.0, seed)
+    train, val = parts["train"], parts["val"]
     if not train or not val:
         raise ValueError(
             f"val_fraction={val_fraction} leaves an empty split of a dataset of {len(dataset)} items; "
@@ -81,14 +93,11 @@ def split_per_class(dataset: Dataset, per_class: list[int | None], *, seed: int 
     if labels is None:
         raise ValueError(f"split_per_class needs labels it can read (.targets or a TensorDataset); "
                          f"{type(dataset).__name__} has none")
-    generator = torch.Generator().manual_seed(seed)
     parts: list[list[int]] = [[] for _ in per_class]
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        members = members[torch.randperm(len(members), generator=generator).numpy()].tolist()
+    for label, members in _shuffled_by_label(labels, seed):
         asked = sum(n for n in per_class if n is not None)
         if asked > len(members):
-            raise ValueError(f"class {int(label)} has {len(members)} images; {per_class} asks for {asked}")
+            raise ValueError(f"class {label} has {len(members)} images; {per_class} asks for {asked}")
         start = 0
         for part, n in zip(parts, per_class):
             stop = len(members) if n is None else start + n

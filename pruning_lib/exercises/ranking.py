@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..criteria import l1, l2, rank_filters
-from ..oracle import spearman
+from ..rank.criteria import rank_filters
+from ..rank.oracle import spearman
 from ._verdict import Wrong, close, verdict
 
 __all__ = ["check_l1", "check_spearman", "check_taylor", "tiny_chain"]
@@ -37,19 +37,22 @@ def _batches(seed: int, n: int = 2, size: int = 6) -> list[tuple[torch.Tensor, t
     return [(torch.randn(size, 1, 8, 8, generator=gen), torch.randint(0, 3, (size,), generator=gen)) for _ in range(n)]
 
 
+def _norm(conv: nn.Conv2d, p: int) -> torch.Tensor:
+    return conv.weight.detach().flatten(1).norm(p=p, dim=1)
+
+
 def check_l1(l1_norms: Callable) -> bool:
-    """02: ``l1_norms(conv) -> (out_channels,)``: the L1 norm of each filter's weights, checked against
-    `criteria.l1`."""
+    """02: ``l1_norms(conv) -> (out_channels,)``: the L1 norm of each filter's weights, Σ|W_k|."""
     def check() -> None:
         torch.manual_seed(3)
         for conv in (nn.Conv2d(3, 8, 3), nn.Conv2d(16, 4, 1, bias=False), nn.Conv2d(4, 6, 5)):
-            want, got = l1(conv), torch.as_tensor(l1_norms(conv)).detach().flatten()
+            want, got = _norm(conv, 1), torch.as_tensor(l1_norms(conv)).detach().flatten()
             if got.shape != want.shape:
                 raise Wrong(f"{conv}: {tuple(got.shape)} scores, expected one per filter: {tuple(want.shape)}")
             if not close(got, want):
                 fan_in = conv.weight[0].numel()
                 hint = (" (that is the mean of |w|; L1 is their sum)" if close(got * fan_in, want) else
-                        " (that is the L2 norm)" if close(got, l2(conv)) else
+                        " (that is the L2 norm)" if close(got, _norm(conv, 2)) else
                         " (sum |w| over each filter's input channels and kernel positions)")
                 raise Wrong(f"{conv}: filter 0 scored {float(got[0]):.4f}, expected {float(want[0]):.4f}{hint}")
     return verdict("the L1 criterion", check)

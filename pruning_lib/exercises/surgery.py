@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..couplings import filters_per_layer
-from ..groups import channel_groups
+from ..graph.groups import group_widths
+from ..graph.groups import channel_groups
 from ..iterative import PruningSchedule, prune_train_repeat
 from ..resnets import small_resnet
 from ._verdict import Wrong, close, verdict
@@ -110,7 +110,7 @@ def _ptr_setup(seed: int):
 
 def check_prune_train_repeat(loop: Callable) -> bool:
     """03: ``loop(model, train_batches, val_batches, *, iterations, filters_per_iteration, finetune_steps, lr)
-    -> (model, widths)``, where ``widths`` is ``filters_per_layer`` after each iteration: Taylor scores from the
+    -> (model, widths)``, where ``widths`` is ``graph.groups.group_widths`` after each iteration: Taylor scores from the
     first 2 training batches (normalised per layer), the globally lowest `filters_per_iteration` removed (at
     least one filter left in every conv), then ``train.fit`` for `finetune_steps`; repeated.  Checked against
     `iterative.prune_train_repeat` on a tiny model."""
@@ -120,7 +120,7 @@ def check_prune_train_repeat(loop: Callable) -> bool:
             schedule = PruningSchedule(criterion="taylor", filters_per_iteration=k, finetune_steps=0, rank_batches=2,
                                        target_fraction=iterations * k / 19, lr=1e-3)
             _, history = prune_train_repeat(model, batches, batches, schedule, input_shape=(1, 8, 8), progress=False)
-            want = [{c: int(r[f"filters:{c}"]) for c in filters_per_layer(model)} for _, r in history.iloc[1:].iterrows()]
+            want = [{c: int(r[f"filters:{c}"]) for c in group_widths(model)} for _, r in history.iloc[1:].iterrows()]
             got_model, got = loop(copy.deepcopy(model), batches, batches, iterations=iterations,
                                   filters_per_iteration=k, finetune_steps=0, lr=1e-3)
             got = [dict(w) for w in got]
@@ -130,7 +130,7 @@ def check_prune_train_repeat(loop: Callable) -> bool:
                 if g != w:
                     raise Wrong(f"model {seed}, iteration {i}: widths {g}, expected {w} (rank the current, already "
                                 "pruned model again in every iteration, normalised per layer, with one global threshold)")
-            if filters_per_layer(got_model) != want[-1]:
+            if group_widths(got_model) != want[-1]:
                 raise Wrong("the returned model does not have the widths of the last iteration")
         model, batches = _ptr_setup(0)
         trained, _ = loop(copy.deepcopy(model), batches, batches, iterations=1, filters_per_iteration=4,

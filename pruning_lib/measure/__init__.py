@@ -4,7 +4,9 @@
 - `deploy`: the forms a model is timed in: ``eager``, ``fold_bn``, ``channels_last``, ``deploy`` (both).
 - `latency`: `measure_latency` (median and spread of one batch's forward pass) and `profile`.
 - `runtimes`: the runtime you ship with: ONNX export, the output check, ONNX Runtime (and OpenVINO) sessions;
-  ``form="onnxruntime"`` times a model there with the same protocol.
+  ``form="onnxruntime"`` times a model there with the same protocol.  Each runtime is one `Runtime` entry of a
+  registry (`register_runtime` adds one).
+- `checks`: the argument checks and the input batch that counting, latency and memory share.
 - `memory`: page faults per pass, and `keep_freed_memory` (glibc keeps freed feature maps for reuse).
 - `machine`: `machine_info`, where the numbers were measured.
 - `comparison`: `compare`, one table with ratios against a reference; `side_by_side` and `batch_sweep`.
@@ -21,9 +23,11 @@ from .latency import measure_latency, profile
 from .layers import conv_width_staircase, explain_gap, layer_times, per_layer_table, per_layer_tables, time_by_type
 from .machine import machine_info
 from .memory import keep_freed_memory, page_faults
-from .runtimes import RUNTIMES, available_runtimes, check_onnx, export_onnx
+from .runtimes import (RUNTIMES, Runtime, available_runtimes, check_onnx, export_onnx, register_runtime,
+                       unregister_runtime)
 
-__all__ = ["FORMS", "RUNTIMES", "ChannelsLast", "available_runtimes", "check_onnx", "export_onnx", "batch_sweep", "compare", "conv_width_staircase", "count_flops", "count_macs",
-           "count_parameters", "deployment_form", "explain_gap", "flops_per_layer", "fold_batchnorm",
-           "keep_freed_memory", "layer_times", "machine_info", "measure_latency", "page_faults", "per_layer_table",
-           "per_layer_tables", "profile", "ratio", "side_by_side", "size_on_disk_mb", "time_by_type"]
+__all__ = ["FORMS", "RUNTIMES", "ChannelsLast", "Runtime", "available_runtimes", "batch_sweep", "check_onnx", "compare",
+           "conv_width_staircase", "count_flops", "count_macs", "count_parameters", "deployment_form", "explain_gap",
+           "export_onnx", "flops_per_layer", "fold_batchnorm", "keep_freed_memory", "layer_times", "machine_info",
+           "measure_latency", "page_faults", "per_layer_table", "per_layer_tables", "profile", "ratio",
+           "register_runtime", "side_by_side", "size_on_disk_mb", "time_by_type", "unregister_runtime"]

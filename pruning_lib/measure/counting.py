@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import runtime
-from ._checks import _make_input, _resolve_device, _validate_input_shape
+from .checks import make_input, resolve_device, validate_input_shape
 
 __all__ = ["count_flops", "count_macs", "count_parameters", "flops_per_layer", "size_on_disk_mb"]
 
@@ -48,8 +48,8 @@ def _run_flop_counter(
     model: nn.Module, input_shape: Sequence[int], device: str | torch.device | None
 ) -> FlopCounterMode:
     """Run one eval-mode, no-grad forward pass under ``FlopCounterMode`` and return the counter."""
-    shape = _validate_input_shape(input_shape)
-    x = _make_input(model, shape, _resolve_device(model, device))
+    shape = validate_input_shape(input_shape)
+    x = make_input(model, shape, resolve_device(model, device))
     counter = FlopCounterMode(display=False)
     with runtime.mode(model), torch.no_grad(), counter:
         model(x)

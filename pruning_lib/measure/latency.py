@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import runtime
-from ._checks import _make_input, _resolve_device, _validate_input_shape, _validate_num_threads, _validate_positive
+from .checks import make_input, resolve_device, validate_input_shape, validate_num_threads, validate_positive
 from .counting import count_flops, count_parameters, size_on_disk_mb
 from .deploy import FORMS, deployment_form
 from .runtimes import RUNTIMES, checked_runner
@@ -44,9 +44,9 @@ def measure_latency(
 
     ``form`` (one of :data:`FORMS`) times a copy of the model converted by
     :func:`deployment_form`, e.g. ``"deploy"`` (BatchNorm folded, channels-last); the model
-    itself is not changed.  ``"onnxruntime"`` or ``"openvino"`` (`runtimes.RUNTIMES`) times the model
-    exported to ONNX, its outputs checked against PyTorch's first, in that runtime on the CPU with
-    ``num_threads`` intra-op threads.
+    itself is not changed.  A registered runtime (`runtimes.RUNTIMES`: ``"onnxruntime"``, ``"openvino"``, any
+    added with `runtimes.register_runtime`) times the model in that runtime on the CPU with ``num_threads``
+    threads, its outputs checked against PyTorch's first (ONNX runtimes: on the model exported to ONNX).
 
     With ``compiled=True`` the model is timed as it would be deployed: through
     ``torch.compile`` (BatchNorm folded, kernels generated for these channel counts; compiling
@@ -62,15 +62,15 @@ def measure_latency(
         ``runs``: forward passes timed; ``batch_size``; ``num_threads``; ``device`` (str);
         ``throughput``: images/s, ``batch_size / median seconds``; ``compiled``; ``form``.
     """
-    shape = _validate_input_shape(input_shape)
-    threads = _validate_num_threads(num_threads)
-    _validate_positive("min_run_time", min_run_time)
+    shape = validate_input_shape(input_shape)
+    threads = validate_num_threads(num_threads)
+    validate_positive("min_run_time", min_run_time)
     if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
         raise ValueError(f"warmup must be a non-negative int; got {warmup!r}")
-    dev = _resolve_device(model, device)
-    x = _make_input(model, shape, dev)
+    dev = resolve_device(model, device)
+    x = make_input(model, shape, dev)
     if form not in FORMS + RUNTIMES:
-        raise ValueError(f"unknown form {form!r}; choose one of {FORMS + RUNTIMES}")
+        raise ValueError(f"unknown form {form!r}; choose one of {FORMS + RUNTIMES} (or register a runtime)")
     if form in RUNTIMES:
         return _measure_in_runtime(model, x, form, threads, min_run_time, warmup)
     with runtime.mode(model), runtime.num_threads(threads), torch.no_grad():
@@ -98,14 +98,15 @@ def measure_latency(
 
 def _measure_in_runtime(model: nn.Module, x: torch.Tensor, form: str, threads: int, min_run_time: float,
                         warmup: int) -> dict[str, Any]:
-    """`measure_latency` in ONNX Runtime or OpenVINO: the model exported and checked (`runtimes.checked_runner`),
-    then the same protocol (warm-up, ``blocked_autorange``) on the CPU with `threads` intra-op threads."""
+    """`measure_latency` in a registered runtime: the runner built and checked (`runtimes.checked_runner`), then
+    the same protocol (warm-up, ``blocked_autorange``) on the CPU with `threads` threads (the runtime's and torch's)."""
     run = checked_runner(model, x, form, num_threads=threads)
     batch = x.detach().cpu().numpy()
-    for _ in range(max(warmup, 1)):
-        run(batch)
-    m = benchmark.Timer(stmt="run(a)", globals={"run": run, "a": batch}, num_threads=1).blocked_autorange(
-        min_run_time=min_run_time)
+    with runtime.num_threads(threads):
+        for _ in range(max(warmup, 1)):
+            run(batch)
+        m = benchmark.Timer(stmt="run(a)", globals={"run": run, "a": batch}, num_threads=threads).blocked_autorange(
+            min_run_time=min_run_time)
     return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3, "mean_ms": m.mean * 1e3,
             "runs": len(m.raw_times) * m.number_per_run, "batch_size": int(x.shape[0]), "num_threads": threads,
             "device": "cpu", "throughput": x.shape[0] / m.median, "compiled": False, "form": form}
@@ -136,7 +137,7 @@ def profile(model: nn.Module, input_shape: Sequence[int], **latency_kwargs: Any)
     ``latency_iqr_ms`` (ms per batch) and ``throughput`` (images/s) taken from it.
     ``latency_kwargs`` go to :func:`measure_latency` (``num_threads``, ``device``, ...).
     """
-    shape = _validate_input_shape(input_shape)
+    shape = validate_input_shape(input_shape)
     latency = measure_latency(model, shape, **latency_kwargs)
     return {
         "params": count_parameters(model),

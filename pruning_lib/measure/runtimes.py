@@ -1,16 +1,18 @@
-"""The runtime you ship with: export to ONNX, check the file against PyTorch, time it in ONNX Runtime (or OpenVINO).
+"""The runtime you ship with: export to ONNX, check the output against PyTorch, time it in ONNX Runtime (or OpenVINO).
 
+- `Runtime` and `register_runtime`: every runtime `measure.measure_latency` can time (as ``form=``) is one entry
+  of one registry: its name, the packages it needs, and how it builds a runner (a function of a float32 numpy
+  batch) from an ONNX file or from the model, for a number of threads.  ``onnxruntime`` and ``openvino`` are
+  registered below; `available_runtimes` says which ones can run here and, if not, what to install.
 - `export_onnx`: ``torch.onnx.export`` with the exporter torch recommends (``dynamo=True``), one self-contained
   ``.onnx`` file with a dynamic batch dimension; a model that fails to export is named down to the layer.
 - `check_onnx`: the file's outputs against PyTorch's on a batch; `OnnxMismatchError` when they differ beyond
   the tolerance (a broken or foreign file is reported, never timed).
-- `onnx_session` / `runner`: an ``onnxruntime.InferenceSession`` (graph optimisations on, intra-op threads
-  set) or an OpenVINO compiled model, as a function of a numpy batch; `measure.measure_latency` times it with
-  the same protocol as PyTorch (warm-up, ``torch.utils.benchmark``, median and spread) when ``form`` is
-  ``"onnxruntime"`` or ``"openvino"``.
+- `checked_runner`: what `measure_latency` times: the model exported once per weights (or the file `export_onnx`
+  last wrote for it), checked, and loaded in the runtime; a few are kept, the least recently used dropped.
 
 ONNX Runtime folds each BatchNorm into its conv and fuses the ReLU after it, so what is left to run is the convs,
-the pooling and the additions.  Both runtimes run on the CPU here, whatever device the model is on.
+the pooling and the additions.  The runtimes run on the CPU here, whatever device the model is on.
 ``onnx`` and ``onnxruntime`` come with the ``deploy`` extra (``pip install -e ".[deploy]"``, included in
 ``dev``); OpenVINO is optional (``pip install openvino``).  A missing package raises `MissingRuntimeError`,
 which says what to install.
@@ -23,7 +25,9 @@ import hashlib
 import importlib
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +36,19 @@ import torch
 from torch import nn
 
 from ..checkpoints import fingerprint
+from .deploy import FORMS
 
-__all__ = ["RUNTIMES", "MissingRuntimeError", "OnnxExportError", "OnnxMismatchError", "available_runtimes",
-           "check_onnx", "checked_runner", "export_onnx", "onnx_session", "require", "runner"]
+__all__ = ["EXPORT_PACKAGES", "RUNTIMES", "MissingRuntimeError", "OnnxExportError", "OnnxMismatchError",
+           "OutputMismatchError", "Runner", "Runtime", "available_runtimes", "check_onnx", "checked_runner",
+           "export_onnx", "get_runtime", "onnx_session", "register_runtime", "require", "runner",
+           "unregister_runtime"]
 
-#: Runtimes other than PyTorch that `measure_latency` can time (as ``form=``).
-RUNTIMES = ("onnxruntime", "openvino")
-_PACKAGES = {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxscript": "onnxscript", "openvino": "openvino"}
+#: A runtime's model: a float32 numpy batch ``(N, C, H, W)`` in, the output array ``(N, ...)`` out.
+Runner = Callable[[np.ndarray], np.ndarray]
+
+#: What exporting to ONNX needs, for every runtime that loads an ONNX file.
+EXPORT_PACKAGES = ("onnx", "onnxscript")
+_DEPLOY_EXTRA = 'pip install -e ".[deploy]" (or: pip install onnx onnxruntime onnxscript)'
 
 
 class MissingRuntimeError(ImportError):
@@ -49,31 +59,153 @@ class OnnxExportError(RuntimeError):
     """``torch.onnx.export`` failed; the message names the first layer that does not export."""
 
 
-class OnnxMismatchError(ValueError):
-    """An ONNX file's outputs differ from the PyTorch model's beyond the tolerance."""
+class OutputMismatchError(ValueError):
+    """A runtime's outputs differ from the PyTorch model's beyond the tolerance, so it is not timed."""
+
+
+class OnnxMismatchError(OutputMismatchError):
+    """An ONNX file's outputs differ from the PyTorch model's beyond the tolerance (or it is not a valid file)."""
+
+
+def _first_line(err: BaseException) -> str:
+    """``"TypeName: first line of the message"`` (at most 300 characters of it), for an error that quotes another."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One runtime `measure_latency` can time a model in, as ``form=name``.
+
+    Give exactly one way to build its runner (a `Runner`, run on the CPU; torch's thread count is `num_threads`
+    while it is timed):
+
+    - `from_onnx(path, num_threads)`: from an ONNX file; the model is exported (`export_onnx`, which needs
+      `EXPORT_PACKAGES`) and the loaded file's outputs checked against PyTorch's (`OnnxMismatchError`).
+    - `from_model(model, example, num_threads)`: from a CPU copy of the model (eval mode) and an example CPU
+      batch; the runner's outputs are checked against PyTorch's (`OutputMismatchError`).
+
+    The runner is built once per weights, image shape, runtime and thread count, so it must accept any batch size.
+
+    Attributes:
+        name: the ``form`` that selects it; not one of the PyTorch forms (`deploy.FORMS`).
+        packages: modules to import before it can run (besides `EXPORT_PACKAGES`), e.g. ``("onnxruntime",)``.
+        install: how to install `packages` (said by `MissingRuntimeError`); default ``pip install <packages>``.
+    """
+
+    name: str
+    packages: tuple[str, ...] = ()
+    from_onnx: Callable[[Path, int], Runner] | None = None
+    from_model: Callable[[nn.Module, torch.Tensor, int], Runner] | None = None
+    install: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a runtime's name must be a non-empty string; got {self.name!r}")
+        if (self.from_onnx is None) == (self.from_model is None):
+            raise ValueError(f"runtime {self.name!r}: give exactly one of from_onnx (build from an ONNX file) "
+                             "and from_model (build from the model)")
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Every package it needs: the exporter's for a runtime that loads ONNX files, then its own."""
+        return tuple(dict.fromkeys((*EXPORT_PACKAGES, *self.packages) if self.from_onnx else self.packages))
+
+
+_REGISTRY: dict[str, Runtime] = {}
+
+
+def register_runtime(runtime: Runtime, *, replace: bool = False) -> Runtime:
+    """Make `runtime` a ``form`` of `measure_latency` (and `compare`, `side_by_side`, ...); returns it.
+
+    Raises:
+        ValueError: its name is a PyTorch form, or already registered (pass ``replace=True`` to replace it).
+    """
+    if runtime.name in FORMS:
+        raise ValueError(f"runtime {runtime.name!r} has the name of a PyTorch form {FORMS}; choose another name")
+    if runtime.name in _REGISTRY and not replace:
+        raise ValueError(f"runtime {runtime.name!r} is already registered; pass replace=True to replace it")
+    _REGISTRY[runtime.name] = runtime
+    return runtime
+
+
+def unregister_runtime(name: str) -> Runtime:
+    """Remove the runtime `name` from the registry (a notebook that tried one, a test); returns it."""
+    return _REGISTRY.pop(get_runtime(name).name)
+
+
+def get_runtime(name: str) -> Runtime:
+    """The registered runtime `name`, or a ``ValueError`` that names the registered ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown runtime {name!r}; choose one of {tuple(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+class _RegisteredNames(Sequence):
+    """The names of the registered runtimes, read when used (so a runtime registered later is in it)."""
+
+    def __getitem__(self, index: Any) -> Any:
+        return tuple(_REGISTRY)[index]
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(_REGISTRY))
+
+    def __add__(self, other: Sequence[str]) -> tuple[str, ...]:
+        return tuple(self) + tuple(other)
+
+    def __radd__(self, other: Sequence[str]) -> tuple[str, ...]:
+        return tuple(other) + tuple(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (tuple, list, _RegisteredNames)) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+#: Runtimes other than PyTorch that `measure_latency` can time (as ``form=``): the registry's names, a sequence
+#: that ``FORMS + RUNTIMES`` turns into a tuple.
+RUNTIMES = _RegisteredNames()
+
+
+def _install_hint(package: str) -> str:
+    if package in EXPORT_PACKAGES:
+        return _DEPLOY_EXTRA
+    hints = [r.install for r in _REGISTRY.values() if package in r.packages and r.install]
+    return hints[0] if hints else f"pip install {package}"
 
 
 def require(package: str) -> Any:
-    """Import `package` (``onnx``, ``onnxruntime``, ``onnxscript``, ``openvino``) or say how to install it."""
+    """Import `package` (``onnx``, ``onnxruntime``, ``onnxscript``, ``openvino``, ...) or say how to install it."""
     try:
-        return importlib.import_module(_PACKAGES.get(package, package))
+        return importlib.import_module(package)
     except ImportError as err:
-        extra = ("pip install openvino (optional)" if package == "openvino"
-                 else 'pip install -e ".[deploy]" (or: pip install onnx onnxruntime onnxscript)')
-        raise MissingRuntimeError(f"{package} is not installed ({err}); install it with: {extra}") from err
+        raise MissingRuntimeError(f"{package} is not installed ({err}); install it with: "
+                                  f"{_install_hint(package)}") from err
 
 
 def available_runtimes() -> dict[str, str | None]:
     """``{runtime: None}`` when it can be used here, else the reason it cannot (for a notebook to print)."""
     out: dict[str, str | None] = {}
-    for name, needs in (("onnxruntime", ("onnx", "onnxscript", "onnxruntime")), ("openvino", ("onnx", "openvino"))):
+    for name, entry in _REGISTRY.items():
         try:
-            for package in needs:
+            for package in entry.needs:
                 require(package)
             out[name] = None
         except MissingRuntimeError as err:
             out[name] = str(err)
     return out
+
+
+# --------------------------------------------------------------------------- export
 
 
 def _leaf_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, tuple]]:
@@ -110,7 +242,7 @@ def _failing_layer(model: nn.Module, x: torch.Tensor) -> str:
             except MissingRuntimeError:
                 raise
             except Exception as err:  # the exporter raises many kinds
-                return f"layer {name!r} ({type(module).__name__}): {type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                return f"layer {name!r} ({type(module).__name__}): {_first_line(err)}"
     return "every layer exports on its own, so the failure is in the model's forward code between layers"
 
 
@@ -139,6 +271,9 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], 
     return path
 
 
+# --------------------------------------------------------------------------- the runtimes registered here
+
+
 def onnx_session(path: str | Path, *, num_threads: int = 1) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU with all graph optimisations and `num_threads` intra-op threads."""
     ort = require("onnxruntime")
@@ -149,11 +284,17 @@ def onnx_session(path: str | Path, *, num_threads: int = 1) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's InvalidProtobuf, Fail, ...
-        raise OnnxMismatchError(f"{path} is not a valid ONNX model ({type(err).__name__}: "
-                                f"{str(err).splitlines()[0][:300]}); export it again with export_onnx") from err
+        raise OnnxMismatchError(f"{path} is not a valid ONNX model ({_first_line(err)}); "
+                                "export it again with export_onnx") from err
 
 
-def _openvino_run(path: Path, num_threads: int) -> Callable[[np.ndarray], np.ndarray]:
+def _onnxruntime_runner(path: Path, num_threads: int) -> Runner:
+    session = onnx_session(path, num_threads=num_threads)
+    name = session.get_inputs()[0].name
+    return lambda a: session.run(None, {name: a})[0]
+
+
+def _openvino_runner(path: Path, num_threads: int) -> Runner:
     ov = require("openvino")
     core = ov.Core()
     # float32 as in PyTorch: on CPUs with bfloat16 units OpenVINO would otherwise compute in bfloat16
@@ -163,15 +304,45 @@ def _openvino_run(path: Path, num_threads: int) -> Callable[[np.ndarray], np.nda
     return lambda a: request.infer({0: a})[compiled.output(0)]
 
 
-def runner(path: str | Path, runtime: str = "onnxruntime", *, num_threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
-    """The file at `path` in `runtime` as a function of a float32 numpy batch, returning the output array."""
-    if runtime == "onnxruntime":
-        session = onnx_session(path, num_threads=num_threads)
-        name = session.get_inputs()[0].name
-        return lambda a: session.run(None, {name: a})[0]
-    if runtime == "openvino":
-        return _openvino_run(Path(path), num_threads)
-    raise ValueError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
+register_runtime(Runtime("onnxruntime", ("onnxruntime",), from_onnx=_onnxruntime_runner, install=_DEPLOY_EXTRA))
+register_runtime(Runtime("openvino", ("openvino",), from_onnx=_openvino_runner,
+                         install="pip install openvino (optional)"))
+
+
+def runner(path: str | Path, runtime: str = "onnxruntime", *, num_threads: int = 1) -> Runner:
+    """The ONNX file at `path` in `runtime` as a function of a float32 numpy batch, returning the output array."""
+    load = get_runtime(runtime).from_onnx
+    if load is None:
+        raise ValueError(f"runtime {runtime!r} builds its runner from the model, not from an ONNX file")
+    return load(Path(path), num_threads)
+
+
+# --------------------------------------------------------------------------- the output check
+
+
+def _checked(build: Callable[[], Runner], model: nn.Module, x: torch.Tensor, *, what: str, runtime: str,
+             error: type[OutputMismatchError], rtol: float, atol: float) -> tuple[Runner, float]:
+    """Build a runner and compare its outputs on `x` with `model`'s (eval mode, CPU): the runner and the largest
+    absolute difference, or `error` saying how `what` differs (it does not build or run, other shape, values)."""
+    cpu = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        want = cpu(x.cpu()).numpy()
+    try:
+        run = build()
+        got = np.asarray(run(x.cpu().numpy().astype(np.float32)))
+    except (OutputMismatchError, MissingRuntimeError):
+        raise
+    except Exception as err:
+        raise error(f"{what} does not run on a batch of shape {tuple(x.shape)} in {runtime} "
+                    f"({_first_line(err)})") from err
+    if got.shape != want.shape:
+        raise error(f"{what} gives outputs of shape {got.shape}, the model {want.shape}: "
+                    "it was built from another model")
+    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
+    if not np.allclose(got, want, rtol=rtol, atol=atol):
+        raise error(f"{what}'s outputs differ from PyTorch's by up to {diff:.3g} (tolerance {atol:g} + {rtol:g} x "
+                    f"|output|) in {runtime}: it is broken or was built from another model, so it is not timed")
+    return run, diff
 
 
 def check_onnx(path: str | Path, model: nn.Module, x: torch.Tensor, *, runtime: str = "onnxruntime",
@@ -182,30 +353,49 @@ def check_onnx(path: str | Path, model: nn.Module, x: torch.Tensor, *, runtime: 
         OnnxMismatchError: some output differs by more than ``atol + rtol * |PyTorch's output|`` (or the
             file is not a valid ONNX model).
     """
-    cpu = copy.deepcopy(model).cpu().eval()
-    with torch.no_grad():
-        want = cpu(x.cpu()).numpy()
-    try:
-        got = runner(path, runtime)(x.cpu().numpy().astype(np.float32))
-    except OnnxMismatchError:
-        raise
-    except Exception as err:
-        raise OnnxMismatchError(f"{path} does not run on a batch of shape {tuple(x.shape)} in {runtime} "
-                                f"({type(err).__name__}: {str(err).splitlines()[0][:300]})") from err
-    if got.shape != want.shape:
-        raise OnnxMismatchError(f"{path} gives outputs of shape {got.shape}, the model {want.shape}: "
-                                "it was exported from another model")
-    diff = float(np.max(np.abs(got - want))) if want.size else 0.0
-    if not np.allclose(got, want, rtol=rtol, atol=atol):
-        raise OnnxMismatchError(f"{path}'s outputs differ from PyTorch's by up to {diff:.3g} (tolerance {atol:g} + "
-                                f"{rtol:g} x |output|) in {runtime}: the file is broken or was exported from another "
-                                "model, so it is not timed")
-    return diff
+    get_runtime(runtime)
+    return _checked(lambda: runner(path, runtime), model, x, what=str(path), runtime=runtime,
+                    error=OnnxMismatchError, rtol=rtol, atol=atol)[1]
 
 
-_EXPORTED: dict[str, tuple[Path, tuple[int, int] | None]] = {}   # key -> (file, its mtime and size)
-_RUNNERS: dict[tuple[str, str, int], Callable[[np.ndarray], np.ndarray]] = {}
+# --------------------------------------------------------------------------- what measure_latency times
+
+
+class _Lru:
+    """A dict that keeps its `maxsize` most recently used entries; `on_evict(key, value)` sees each one dropped."""
+
+    def __init__(self, maxsize: int, on_evict: Callable[[Any, Any], None] | None = None) -> None:
+        self.maxsize, self.on_evict, self.entries = maxsize, on_evict, OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        if key not in self.entries:
+            return None
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        self.entries[key] = value
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.maxsize:
+            dropped = self.entries.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(*dropped)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
 _EXPORT_DIR: tempfile.TemporaryDirectory | None = None
+
+
+def _delete_if_ours(key: str, entry: tuple[Path, tuple[int, int] | None]) -> None:
+    """A file exported into the temporary folder is deleted when it is forgotten (one `export_onnx` wrote is kept)."""
+    if _EXPORT_DIR is not None and entry[0].parent == Path(_EXPORT_DIR.name).resolve():
+        entry[0].unlink(missing_ok=True)
+
+
+_EXPORTED = _Lru(16, on_evict=_delete_if_ours)   # key -> (file, its mtime and size)
+_RUNNERS = _Lru(8)                               # (key, runtime, threads) -> runner (an ONNX session is big)
 
 
 def _key(model: nn.Module, image_shape: Sequence[int]) -> str:
@@ -221,31 +411,54 @@ def _remember_export(model: nn.Module, image_shape: Sequence[int], path: Path, d
     """Let `checked_runner` time this file instead of exporting the same weights again, as long as the file
     is not changed on disk (written over by another export, edited, deleted)."""
     if dynamic_batch:
-        _EXPORTED[_key(model, image_shape)] = (path, _signature(path))
+        _EXPORTED.put(_key(model, image_shape), (path, _signature(path)))
 
 
 def _exported(key: str) -> Path | None:
     """The file exported for `key`, if it is still exactly as it was written."""
-    path, signature = _EXPORTED.get(key, (None, None))
+    path, signature = _EXPORTED.get(key) or (None, None)
     return path if path is not None and _signature(path) == signature else None
 
 
-def checked_runner(model: nn.Module, x: torch.Tensor, runtime: str, *, num_threads: int = 1,
-                   rtol: float = 1e-4, atol: float = 1e-5) -> Callable[[np.ndarray], np.ndarray]:
-    """`model` exported to ONNX, its outputs checked against PyTorch's on `x` (`check_onnx`), as a `runner` of
-    `runtime`.  Exported, checked and loaded once per process for the same weights, image shape, runtime and
-    threads (in a temporary folder, or the file `export_onnx` last wrote for it), so timing a model again costs
-    only the timing."""
+def _export_for(model: nn.Module, key: str, x: torch.Tensor) -> Path:
+    """The file exported for `key`: the one remembered if unchanged, else a new export into a temporary folder."""
     global _EXPORT_DIR
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
-    key = _key(model, x.shape[1:])
-    if (key, runtime, num_threads) in _RUNNERS and _exported(key):
-        return _RUNNERS[key, runtime, num_threads]
     if not _exported(key):
         _EXPORT_DIR = _EXPORT_DIR or tempfile.TemporaryDirectory(prefix="pruning_onnx_")
-        export_onnx(model, Path(_EXPORT_DIR.name) / f"{key[:16]}.onnx", (min(len(x), 2), *x.shape[1:]))   # remembered
-    path = _exported(key)
-    check_onnx(path, model, x[:8], runtime=runtime, rtol=rtol, atol=atol)
-    _RUNNERS[key, runtime, num_threads] = runner(path, runtime, num_threads=num_threads)
-    return _RUNNERS[key, runtime, num_threads]
+        export_onnx(model, Path(_EXPORT_DIR.name) / f"{key[:16]}.onnx", (min(len(x), 2), *x.shape[1:]))  # remembered
+    return _exported(key)
+
+
+def checked_runner(model: nn.Module, x: torch.Tensor, runtime: str, *, num_threads: int = 1,
+                   rtol: float = 1e-4, atol: float = 1e-5) -> Runner:
+    """`model` as a runner of the registered `runtime`, its outputs checked against PyTorch's on `x[:8]`.
+
+    Built once per process for the same weights, image shape, runtime and threads (the last few are kept), so
+    timing a model again costs only the timing.  A runtime that loads ONNX files gets the file `export_onnx`
+    last wrote for these weights, as long as it is unchanged on disk, else one exported into a temporary folder.
+
+    Raises:
+        OutputMismatchError: the runner's outputs differ from PyTorch's (`OnnxMismatchError` for an ONNX file).
+        MissingRuntimeError: a package it needs is not installed.
+    """
+    entry = get_runtime(runtime)
+    for package in entry.needs:
+        require(package)
+    key = _key(model, x.shape[1:])
+    cached = (key, runtime, num_threads)
+    run = _RUNNERS.get(cached)
+    if entry.from_onnx is not None:
+        if run is not None and _exported(key):
+            return run
+        path = _export_for(model, key, x)
+        run, _ = _checked(lambda: entry.from_onnx(path, num_threads), model, x[:8], what=str(path),
+                          runtime=runtime, error=OnnxMismatchError, rtol=rtol, atol=atol)
+    else:
+        if run is not None:
+            return run
+        example = x.detach().cpu()
+        run, _ = _checked(lambda: entry.from_model(copy.deepcopy(model).cpu().eval(), example, num_threads),
+                          model, x[:8], what=f"the runner built from {type(model).__name__}", runtime=runtime,
+                          error=OutputMismatchError, rtol=rtol, atol=atol)
+    _RUNNERS.put(cached, run)
+    return run

@@ -7,7 +7,7 @@ from typing import Mapping
 import matplotlib.pyplot as plt
 from torch import nn
 
-from ..groups import ChannelGroup
+from ..graph.groups import ChannelGroup
 
 __all__ = ["plot_channel_groups", "short_name"]
 

@@ -7,7 +7,7 @@ from typing import Iterable, Mapping, Sequence
 
 import torch.nn as nn
 
-from ..oneshot import OneShot, Scores, _check_amount, one_shot
+from ..oneshot import OneShot, Scores, check_amount, one_shot
 
 __all__ = ["one_shot_summary", "one_shot_widget"]
 
@@ -61,8 +61,8 @@ def one_shot_widget(
     criterion = criterion or names[0]
     if criterion not in scores_by_criterion:
         raise ValueError(f"criterion {criterion!r} has no scores; choose one of {names}")
-    _check_amount(amount)
-    _check_amount(max_amount)
+    check_amount(amount)
+    check_amount(max_amount)
     loader = list(loader)
     baseline = one_shot(model, scores_by_criterion[criterion], 0.0, loader, input_shape=input_shape,
                         criterion="unpruned", min_keep=min_keep)

@@ -18,7 +18,7 @@ import pandas as pd
 import torch.nn as nn
 from matplotlib.figure import Figure
 
-from ..couplings import filters_per_layer
+from ..graph.groups import group_widths
 from ..evaluation import evaluate
 from ..measure.counting import count_flops, count_parameters
 from ..plots.basics import figure_png
@@ -105,7 +105,7 @@ class RecoveryController:
                               w.HBox([self.plot, self.sizes])])
         self.widget.controller = self
         baseline = {"gflops": count_flops(model, (1, *input_shape)) / 1e9,
-                    "params": count_parameters(model), "filters": sum(filters_per_layer(model).values())}
+                    "params": count_parameters(model), "filters": sum(group_widths(model).values())}
         accuracy = evaluate(model, val_loader)["accuracy"]
         start = pd.DataFrame([{"step": 0, "phase": "baseline", "accuracy": accuracy, "train_loss": float("nan")}])
         self._show(start, {"baseline": baseline, "pruned": {}}, "the baseline, before pruning")

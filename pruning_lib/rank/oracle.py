@@ -1,7 +1,7 @@
 """The oracle and Table 1: how well does a cheap criterion predict the true loss change?
 
-The **oracle** of filter k is |ΔC|, the change of the loss C when filter k alone is removed (its
-map z_k set to zero, which is exactly what surgery does).  It costs one forward pass of the rest of
+The **oracle** of filter k is |ΔC|, the change of the loss C when filter k alone is removed (its channel set
+to zero wherever the next layers read it, which is exactly what surgery does).  It costs one forward pass of the rest of
 the network per filter, so it is a yardstick, never a way to prune.  Molchanov et al. 2017, Table 1,
 compare criteria with it by Spearman's rank correlation ρ; `spearman_table` computes that table and
 `compare_with_paper` puts it beside the paper's numbers.
@@ -9,7 +9,7 @@ compare criteria with it by Spearman's rank correlation ρ; `spearman_table` com
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from .couplings import trace
-from .criteria import Batches, Scores, _capture_points, normalize_per_layer
-from .runtime import mode, model_device
+from ..graph.groups import channel_groups
+from ..graph.trace import trace
+from ..runtime import mode, model_device
+from .criteria import Batches, Scores, normalize_per_layer
 
 __all__ = ["PAPER_ALL_LAYERS_L2", "PAPER_ALL_LAYERS_RAW", "PAPER_PER_LAYER", "compare_with_paper", "oracle",
            "spearman", "spearman_table"]
@@ -63,8 +64,14 @@ def compare_with_paper(table: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- the oracle
 def _loss_from(gm: fx.GraphModule, x, y, env: dict, loss_fn: Callable) -> float:
     """Run only the part of the graph not already in `env` and return the mean loss."""
-    out = fx.Interpreter(gm).run(x, initial_env=env)
-    return float(loss_fn(out, y))
+    return float(loss_fn(fx.Interpreter(gm).run(x, initial_env=dict(env)), y))   # run() fills and empties the env it gets
+
+
+def _sample(groups, names, sample_per_layer: int | None, seed: int) -> dict[str, list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    return {n: (list(range(groups[n].size)) if sample_per_layer is None or sample_per_layer >= groups[n].size
+                else sorted(torch.randperm(groups[n].size, generator=generator)[:sample_per_layer].tolist()))
+            for n in names}
 
 
 def oracle(
@@ -74,50 +81,67 @@ def oracle(
     loss_fn: Callable = F.cross_entropy,
     max_batches: int | None = None,
     sample_per_layer: int | None = None,
+    only: Sequence[str] | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> Scores:
-    """The oracle: |ΔC| when filter k alone is removed (its map z_k set to zero), per filter.
+    """The oracle: |ΔC| when channel k of a group alone is removed (zeroed wherever a reader reads it), per channel.
 
-    C is the mean of ``loss_fn`` over the given examples, in eval mode.  Costs one
-    forward pass of the network *after* the layer for every filter: use it on small
-    networks and a few batches, or with `sample_per_layer`: only that many filters of each
-    layer (drawn with `seed`) are measured, the others are NaN (`spearman` skips them).
-    Returns raw (unnormalised) |ΔC| per conv.
+    That is exactly what removing it does (`surgery`).  C is the mean of ``loss_fn`` over the given examples,
+    in eval mode.  It costs one forward pass of the network from the group's first reader on, for every
+    channel: use it on small networks and a few batches, on `only` a few groups, or with `sample_per_layer`:
+    only that many channels of each group (drawn with `seed`) are measured, the others are NaN (`spearman`
+    skips them).  Returns raw (unnormalised) |ΔC| per group.
     """
-    couplings = _capture_points(model)
+    groups = channel_groups(model)
+    names = [g.name for g in groups.values() if not g.refused and (only is None or g.name in only)]
     data = [b for i, b in enumerate(batches) if max_batches is None or i < max_batches]
-    device = model_device(model)
-    widths = {n: m.out_channels for n, m in model.named_modules() if n in couplings}
-    generator = torch.Generator().manual_seed(seed)
-    measured = {n: (list(range(w)) if sample_per_layer is None or sample_per_layer >= w
-                    else sorted(torch.randperm(w, generator=generator)[:sample_per_layer].tolist()))
-                for n, w in widths.items()}
-    deltas = {n: torch.zeros(widths[n], dtype=torch.float64) for n in couplings}
+    device, modules = model_device(model), dict(model.named_modules())
+    measured = _sample(groups, names, sample_per_layer, seed)
+    deltas = {n: torch.zeros(groups[n].size, dtype=torch.float64) for n in names}
+    zero: dict[str, list[int]] = {}              # reader -> the input channels (column blocks) set to zero now
+
+    def masking(reader):
+        def pre_hook(module, args):
+            if not zero.get(reader):
+                return None
+            x = args[0].clone()
+            x[:, zero[reader]] = 0
+            return (x, *args[1:])
+        return pre_hook
+
+    readers = {m.module for n in names for m in groups[n].members if m.role == "in"}
+    hooks = [modules[r].register_forward_pre_hook(masking(r)) for r in readers]
     total = sum(len(y) for _, y in data)
     bar = tqdm(total=sum(map(len, measured.values())) * len(data), desc="oracle", disable=not progress, leave=False)
-    with mode(model, training=False), torch.no_grad():
-        gm = fx.GraphModule(model, trace(model))
-        nodes = list(gm.graph.nodes)
-        capture_at = {n: next(i for i, nd in enumerate(nodes) if nd.op == "call_module" and nd.target == c.capture)
-                      for n, c in couplings.items()}
-        for x, y in data:
-            x, y = x.to(device), y.to(device)
-            interp = fx.Interpreter(gm, garbage_collect_values=False)
-            base = float(loss_fn(interp.run(x), y))
-            for name, at in capture_at.items():
-                prefix = {nd: interp.env[nd] for nd in nodes[:at]}
-                z = interp.env[nodes[at]]
-                for k in measured[name]:          # filter k removed: its map set to zero, the rest re-run
-                    masked = z.clone()
-                    masked[:, k] = 0
-                    loss = _loss_from(gm, x, y, {**prefix, nodes[at]: masked}, loss_fn)
-                    deltas[name][k] += (loss - base) * len(y)
-                    bar.update()
-    bar.close()
+    try:
+        with mode(model, training=False), torch.no_grad():
+            gm = fx.GraphModule(model, trace(model))
+            nodes = list(gm.graph.nodes)
+            first_reader = {n: min(i for i, nd in enumerate(nodes) if nd.op == "call_module" and nd.target in
+                                   {m.module for m in groups[n].members if m.role == "in"}) for n in names}
+            for x, y in data:
+                x, y = x.to(device), y.to(device)
+                zero.clear()                          # the unpruned network first
+                interp = fx.Interpreter(gm, garbage_collect_values=False)
+                base = float(loss_fn(interp.run(x), y))
+                for name in names:
+                    prefix = {nd: interp.env[nd] for nd in nodes[:first_reader[name]]}
+                    for k in measured[name]:          # channel k removed: zero where every reader reads it
+                        zero.clear()
+                        for m in groups[name].members:
+                            if m.role == "in":
+                                zero.setdefault(m.module, []).extend(range((m.offset + k) * m.span, (m.offset + k + 1) * m.span))
+                        deltas[name][k] += (_loss_from(gm, x, y, prefix, loss_fn) - base) * len(y)
+                        bar.update()
+    finally:
+        zero.clear()
+        for h in hooks:
+            h.remove()
+        bar.close()
     result = {n: (d / total).abs().float() for n, d in deltas.items()}
     for n, r in result.items():
-        unmeasured = torch.ones(widths[n], dtype=torch.bool)
+        unmeasured = torch.ones(groups[n].size, dtype=torch.bool)
         unmeasured[measured[n]] = False
         r[unmeasured] = float("nan")
     return result

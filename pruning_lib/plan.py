@@ -1,18 +1,18 @@
 """Planning: turn scores (or target widths) into a plan, plain data that surgery applies.
 
-A plan is ``{conv name: [filter indices to remove]}``, for example ``{"features.10": [3, 17]}``:
-a notebook can print it, edit it and save it.  Nothing here changes a model.
+A plan is ``{conv name: [filter indices to remove]}``, for example ``{"features.10": [3, 17]}``; each name is a
+channel group's (its first producer conv: in a chain, the conv itself).  A notebook can print it, edit it and
+save it.  Nothing here changes a model.
 
 - `plan_from_scores`: the globally lowest-scored filters, with a floor per layer and blocks of
   `multiple_of` filters (widths that vectorise well);
-- `flops_per_filter` and `regularised_scores`: the paper's FLOPs regularisation, Θ − λ·Θ_flops (Sec. 2.3);
+- `flops_per_channel` and `regularised_scores`: the paper's FLOPs regularisation, Θ − λ·Θ_flops (Sec. 2.3);
 - `plan_from_widths`: "keep the first k filters of each conv", for rebuilding a pruned architecture;
 - `transfer_widths`: the widths of one network's pruning applied to another (the post's VGG16 setting).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Mapping, Sequence
 
@@ -20,14 +20,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .couplings import find_couplings
-from .group_surgery import prune_groups
-from .groups import channel_groups
-from .measure.counting import count_flops, flops_per_layer
+from .graph.groups import channel_groups
+from .measure.counting import flops_per_layer
 
 Plan = dict[str, list[int]]
 
-__all__ = ["Plan", "flops_per_filter", "flops_per_group", "layer_floors", "plan_from_scores", "plan_from_widths", "regularised_scores",
+__all__ = ["Plan", "flops_per_channel", "layer_floors", "plan_from_scores", "plan_from_widths", "regularised_scores",
            "transfer_widths"]
 
 
@@ -152,34 +150,30 @@ def plan_from_widths(current: Mapping[str, int], widths: Mapping[str, int]) -> P
     return plan
 
 
-def flops_per_filter(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
-    """GFLOPs per image that removing one filter of each conv saves (its own output + the consumer's input).
+def flops_per_channel(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """GFLOPs per image that removing one channel of each prunable group saves, ``{group: GFLOPs}``.
 
-    ``input_shape`` is one image's ``(C, H, W)``.
+    Every member's FLOPs are linear in the group's channels (FLOPs count only convs and Linears): a producer's
+    output rows, a depthwise conv's channels, a reader's input columns (a Linear's column blocks), so one
+    channel costs the sum over members of the member's FLOPs divided by its channels.  In a chain that is the
+    conv's FLOPs per filter plus the next layer's per input channel.  ``input_shape`` is one image's ``(C, H, W)``.
     """
-    per_layer = flops_per_layer(model, (1, *input_shape)).set_index("module")["flops"]
+    flops = flops_per_layer(model, (1, *input_shape)).set_index("module")["flops"]
     modules = dict(model.named_modules())
     cost = {}
-    for name, c in find_couplings(model).items():
-        if isinstance(c, str):
+    for g in channel_groups(model).values():
+        if g.refused:
             continue
-        conv, consumer = modules[name], modules[c.consumer]
-        fan_in = consumer.in_channels if isinstance(consumer, nn.Conv2d) else conv.out_channels
-        cost[name] = (per_layer.get(name, 0) / conv.out_channels + per_layer.get(c.consumer, 0) / fan_in) / 1e9
+        total = 0.0
+        for m in dict.fromkeys(g.members):
+            module = modules[m.module]
+            if m.role == "in":
+                channels = module.weight.shape[1] // m.span if isinstance(module, nn.Linear) else module.in_channels
+            else:
+                channels = module.out_channels if isinstance(module, nn.Conv2d) else 0
+            total += flops.get(m.module, 0) / channels if channels else 0.0
+        cost[g.name] = total / 1e9
     return cost
-
-
-def flops_per_group(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
-    """GFLOPs per image that removing one channel of each prunable channel group saves (measured, exactly).
-
-    For networks with residual additions, concatenation or depthwise convs (`groups.channel_groups`):
-    one channel is removed from a copy for each group and the FLOPs counted again, so every member
-    that shrinks (producers, depthwise convs, readers) is included.  ``input_shape`` is one image's ``(C, H, W)``.
-    """
-    shape = (1, *input_shape)
-    dense = count_flops(model, shape)
-    return {g.name: (dense - count_flops(prune_groups(copy.deepcopy(model), {g.name: [0]}), shape)) / 1e9
-            if g.size > 1 else 0.0 for g in channel_groups(model).values() if not g.refused}
 
 
 def regularised_scores(scores: Mapping[str, torch.Tensor], cost: Mapping[str, float], lam: float) -> dict[str, torch.Tensor]:

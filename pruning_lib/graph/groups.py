@@ -1,7 +1,9 @@
 """Channel groups: the sets of channels that must be removed together, found from the model's data flow.
 
-A conv's filter k makes channel k of its output.  In a plain chain only the next conv reads it, so the
-filter can go alone.  In modern networks channels are *tied*:
+This is the one analysis every part of the method reads: criteria score groups, plans name them, surgery
+removes from them.  A conv's filter k makes channel k of its output.  In a plain chain only the next conv
+reads it, so the group is that one filter: a conv in a chain is a group with one producer.  In modern
+networks channels are *tied*:
 
 - a residual ``add`` ties the channels of all its inputs and its output: channel k of the sum exists only
   if it goes from every producer that writes into the sum (each block's last conv, a downsample conv, the
@@ -12,18 +14,18 @@ filter can go alone.  In modern networks channels are *tied*:
 - a per-channel ``mul`` (squeeze-and-excitation's scale) ties the excitation's last conv to the main path;
 - BatchNorm, activations, pooling, dropout and identity act on each channel separately.
 
-`channel_groups` follows every tensor of the ``torch.fx`` graph with its *layout*: the groups whose
-channels it holds, in order, each at an offset.  A group is the set of its **members**: producers (their
-output rows), BatchNorms and depthwise convs on the way (their channels), and readers (a conv's input
-channels, or the first Linear's channel-major column blocks), each at the offset where the group's
-channels sit in that module.  Whatever couples channels in a way not handled here marks the groups it
-touches as **refused**, with the operation and the module path.  The result is plain data a notebook can
-print (`describe`).
+What a module does to channels comes from the registry of `layer_types`; what a function does, from
+`functions`.  `channel_groups` follows every tensor of the ``torch.fx`` graph with its *layout*: the groups
+whose channels it holds, in order, each at an offset.  A group is the set of its **members**: producers
+(their output rows), per-channel layers on the way (BatchNorms, depthwise convs), and readers (a conv's input
+channels, or the first Linear's channel-major column blocks), each at the offset where the group's channels
+sit in that module.  An activation module called several times (one ``self.relu`` after every conv) is fine:
+it has no state.  Whatever couples channels in a way not handled here marks the groups it touches as
+**refused**, with the operation and the module path.  The result is plain data a notebook can print (`describe`).
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -31,23 +33,21 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .channel_ops import (CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, CHANNELWISE_MODULES, cat_dim, flattens_batch,
-                          is_flatten)
-from .couplings import refuse_wrappers, trace
+from .functions import (ADD, CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, MUL, cat_dim, flattens_batch, is_flatten_call,
+                        is_in_place, reads_only_shape)
+from .layer_types import DENSE, FLATTENS, MIXES, PASSES, PER_CHANNEL, flow_of, layer_type
+from .trace import trace
 
 __all__ = ["ChannelGroup", "Member", "channel_groups", "describe", "group_of", "group_widths"]
-
-_ADD = {operator.add, operator.iadd, torch.add}
-_MUL = {operator.mul, operator.imul, torch.mul}
 
 
 @dataclass(frozen=True)
 class Member:
     """One module's part in a group: which of its channels the group's channels are.
 
-    ``role``: ``"out"`` (a producer: output rows of a conv), ``"bn"`` (a BatchNorm's channels),
-    ``"depthwise"`` (a depthwise conv's channels and groups), ``"in"`` (a conv reading the channels:
-    input columns), ``"linear"`` (the first Linear after flatten: ``span`` columns per channel).
+    ``role``: ``"out"`` (a producer: its output rows), ``"through"`` (a per-channel layer on the way: a
+    BatchNorm's or a depthwise conv's channels), ``"in"`` (a reader: a conv's input columns, or the first
+    Linear's column blocks of ``span`` columns per channel, flatten being channel-major).
     Channel k of the group is channel ``offset + k`` of the module (column block ``offset + k`` for a Linear).
     """
 
@@ -72,13 +72,12 @@ class ChannelGroup:
 
     @property
     def readers(self) -> list[str]:
-        return [m.module for m in self.members if m.role in ("in", "linear")]
+        return [m.module for m in self.members if m.role == "in"]
 
     def as_dict(self) -> dict:
         """Plain data: name, size, producers, readers, the other members, and why it is refused (or None)."""
         return {"name": self.name, "size": self.size, "producers": self.producers, "readers": self.readers,
-                "passing": [m.module for m in self.members if m.role in ("bn", "depthwise")],
-                "refused": self.refused}
+                "passing": [m.module for m in self.members if m.role == "through"], "refused": self.refused}
 
 
 class _Groups:
@@ -180,73 +179,66 @@ class _Tracer:
         m, name = self.modules[node.target], node.target
         x = node.args[0] if node.args else None
         layout = self.layout.get(x) if isinstance(x, fx.Node) else None
-        shared = self.calls[name] > 1
-        if isinstance(m, nn.Conv2d):
-            self._conv(node, m, name, layout, shared)
-        elif isinstance(m, nn.BatchNorm2d):
-            if layout:
-                self._members_at(layout, name, "bn")
-                if shared:
-                    self._refuse(layout, f"{name} is called {self.calls[name]} times (shared weights)")
+        flat = self.flat.get(x) if isinstance(x, fx.Node) else None
+        flow, shared = flow_of(m), self.calls[name] > 1
+        self.layout[node] = None
+        if flow is None:
+            self._refuse_inputs(node, f"{name} ({type(m).__name__}) is not a layer type the library knows "
+                                      "(register it with graph.layer_types.register_layer_type)")
+        elif flow == PASSES:                                     # a shared activation is fine: it has no state
             self.layout[node] = layout
-        elif isinstance(m, CHANNELWISE_MODULES) or (isinstance(m, nn.PReLU) and m.num_parameters == 1):
-            self.layout[node] = layout
-            if isinstance(x, fx.Node) and x in self.flat:      # dropout between flatten and the Linear
-                self.flat[node] = self.flat[x]
-        elif isinstance(m, nn.Flatten) and is_flatten(node, self.modules):
-            self.layout[node] = None
-            if layout:
-                self.flat[node] = layout
-        elif isinstance(m, nn.Linear):
-            flat = self.flat.get(x) if isinstance(x, fx.Node) else None
             if flat:
-                channels = sum(s for _, s in flat)
-                if m.in_features % channels:
-                    self._refuse(flat, f"{name} has {m.in_features} inputs, not a multiple of the {channels} "
-                                       "channels flattened into it")
-                else:
-                    self._members_at(flat, name, "linear", m.in_features // channels)
-                    if shared:
-                        self._refuse(flat, f"{name} is called {self.calls[name]} times (shared weights)")
-            if layout:
-                self._refuse(layout, f"{name} (Linear) couples channels with positions: it reads a 4-D map directly")
-            self.layout[node] = None
-        else:
-            self._refuse_inputs(node, f"{name} ({type(m).__name__}) couples channels in a way the surgery does not handle")
-            self.layout[node] = None
-
-    def _conv(self, node: fx.Node, m: nn.Conv2d, name: str, layout: Layout | None, shared: bool) -> None:
-        if shared:
-            self._refuse(layout, f"{name} is called {self.calls[name]} times (shared weights)")
-        if m.groups == 1:
+                self.flat[node] = flat                           # dropout between flatten and the Linear
+        elif shared and flow != FLATTENS:
+            why = f"{name} is called {self.calls[name]} times (shared weights)"
+            self._refuse_inputs(node, why)
+            if flow == MIXES:
+                g = self.groups.new(self._out_channels(m), name)
+                self.groups.refuse(g, why)
+                self.layout[node] = ((g, self._out_channels(m)),)
+        elif flow == MIXES:
             if layout:
                 self._members_at(layout, name, "in")
-            g = self.groups.new(m.out_channels, name)
-            if shared:
-                self.groups.refuse(g, f"{name} is called {self.calls[name]} times (shared weights)")
-            self.layout[node] = ((g, m.out_channels),)
-        elif m.groups == m.in_channels == m.out_channels:
+            g = self.groups.new(self._out_channels(m), name)
+            self.layout[node] = ((g, self._out_channels(m)),)
+        elif flow == PER_CHANNEL:
             if layout:
-                self._members_at(layout, name, "depthwise")
-            else:                     # on the input image, or behind something refused: nothing to shrink with
-                g = self.groups.new(m.out_channels, name)
-                self.groups.refuse(g, f"{name} is a depthwise conv whose input channels come from no prunable group "
-                                      "(the model's input, or an operation refused above)")
-                layout = ((g, m.out_channels),)
+                self._members_at(layout, name, "through")
             self.layout[node] = layout
-        else:
-            why = f"{name} is a grouped conv (groups={m.groups}): whole groups would have to go (not supported)"
-            self._refuse(layout, why)
-            g = self.groups.new(m.out_channels, name)
-            self.groups.refuse(g, why)
-            self.layout[node] = ((g, m.out_channels),)
+        elif flow == FLATTENS:
+            if layout:
+                self.flat[node] = layout
+        elif flow == DENSE:
+            self._dense(m, name, layout, flat)
+        else:                                                    # a refusal sentence from the layer type
+            self._refuse_inputs(node, f"{name}: {flow}")
+            if layer_type(m).rows:
+                g = self.groups.new(self._out_channels(m), name)
+                self.groups.refuse(g, f"{name}: {flow}")
+                self.layout[node] = ((g, self._out_channels(m)),)
+
+    @staticmethod
+    def _out_channels(m: nn.Module) -> int:
+        return getattr(m, layer_type(m).rows[0]).shape[0]
+
+    def _dense(self, m: nn.Module, name: str, layout: Layout | None, flat: Layout | None) -> None:
+        """A Linear (or another DENSE type) reading the flattened channels as column blocks."""
+        if flat:
+            channels, inputs = sum(s for _, s in flat), getattr(m, layer_type(m).columns).shape[1]
+            if inputs % channels:
+                self._refuse(flat, f"{name} has {inputs} inputs, not a multiple of the {channels} channels "
+                                   "flattened into it")
+            else:
+                self._members_at(flat, name, "in", inputs // channels)
+        if layout:
+            self._refuse(layout, f"{name} ({type(m).__name__}) couples channels with positions: it reads a 4-D map "
+                                 "directly")
 
     def _function(self, node: fx.Node) -> None:
         args = [a for a in node.args if isinstance(a, fx.Node)]
         layouts = [self.layout.get(a) for a in args]
         target = node.target
-        if (node.op == "call_method" and target in ("size", "dim")) or \
-                (node.op == "call_function" and target is getattr and node.args[1:2] in (("shape",), ("dtype",), ("device",))):
+        if reads_only_shape(node):
             self.layout[node] = None                    # x.size(0), x.shape[0]: numbers, not channels
             return
         if flattens_batch(node) and args and (layouts[0] or args[0] in self.flat):   # x.view(x.size(0), -1)
@@ -261,15 +253,15 @@ class _Tracer:
             return
         if self._spatial_mean(node, layouts):
             return
-        if is_flatten(node, self.modules):
+        if is_flatten_call(node):
             self.layout[node] = None
             if layouts and layouts[0]:
                 self.flat[node] = layouts[0]
             return
-        if node.op == "call_function" and target in _ADD:
+        if node.op == "call_function" and target in ADD:
             self.layout[node] = self._merge(node, layouts, "residual addition")
             return
-        if node.op == "call_function" and target in _MUL:
+        if node.op == "call_function" and target in MUL:
             self.layout[node] = self._scale(node, args, layouts)
             return
         if node.op == "call_function" and target is torch.cat and cat_dim(node) == 1:
@@ -282,7 +274,7 @@ class _Tracer:
             else:
                 self.layout[node] = tuple(seg for p in parts for seg in p)
             return
-        if node.op == "call_method" and str(target).endswith("_") and not str(target).endswith("__"):
+        if is_in_place(node):
             self._refuse_inputs(node, f"it is changed in place by Tensor.{target} (write it out of place)")
             self.layout[node] = None
             return
@@ -358,8 +350,9 @@ def channel_groups(model: nn.Module, graph: fx.Graph | None = None) -> dict[str,
         NotImplementedError: ``torch.fx`` cannot trace the model (the message names the call).
         TypeError: a wrapper (DataParallel, torch.compile) instead of the network.
     """
-    refuse_wrappers(model)
-    tracer = _Tracer(model, trace(model) if graph is None else graph)
+    if graph is None:
+        graph = trace(model)                  # refuses wrappers (DataParallel, torch.compile) first
+    tracer = _Tracer(model, graph)
     tracer.run()
     return tracer.result()
 

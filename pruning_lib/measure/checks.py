@@ -1,4 +1,7 @@
-"""Argument checks and inputs shared by the measuring modules (private)."""
+"""Argument checks and the input batch shared by the measuring modules (counting, latency, memory).
+
+Each check returns the value to use or raises a `ValueError` that names the argument and shows a valid one.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+__all__ = ["make_input", "resolve_device", "validate_input_shape", "validate_num_threads", "validate_positive"]
 
-def _validate_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+
+def validate_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     """Return ``input_shape`` as a tuple of positive ints, or raise a ``ValueError`` naming it."""
     ok = (
         isinstance(input_shape, (tuple, list, torch.Size))
@@ -23,12 +28,13 @@ def _validate_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(input_shape)
 
 
-def _validate_positive(name: str, value: float) -> None:
+def validate_positive(name: str, value: float) -> None:
+    """Raise a ``ValueError`` naming `name` unless `value` is a number > 0 (not a bool)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
         raise ValueError(f"{name} must be a positive number; got {value!r}")
 
 
-def _validate_num_threads(num_threads: int | None) -> int:
+def validate_num_threads(num_threads: int | None) -> int:
     """Return the thread count to use (``None`` means the current ``torch.get_num_threads()``)."""
     if num_threads is None:
         return torch.get_num_threads()
@@ -44,7 +50,7 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     """The device to put the input on; raise if the model lives elsewhere (we never move it)."""
     model_device, _ = _model_device_dtype(model)
     if device is None:
@@ -62,7 +68,7 @@ def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torc
     return device
 
 
-def _make_input(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+def make_input(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """A deterministic random input of ``shape`` with the model's dtype, on ``device``."""
     _, dtype = _model_device_dtype(model)
     gen = torch.Generator().manual_seed(0)
