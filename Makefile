@@ -11,6 +11,8 @@ export PRUNING_PROFILE := $(PROFILE)
 
 setup: $(STAMP)
 
+# .[dev] is everything make's targets use: the library, the course (notebooks, widgets, papermill), the runtimes
+# (deploy, openvino) and the test tools. Editing pyproject.toml makes the stamp stale, so the next target reinstalls.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip

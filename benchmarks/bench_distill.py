@@ -24,10 +24,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pruning_lib import iterative, measure
+from pruning_lib import measure
+from pruning_lib.recover import iterative
 from pruning_lib.course import experiment
 from pruning_lib.course.profiles import get_profile
-from pruning_lib.evaluation import evaluate
+from pruning_lib.recover.evaluation import evaluate
 
 
 def one_run(P, baseline, loaders, criterion: str, seed: int, distill: float) -> dict:

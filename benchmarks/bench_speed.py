@@ -46,11 +46,11 @@ from pruning_lib import measure
 from pruning_lib.graph.groups import group_widths
 from pruning_lib.course import experiment, reports
 from pruning_lib.course.profiles import get_profile
-from pruning_lib.evaluation import evaluate
-from pruning_lib.history import history_widths, speedup_sweep
+from pruning_lib.recover.evaluation import evaluate
+from pruning_lib.recover.history import history_widths, speedup_sweep
 from pruning_lib.plan import transfer_widths
 from pruning_lib.surgery import with_widths
-from pruning_lib.vgg16 import vgg16
+from pruning_lib.models.vgg16 import vgg16
 
 
 # --------------------------------------------------------------------------- Torch-Pruning, same plan

@@ -11,7 +11,7 @@
 3. Channel groups on torchvision ResNet-50: group analysis + surgery removing the same random 10% of
    every group's channels, vs Torch-Pruning (dependency graph + prune) and the floor.
    Targets: <= 0.5x Torch-Pruning, within 2x of the floor.
-4. Taylor ranking of ResNet-50's groups (`group_criteria.rank_filters`) vs one plain forward + backward.
+4. Taylor ranking of ResNet-50's groups (`rank.criteria.rank_filters`, the one engine) vs one plain forward + backward.
    Target: <= 1.2x.
 """
 
@@ -30,7 +30,6 @@ import torchvision
 
 from pruning_lib.graph.groups import group_widths
 from pruning_lib.rank.criteria import rank_filters
-from pruning_lib.group_criteria import rank_filters
 from pruning_lib.graph.groups import channel_groups
 from pruning_lib.measure import machine_info
 from pruning_lib.surgery import prune_filters
@@ -116,7 +115,7 @@ def bench_groups(repeats: int, fraction: float = 0.1) -> dict:
 def bench_taylor(batches: int, batch_size: int, size: int, repeats: int, arch: str = "vgg16") -> dict:
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)(num_classes=2).eval()
-    rank = rank_filters if arch == "vgg16" else rank_filters
+    rank = rank_filters
     data = [(torch.randn(batch_size, 3, size, size), torch.randint(0, 2, (batch_size,))) for _ in range(batches)]
 
     def plain(m):

@@ -4,7 +4,7 @@
 
 A ResNet-18 (torchvision, 1-channel stem, 10 classes; 7x7 maps in layer1, 1x1 in layer4) is trained briefly on the embedded Fashion-MNIST
 (8,800 images, 28x28), then every prunable group's channels are scored three ways, each the mean over
-examples of a per-example |.|, and compared with `group_criteria.oracle` (the loss change when
+examples of a per-example |.|, and compared with `rank.oracle.oracle` (the loss change when
 the channel is zeroed wherever it is read) by Spearman ρ, within each group and over all groups
 (L2-normalised per group):
 
@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 from pruning_lib.course.paths import REPO_ROOT
 from pruning_lib.rank.criteria import normalize_per_layer
 from pruning_lib.data.fashion import fashion_mnist
-from pruning_lib.group_criteria import _channels, _readers, oracle, rank_filters
+from pruning_lib.rank.criteria import rank_filters
+from pruning_lib.rank.oracle import oracle
 from pruning_lib.graph.groups import channel_groups
 from pruning_lib.measure import machine_info
 from pruning_lib.rank.oracle import spearman
@@ -43,10 +44,18 @@ def small_resnet18() -> nn.Module:
     return model
 
 
+def channels(r: torch.Tensor, offset: int, size: int, span: int) -> torch.Tensor:
+    """A reader's input as (N, size, positions) for a group's channels (a Linear: column blocks of `span`)."""
+    if r.dim() == 2:
+        r = r.reshape(r.shape[0], -1, span)
+    return r[:, offset:offset + size].reshape(r.shape[0], size, -1)
+
+
 def alternatives(model: nn.Module, batches) -> dict[str, dict[str, torch.Tensor]]:
     """Per-reader and per-producer sums, written here with their own hooks."""
     groups = channel_groups(model)
-    readers, modules = _readers(groups), dict(model.named_modules())
+    readers = {m.module for g in groups.values() if not g.refused for m in g.members if m.role == "in"}
+    modules = dict(model.named_modules())
     order = list(modules)
     bn_of = {p: next(n for n in order[order.index(p) + 1:] if isinstance(modules[n], nn.BatchNorm2d))
              for g in groups.values() if not g.refused for p in g.producers}
@@ -77,8 +86,8 @@ def alternatives(model: nn.Module, batches) -> dict[str, dict[str, torch.Tensor]
         for g in groups.values():
             if g.refused:
                 continue
-            per_reader = sum(((_channels(grads[m.module], m.offset, g.size, m.span) * _channels(seen[m.module], m.offset, g.size, m.span))
-                              .sum(2).abs()) for m in g.members if m.role in ("in", "linear"))
+            per_reader = sum(((channels(grads[m.module], m.offset, g.size, m.span) * channels(seen[m.module], m.offset, g.size, m.span))
+                              .sum(2).abs()) for m in g.members if m.role == "in")
             sums["per_reader"][g.name] += per_reader.double().sum(0)
             sums["producers"][g.name] += sum((grads["out:" + p] * seen["out:" + p]).sum((2, 3)).abs() for p in g.producers).double().sum(0)
         n += len(y)
@@ -109,13 +118,13 @@ def run(seed: int, steps: int) -> dict:
     with torch.no_grad():
         accuracy = sum(int((model(x).argmax(1) == y).sum()) for x, y in oracle_data) / 256
     scores = {"readers": rank_filters(model, rank_data, "taylor", normalize=None), **alternatives(model, rank_data)}
-    oracle = oracle(model, oracle_data, progress=True)
-    names = list(oracle)
+    measured = oracle(model, oracle_data, progress=True)
+    names = list(measured)
     result = {"seed": seed, "steps": steps, "accuracy": accuracy}
     for k, s in scores.items():
-        norm, onorm = normalize_per_layer(s), normalize_per_layer(oracle)
+        norm, onorm = normalize_per_layer(s), normalize_per_layer(measured)
         result[k] = {"rho_all": spearman(torch.cat([norm[g] for g in names]), torch.cat([onorm[g] for g in names])),
-                     "rho_within_median": statistics.median(spearman(s[g], oracle[g]) for g in names if len(oracle[g]) > 2)}
+                     "rho_within_median": statistics.median(spearman(s[g], measured[g]) for g in names if len(measured[g]) > 2)}
     return result
 
 

@@ -28,15 +28,16 @@ from pathlib import Path
 
 import torch
 
-from pruning_lib import data, models, train
+from pruning_lib import data, models
+from pruning_lib.recover import train
 from pruning_lib.checkpoints import load_checkpoint, save_checkpoint
 from pruning_lib.course import arms, experiment, lessons
 from pruning_lib.course.paths import REPO_ROOT
 from pruning_lib.course.profiles import QUICK
 from pruning_lib.course.source import Augmented
-from pruning_lib.distill import KnowledgeDistillation
-from pruning_lib.evaluation import correct
-from pruning_lib.iterative import prune_train_repeat
+from pruning_lib.recover.distill import KnowledgeDistillation
+from pruning_lib.recover.evaluation import correct
+from pruning_lib.recover.iterative import prune_train_repeat
 from pruning_lib.measure import count_flops, machine_info
 from pruning_lib.runtime import num_threads, seed_everything
 

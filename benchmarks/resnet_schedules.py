@@ -21,10 +21,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pruning_lib import iterative, measure
+from pruning_lib import measure
+from pruning_lib.recover import iterative
 from pruning_lib.course import arms, experiment
 from pruning_lib.course.profiles import get_profile
-from pruning_lib.evaluation import correct
+from pruning_lib.recover.evaluation import correct
 from pruning_lib.surgery import with_widths
 
 #: name -> schedule changes (on top of the quick profile's), as in the README's table.

@@ -1,45 +1,46 @@
 """pruning_lib: make CNNs fast and small by pruning whole filters (Molchanov et al. 2017).
 
-The map, in the order of the method: criteria -> planning -> surgery -> fine-tuning -> measuring.
+The face: ``pruning_lib.prune(model, example_inputs, train_loader, val_loader, flops_reduction=2.0)`` (`api`).
 
-Ranking filters
-- `criteria`     the criteria (Taylor, activations, APoZ, weight norms, random) from one pass over the data
-- `oracle`       the true loss change per filter, and Table 1: Spearman ρ of each criterion against it
-- `group_criteria`  the same criteria, and the oracle, for channel groups (residual networks, DenseNets, MobileNets)
-
-Choosing what to remove
-- `planning`     scores (or target widths) -> a plan ``{conv: [indices]}``; the FLOPs regularisation (per conv or group)
-
-Removing it for real
-- `couplings`    who reads each conv's output, from the model's data flow (torch.fx)
-- `surgery`      slice one layer and its dependents; apply a whole plan atomically and exactly
-- `groups`       channel groups: channels tied by residual additions, concatenation, depthwise convs (torch.fx)
-- `group_surgery`  remove channels from their whole group, exactly (`surgery.prune_filters` hands such plans to it)
-- `slicing`      what both surgeries share: index checks, refusals of unsliceable layers, slicing, swapping in
-
-Recovering accuracy
-- `train`        `fit` with callbacks (and `Plateau`, early stopping)
-- `evaluation`   loss and accuracy, predictions, confusion matrix
-- `distill`      the fine-tuning loss: cross-entropy, or distillation from the dense network
-- `iterative`    Prune–Train–Repeat with checkpoints and resume
-- `history`      reading a Prune–Train–Repeat history (widths per layer, runs at equal FLOPs)
-- `oneshot`      remove a fraction at once and measure the damage (no fine-tuning)
-- `recovery`     remove a fraction at once, then fine-tune and watch the recovery
-
-Measuring
-- `measure`      parameters, FLOPs, size, latency, deployment forms, comparisons (a subpackage)
+The map, bottom to top in the order of the method; a module imports only from the layers below it:
 
 Foundations
 - `runtime`      device, seeds, train/eval mode and thread count, set and restored
-- `checkpoints`  one atomic writer and one checkpoint format (weights_only loading)
-- `models`       the small VGG, its initialisation, head and freezing, the from-scratch copy
-- `resnets`      a small BN ResNet laid out like the small VGG, and torchvision's ResNet-18/50 in that layout
-- `vgg16`        torchvision's VGG16 with ImageNet weights (download or local file)
-- `pretrained`   ImageNet weights of torchvision models: download or local file, clear errors offline
+- `checkpoints`  one atomic writer and one checkpoint format (weights_only loading), the weights' fingerprint
 - `data`         datasets: embedded Fashion-MNIST, image folders (Kaggle), Oxford-IIIT Pet, CIFAR-10
 
-On top (the course and its user interface)
-- `course`       profiles, the shared experiment, datasets per profile, reports/, `make demo`
-- `plots`        the notebooks' figures (matplotlib)
-- `widgets`      ipywidgets wired to the pure functions above (the only modules importing IPython)
+Analyse (`graph`)
+- `graph.trace`        the model's data flow (torch.fx), refusing wrappers; a failed trace names the line
+- `graph.layer_types`  how each module type passes or slices channels: one registry for analysis and surgery
+- `graph.functions`    what each function or method call does to channels
+- `graph.groups`       channel groups: the channels that go together (a conv in a chain is a group of one producer)
+
+Measure
+- `measure`      parameters, FLOPs, size, latency, deployment forms, runtimes (a registry), comparisons
+
+Rank (`rank`)
+- `rank.criteria`  every criterion from one statistics pass on what the next layers read; one registry
+- `rank.oracle`    the true loss change per channel, and the paper's Table 1 (Spearman ρ)
+
+Plan
+- `plan`         scores (or target widths) -> a plan ``{conv: [indices]}``; the FLOPs cost of a channel
+
+Remove
+- `slicing`      indices checked, unsliceable layers refused, rows and columns sliced, tensors swapped in
+- `surgery`      a plan applied to whole groups, atomically and exactly; `with_widths`, `load_pruned`
+
+Networks (`models`): the small VGG, small and torchvision ResNets, VGG16, ImageNet weights
+
+Recover (`recover`)
+- `recover.train`, `recover.evaluation`, `recover.distill`  fine-tuning, evaluation, distillation
+- `recover.iterative`   Prune–Train–Repeat with checkpoints and resume
+- `recover.oneshot`, `recover.recovery`, `recover.history`  one-shot pruning, its recovery, a run's history
+
+The face: `api`  ``prune(...)``
+
+On top (the course and its user interface): `course`, `plots`, `widgets`, `exercises`
 """
+
+from .api import prune
+
+__all__ = ["prune"]

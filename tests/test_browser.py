@@ -70,7 +70,7 @@ NOTEBOOKS = {
                setup=["from pruning_lib import", "experiment.load_baseline("],
                widget="recovery_widget("),
     "05": dict(path="notebooks/05_pruning_resnets.ipynb",
-               setup=["from pruning_lib import", "group_criteria.rank_filters("],
+               setup=["from pruning_lib import", "criteria.rank_filters("],
                widget="one_shot_widget("),
 }
 

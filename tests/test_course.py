@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import SHAPE, loaders, tiny_model
-from pruning_lib import train
+from pruning_lib.recover import train
 from pruning_lib.graph.groups import group_widths
 from pruning_lib.course import arms, datasets, demo, experiment, source
 from pruning_lib.course.profiles import QUICK
-from pruning_lib.iterative import PruningSchedule, prune_train_repeat
+from pruning_lib.recover.iterative import PruningSchedule, prune_train_repeat
 
 
 @pytest.fixture(scope="module")

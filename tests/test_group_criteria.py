@@ -121,7 +121,7 @@ def resnet_loaders():
 
 @pytest.mark.parametrize("criterion", ["taylor", "random"])
 def test_prune_train_repeat_prunes_a_residual_network_by_groups(criterion, tmp_path):
-    from pruning_lib.iterative import PruningSchedule, prune_train_repeat
+    from pruning_lib.recover.iterative import PruningSchedule, prune_train_repeat
 
     model = randomised(TinyResNet()).eval()
     sched = PruningSchedule(criterion=criterion, filters_per_iteration=6, finetune_steps=2, lr=1e-3, rank_batches=2,

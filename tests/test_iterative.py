@@ -1,4 +1,4 @@
-"""Tests for pruning_lib.iterative: the Prune–Train–Repeat loop, its targets, checkpoints and helpers."""
+"""Tests for pruning_lib.recover.iterative: the Prune–Train–Repeat loop, its targets, checkpoints and helpers."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ import torch
 from torch import nn
 
 from conftest import SHAPE, loaders, tiny_model
-from pruning_lib import measure, train
-from pruning_lib.distill import KnowledgeDistillation
-from pruning_lib.evaluation import evaluate
+from pruning_lib import measure
+from pruning_lib.recover import train
+from pruning_lib.recover.distill import KnowledgeDistillation
+from pruning_lib.recover.evaluation import evaluate
 from pruning_lib.surgery import load_pruned
 from pruning_lib.graph.groups import group_widths
 from pruning_lib.course.reports import history_records, write_iterative_json
-from pruning_lib.history import compare_at_flops, layer_widths
-from pruning_lib.iterative import (
+from pruning_lib.recover.history import compare_at_flops, layer_widths
+from pruning_lib.recover.iterative import (
     HISTORY_COLUMNS,
     CheckpointMismatchError,
     PruningSchedule,

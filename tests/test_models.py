@@ -9,9 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-import pruning_lib.vgg16 as vgg16_module
+import pruning_lib.models.vgg16 as vgg16_module
 from pruning_lib.models import SmallVGG, freeze_features, replace_head, small_vgg
-from pruning_lib.vgg16 import WeightsUnavailableError, vgg16
+from pruning_lib.models.vgg16 import WeightsUnavailableError, vgg16
 
 VGG16_URL = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
 

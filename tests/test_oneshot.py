@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import masked_forward
-from pruning_lib import oneshot
+from pruning_lib.recover import oneshot
 from pruning_lib.graph.groups import group_widths
 from pruning_lib.course import reports
 from pruning_lib.rank.criteria import rank_all
-from pruning_lib.evaluation import evaluate
+from pruning_lib.recover.evaluation import evaluate
 from pruning_lib.models import small_vgg
 from pruning_lib.rank.oracle import compare_with_paper, spearman, spearman_table
 from pruning_lib.plan import plan_from_scores

@@ -1,19 +1,19 @@
-"""Tests for pruning_lib.recovery: one-shot prune + fine-tune, and its widget driven headless."""
+"""Tests for pruning_lib.recover.recovery: one-shot prune + fine-tune, and its widget driven headless."""
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pandas as pd
 import pytest
 
-from pruning_lib import train
-from pruning_lib.evaluation import evaluate
-from pruning_lib.iterative import fingerprint
+from pruning_lib.recover import train
+from pruning_lib.recover.evaluation import evaluate
+from pruning_lib.recover.iterative import fingerprint
 from pruning_lib.plots.iterative import plot_recovery
-from pruning_lib.recovery import RECOVERY_COLUMNS, prune_and_finetune
+from pruning_lib.recover.recovery import RECOVERY_COLUMNS, prune_and_finetune
 from pruning_lib.widgets.recovery import recovery_widget
-from pruning_lib.couplings import filters_per_layer
+from pruning_lib.graph.groups import group_widths
 
 from conftest import SHAPE, loaders, tiny_model
 
@@ -46,7 +46,7 @@ def test_prune_and_finetune_records_the_drop_and_the_recovery(baseline):
     assert [len(r[0]) for r in records] == [1, 2, 3, 4, 5], "one callback per evaluation, with the history so far"
     assert records[-1][1]["pruned"] == result.pruned
     assert result.baseline["filters"] == 20 and result.pruned["filters"] == 10
-    assert sum(filters_per_layer(result.model).values()) == 10
+    assert sum(group_widths(result.model).values()) == 10
     assert result.pruned["gflops"] < result.baseline["gflops"] and result.pruned["params"] < result.baseline["params"]
     _, val_dl = loaders()
     assert result.accuracy == evaluate(result.model, val_dl)["accuracy"]
@@ -116,14 +116,24 @@ def test_widget_button_runs_the_pure_function_headless(baseline):
 def test_widget_stop_button_ends_a_background_run(baseline):
     box = make_widget(baseline, background=True, steps=200)
     c = box.controller
+    started, pressed = threading.Event(), threading.Event()
+
+    def hold_first_step(change):                        # in the run's thread: step 1 waits for Stop
+        if change["new"] == 1:
+            started.set()
+            pressed.wait(timeout=30)
+
+    c.progress.observe(hold_first_step, names="value")
     c.button.click()
-    assert c.running and c.button.disabled and not c.stop_button.disabled
+    assert c.button.disabled
+    assert started.wait(timeout=30), "no fine-tuning step within 30 s of the press"
+    assert c.running and not c.stop_button.disabled
     c.button.click()                                    # a second press while running is ignored
-    time.sleep(0.2)
     c.stop_button.click()
+    pressed.set()
     result = c.wait(timeout=60)
     assert not c.running and result is not None and result.stopped
-    assert result.history["step"].iloc[-1] < 200
+    assert list(result.history["step"]) == [0, 0, 1], "Stop ends fine-tuning after the step it was pressed in"
     assert c.status.value.startswith("stopped") and not c.button.disabled
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pruning_lib import train
+from pruning_lib.recover import train
 from pruning_lib.checkpoints import save_pruned
 from pruning_lib.surgery import load_pruned
 from pruning_lib.graph.groups import channel_groups

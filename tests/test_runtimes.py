@@ -14,7 +14,7 @@ from pruning_lib import measure
 from pruning_lib.course import narrate, reports
 from pruning_lib.measure import runtimes
 from pruning_lib.models import small_vgg
-from pruning_lib.resnets import small_resnet
+from pruning_lib.models.resnets import small_resnet
 from pruning_lib.surgery import prune_filters
 
 pytest.importorskip("onnxruntime", reason="the deploy extra (onnx, onnxscript, onnxruntime) is not installed")

@@ -16,7 +16,7 @@ from torch import nn
 from pruning_lib import measure, models
 from pruning_lib.course import demo, reports
 from pruning_lib.graph.groups import group_widths
-from pruning_lib.history import history_widths, speedup_sweep
+from pruning_lib.recover.history import history_widths, speedup_sweep
 from pruning_lib.plan import transfer_widths
 from pruning_lib.surgery import with_widths
 

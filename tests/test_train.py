@@ -1,4 +1,4 @@
-"""Tests for pruning_lib.train: evaluation, the training loop, callbacks, checkpoints."""
+"""Tests for pruning_lib.recover.train: evaluation, the training loop, callbacks, checkpoints."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import pruning_lib.checkpoints as checkpoints
 from pruning_lib.checkpoints import load_checkpoint, save_checkpoint
-from pruning_lib.distill import KnowledgeDistillation
-from pruning_lib.evaluation import confusion_matrix, evaluate, predict
+from pruning_lib.recover.distill import KnowledgeDistillation
+from pruning_lib.recover.evaluation import confusion_matrix, evaluate, predict
 from pruning_lib.models import small_vgg
 from pruning_lib.runtime import pick_device, seed_everything
-from pruning_lib.train import (
+from pruning_lib.recover.train import (
     HISTORY_COLUMNS,
     Callback,
     FunctionCallback,

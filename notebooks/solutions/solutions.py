@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pruning_lib import criteria, planning, surgery, train
+from pruning_lib import plan, surgery
+from pruning_lib.rank import criteria
+from pruning_lib.recover import train
 from pruning_lib.graph.groups import group_widths
 
 
@@ -51,7 +53,8 @@ def l1_norms(conv: nn.Conv2d) -> torch.Tensor:
 
 
 def taylor_scores(model: nn.Module, batches) -> dict[str, torch.Tensor]:
-    """Raw Taylor scores |mean_m ∂C/∂z·z| per example, averaged over examples, for every conv followed by a ReLU."""
+    """Raw Taylor scores |mean_m ∂ℓ/∂z·z| per example (ℓ its own loss), averaged over examples, for every conv
+    followed by a ReLU."""
     modules = list(model.named_modules())
     relu_after = {}
     for i, (name, m) in enumerate(modules):
@@ -69,7 +72,7 @@ def taylor_scores(model: nn.Module, batches) -> dict[str, torch.Tensor]:
         for x, y in batches:
             model.zero_grad()
             x = x.clone().requires_grad_(True)     # so that the first in-place ReLU's output has a gradient
-            F.cross_entropy(model(x), y).backward()
+            F.cross_entropy(model(x), y, reduction="sum").backward()     # each example's own loss
             for c in relu_after:
                 totals[c] = totals[c] + maps[c].abs().sum(0)
             examples += len(y)
@@ -153,7 +156,7 @@ def prune_train_repeat_by_hand(model: nn.Module, train_batches, val_batches, *, 
     widths = []
     for _ in range(iterations):
         scores = criteria.rank_filters(model, list(itertools.islice(train_batches, 2)), "taylor")
-        surgery.prune_filters(model, planning.plan_from_scores(scores, filters_per_iteration, min_keep=1))
+        surgery.prune_filters(model, plan.plan_from_scores(scores, filters_per_iteration, min_keep=1))
         if finetune_steps:
             train.fit(model, train_batches, steps=finetune_steps, lr=lr, progress=False)
         widths.append(group_widths(model))

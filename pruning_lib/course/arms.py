@@ -24,10 +24,10 @@ import pandas as pd
 import torch.nn.functional as F
 from torch import nn
 
-from .. import train
+from ..recover import train
 from ..checkpoints import plain_value, save_pruned
 from ..surgery import load_pruned
-from ..iterative import PruningSchedule, prune_train_repeat
+from ..recover.iterative import PruningSchedule, prune_train_repeat
 from ..models import scratch_model
 from ..runtime import seed_everything
 

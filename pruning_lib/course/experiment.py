@@ -15,14 +15,15 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .. import models, train
+from .. import models
+from ..recover import train
 from ..checkpoints import load_checkpoint, save_checkpoint
 from ..surgery import load_pruned
-from ..distill import KnowledgeDistillation
-from ..iterative import PruningSchedule
+from ..recover.distill import KnowledgeDistillation
+from ..recover.iterative import PruningSchedule
 from ..runtime import pick_device, seed_everything
-from ..resnets import TORCHVISION_RESNETS, torchvision_resnet
-from ..vgg16 import vgg16
+from ..models.resnets import TORCHVISION_RESNETS, torchvision_resnet
+from ..models.vgg16 import vgg16
 from .datasets import SOURCE_CLASSES, TARGET_CLASSES, class_names, target_datasets, target_loaders
 from .paths import REPO_ROOT, checkpoints_dir
 from .profiles import SCHEDULE_FIELDS, Profile, get_profile

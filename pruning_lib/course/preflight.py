@@ -24,9 +24,9 @@ import torch.nn.functional as F
 
 from .. import data
 from ..runtime import num_threads, pick_device
-from ..pretrained import hub_path
-from ..resnets import TORCHVISION_RESNETS
-from ..vgg16 import VGG16_WEIGHTS
+from ..models.pretrained import hub_path
+from ..models.resnets import TORCHVISION_RESNETS
+from ..models.vgg16 import VGG16_WEIGHTS
 from .source import SOURCE_CHECKPOINTS
 from . import experiment
 from .datasets import TARGET_CLASSES

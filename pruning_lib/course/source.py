@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import data, models, train
+from .. import data, models
+from ..recover import train
 from ..checkpoints import save_checkpoint
-from ..resnets import small_resnet
+from ..models.resnets import small_resnet
 from ..runtime import num_threads, seed_everything
 from .datasets import SOURCE_CLASSES
 from .paths import REPO_ROOT

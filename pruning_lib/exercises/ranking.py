@@ -60,7 +60,8 @@ def check_l1(l1_norms: Callable) -> bool:
 
 def _taylor_variants(model: nn.Module, batches) -> dict[str, dict[str, torch.Tensor]]:
     """Typical wrong answers, to name them: |·| after averaging over examples; the conv's output (before the
-    BatchNorm) instead of the map after the ReLU.  (Before or after the ReLU gives the same ∂C/∂z·z.)"""
+    BatchNorm) instead of the map after the ReLU; the batch's mean loss instead of each example's own loss.
+    (Before or after the ReLU gives the same ∂C/∂z·z.)"""
     model = copy.deepcopy(model)
     for m in model.modules():
         if isinstance(m, nn.ReLU):
@@ -69,14 +70,14 @@ def _taylor_variants(model: nn.Module, batches) -> dict[str, dict[str, torch.Ten
     modules = dict(model.named_modules())
     names = list(modules)
     relu_of = {c: next(n for n in names[names.index(c):] if isinstance(modules[n], nn.ReLU)) for c in convs}
-    out = {"abs after averaging": {}, "the conv's outputs, before the BatchNorm": {}}
-    sums = {k: {c: 0 for c in convs} for k in ("signed", "pre")}
+    out = {"abs after averaging": {}, "the conv's outputs, before the BatchNorm": {}, "the batch's mean loss": {}}
+    sums = {k: {c: 0 for c in convs} for k in ("signed", "pre", "mean")}
     count = 0
     for x, y in batches:
         pre, post = {}, {}
         hooks = [modules[relu_of[c]].register_forward_hook(lambda m, i, o, c=c: post.__setitem__(c, o)) for c in convs]
         hooks += [modules[c].register_forward_hook(lambda m, i, o, c=c: pre.__setitem__(c, o)) for c in convs]
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x), y, reduction="sum")          # each example's own loss
         for h in hooks:
             h.remove()
         grads = torch.autograd.grad(loss, [post[c] for c in convs] + [pre[c] for c in convs])
@@ -84,18 +85,21 @@ def _taylor_variants(model: nn.Module, batches) -> dict[str, dict[str, torch.Ten
             dpost, dpre = grads[j], grads[len(convs) + j]
             sums["signed"][c] = sums["signed"][c] + (dpost * post[c]).mean((2, 3)).sum(0)
             sums["pre"][c] = sums["pre"][c] + (dpre * pre[c]).mean((2, 3)).abs().sum(0)
+            sums["mean"][c] = sums["mean"][c] + (dpost * post[c]).mean((2, 3)).abs().sum(0) / len(y)
         count += len(y)
     for c in convs:
         out["abs after averaging"][c] = (sums["signed"][c] / count).abs().detach()
         out["the conv's outputs, before the BatchNorm"][c] = (sums["pre"][c] / count).detach()
+        out["the batch's mean loss"][c] = (sums["mean"][c] / count).detach()
     return out
 
 
 def check_taylor(taylor_scores: Callable) -> bool:
     """02: ``taylor_scores(model, batches) -> {conv name: (C,)}``: the raw Taylor criterion of every conv,
-    |mean over positions of ∂C/∂z·z| per example, averaged over examples, with z the map after the conv's ReLU
-    (found with forward and backward hooks; the ReLUs are in-place), C = F.cross_entropy; checked against
-    ``criteria.rank_filters(model, batches, "taylor", normalize=None)``."""
+    |mean over positions of ∂ℓ/∂z·z| per example, averaged over examples, with z the map after the conv's ReLU
+    (found with forward and backward hooks; the ReLUs are in-place) and ℓ each example's own loss
+    (``F.cross_entropy(..., reduction="sum")``); checked against
+    ``rank.criteria.rank_filters(model, batches, "taylor", normalize=None)``."""
     def check() -> None:
         for seed in (0, 1):
             model, batches = tiny_chain(seed), _batches(seed)
@@ -113,6 +117,8 @@ def check_taylor(taylor_scores: Callable) -> bool:
                 if close(g, want[name], rtol=1e-3, atol=1e-9):
                     continue
                 hint = next((f" (that is {v}: take |·| per example, then average)" if v == "abs after averaging" else
+                             f" (that is with {v}: sum the losses, reduction='sum', so each example's gradient is "
+                             "its own loss's)" if v == "the batch's mean loss" else
                              f" (those are {v}: hook the ReLU's output)"
                              for v, s in variants.items() if close(g, s[name], rtol=1e-3, atol=1e-9)),
                             " (in-place ReLUs overwrite the conv's output: hook the ReLU)")

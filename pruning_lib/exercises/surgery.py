@@ -10,8 +10,8 @@ from torch import nn
 
 from ..graph.groups import group_widths
 from ..graph.groups import channel_groups
-from ..iterative import PruningSchedule, prune_train_repeat
-from ..resnets import small_resnet
+from ..recover.iterative import PruningSchedule, prune_train_repeat
+from ..models.resnets import small_resnet
 from ._verdict import Wrong, close, verdict
 from .ranking import tiny_chain
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-from ..history import layer_widths
+from ..recover.history import layer_widths
 
 __all__ = ["draw_recovery", "draw_sawtooth", "plot_accuracy_vs_flops", "plot_criteria", "plot_layer_heatmap",
            "plot_recovery", "plot_sawtooth"]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..oneshot import OneShot
+from ..recover.oneshot import OneShot
 from .groups import short_name
 
 Scores = Mapping[str, torch.Tensor]

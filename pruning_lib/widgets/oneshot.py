@@ -7,7 +7,7 @@ from typing import Iterable, Mapping, Sequence
 
 import torch.nn as nn
 
-from ..oneshot import OneShot, Scores, check_amount, one_shot
+from ..recover.oneshot import OneShot, Scores, check_amount, one_shot
 
 __all__ = ["one_shot_summary", "one_shot_widget"]
 

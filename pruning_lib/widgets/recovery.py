@@ -19,11 +19,11 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 
 from ..graph.groups import group_widths
-from ..evaluation import evaluate
+from ..recover.evaluation import evaluate
 from ..measure.counting import count_flops, count_parameters
 from ..plots.basics import figure_png
 from ..plots.iterative import draw_recovery
-from ..recovery import RecoveryResult, prune_and_finetune
+from ..recover.recovery import RecoveryResult, prune_and_finetune
 
 __all__ = ["RecoveryController", "recovery_widget"]
 

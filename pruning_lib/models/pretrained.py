@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from .checkpoints import state_dict_differences
+from ..checkpoints import state_dict_differences
 
 __all__ = ["WeightsUnavailableError", "hub_path", "imagenet_state_dict", "load_weights", "local_state_dict"]
 

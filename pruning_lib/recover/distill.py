@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime import mode
+from ..runtime import mode
 
 __all__ = ["KnowledgeDistillation", "LossFn", "batch_loss"]
 

@@ -24,7 +24,7 @@ from torch import nn
 
 import torchvision
 
-from .models import check_positive_int, init_weights, replace_head
+from .small import check_positive_int, init_weights, replace_head
 from .pretrained import check_keys, load_weights
 
 __all__ = ["BasicBlock", "SmallResNet", "TORCHVISION_RESNETS", "small_resnet", "torchvision_resnet"]

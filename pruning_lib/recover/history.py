@@ -16,10 +16,10 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from .graph.groups import group_widths
-from .measure.comparison import ratio, timed
-from .measure.counting import count_flops, count_parameters
-from .surgery import with_widths
+from ..graph.groups import group_widths
+from ..measure.comparison import ratio, timed
+from ..measure.counting import count_flops, count_parameters
+from ..surgery import with_widths
 
 __all__ = ["compare_at_flops", "history_widths", "layer_widths", "speedup_sweep"]
 

@@ -15,7 +15,7 @@ import pandas as pd
 import torch.nn as nn
 
 from . import train
-from .graph.groups import group_widths
+from ..graph.groups import group_widths
 from .evaluation import evaluate
 from .iterative import PruningSchedule, prune_train_repeat
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torchvision
 
-from .models import check_positive_int, replace_head
+from .small import check_positive_int, replace_head
 from .pretrained import WeightsUnavailableError, check_keys, hub_path, load_weights
 
 __all__ = ["VGG16_URL", "VGG16_WEIGHTS", "WeightsUnavailableError", "hub_weights_path", "vgg16"]

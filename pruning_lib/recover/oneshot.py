@@ -28,11 +28,11 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .evaluation import evaluate
-from .graph.groups import group_widths
-from .measure.counting import count_flops, count_parameters
-from .plan import Plan, plan_from_scores
-from .rank.criteria import normalize_per_layer
-from .surgery import prune_filters
+from ..graph.groups import group_widths
+from ..measure.counting import count_flops, count_parameters
+from ..plan import Plan, plan_from_scores
+from ..rank.criteria import normalize_per_layer
+from ..surgery import prune_filters
 
 __all__ = ["OneShot", "check_amount", "one_shot", "prune_copy", "removed_per_layer", "selection_scores", "sweep"]
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .distill import LossFn, batch_loss
 from .evaluation import evaluate, resolve_device, unpack_batch
-from .runtime import autocast_dtype, mode
+from ..runtime import autocast_dtype, mode
 
 __all__ = ["HISTORY_COLUMNS", "Callback", "FunctionCallback", "Plateau", "StopTraining", "fit", "notify"]
 

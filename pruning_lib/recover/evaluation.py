@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .distill import LossFn, batch_loss
-from .runtime import mode, model_device
+from ..runtime import mode, model_device
 
 __all__ = ["confusion_matrix", "correct", "evaluate", "predict", "unpack_batch"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .surgery import with_widths
+from ..surgery import with_widths
 
 __all__ = [
     "DEFAULT_WIDTHS",

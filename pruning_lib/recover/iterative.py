@@ -9,7 +9,8 @@ Each iteration:
 It stops at a target: a fraction of filters removed, a FLOPs budget, or an accuracy floor.
 
 Every iteration is checkpointed (model widths and weights, history, and a fingerprint of the
-starting model; no optimizer state: every iteration fine-tunes with a fresh optimizer).  Each iteration re-seeds everything from (seed, iteration),
+starting model; no optimizer state: every iteration fine-tunes with a fresh optimizer).  Each iteration
+re-seeds everything from (seed, iteration),
 so an interrupted run resumed from its checkpoint ends in the same state as an uninterrupted one.
 The checkpoint is written atomically after an iteration ends, so Ctrl-C at any moment leaves
 the last complete iteration on disk.
@@ -32,15 +33,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import train
-from .checkpoints import fingerprint, plain_value, save_pruned
+from ..checkpoints import fingerprint, plain_value, save_pruned
 from .distill import KnowledgeDistillation
 from .evaluation import evaluate
-from .graph.groups import group_widths
-from .measure.counting import count_flops, count_parameters
-from .plan import flops_per_channel, layer_floors, plan_from_scores, regularised_scores
-from .rank.criteria import rank_filters
-from .runtime import iteration_seed
-from .surgery import load_pruned, prune_filters
+from ..graph.groups import group_widths
+from ..measure.counting import count_flops, count_parameters
+from ..plan import flops_per_channel, layer_floors, plan_from_scores, regularised_scores
+from ..rank.criteria import rank_filters
+from ..runtime import iteration_seed
+from ..surgery import load_pruned, prune_filters
 
 __all__ = ["HISTORY_COLUMNS", "CheckpointMismatchError", "PruningSchedule", "fingerprint", "prune_train_repeat"]
 
@@ -236,6 +237,9 @@ def prune_train_repeat(
     restart_stale: bool = False,
     callbacks: Sequence = (),
     progress: bool = True,
+    loss_fn: Callable | None = None,
+    metric: Callable[[nn.Module, Iterable], float] | None = None,
+    optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
 ) -> tuple[nn.Module, pd.DataFrame]:
     """Run Prune–Train–Repeat on a copy of `model` (left unchanged) until the schedule's target.
 
@@ -255,6 +259,12 @@ def prune_train_repeat(
             (during fine-tuning; only for `train.Callback` instances).  Returning True from on_prune /
             on_iteration, or stopping fit, ends the run after that iteration.
         progress: a tqdm bar over iterations.
+        loss_fn: ``loss_fn(outputs, targets)``, a batch mean, for ranking (Taylor) and fine-tuning;
+            cross-entropy (or distillation, with ``schedule.distill``) by default.
+        metric: ``metric(model, val_loader) -> float``, higher = better, recorded in the accuracy columns
+            and compared with ``schedule.min_accuracy``; top-1 accuracy by default.
+        optimizer: ``optimizer(parameters) -> torch.optim.Optimizer``, called for every fine-tune (the
+            pruned parameters are new tensors); Adam with ``schedule.lr`` by default.
 
     Returns:
         (pruned model in eval mode, history): one row per iteration (row 0: the starting model) with
@@ -266,8 +276,13 @@ def prune_train_repeat(
     start_widths = group_widths(model)
     total = sum(start_widths.values())
     floors = layer_floors(start_widths, min_keep=schedule.min_keep, max_fraction=schedule.max_fraction)
-    loss_fn = (KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
-               else F.cross_entropy)
+    if loss_fn is not None and schedule.distill:
+        raise ValueError("give either loss_fn or schedule.distill (distillation is a classification loss of its own)")
+    rank_loss = loss_fn or F.cross_entropy              # ranking reads the task's loss, never the teacher's
+    loss_fn = loss_fn or (KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
+                          else F.cross_entropy)
+    metric = metric or (lambda m, loader: evaluate(m, loader)["accuracy"])
+    optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=schedule.lr))
     checkpoint = Path(checkpoint) if checkpoint else None
     baseline_fingerprint = fingerprint(model)
     current = history = None
@@ -279,7 +294,7 @@ def prune_train_repeat(
                 raise
     if current is None:
         current = copy.deepcopy(model)
-        acc = evaluate(current, val_loader)["accuracy"]
+        acc = metric(current, val_loader)
         history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0)])
         history.attrs["model_iteration"] = 0
     model_iteration = history.attrs["model_iteration"]
@@ -299,7 +314,8 @@ def prune_train_repeat(
         before_prune = copy.deepcopy(current) if schedule.min_accuracy is not None else None
         _reseed(schedule, iteration, train_loader)
         batches = list(itertools.islice(train_loader, schedule.rank_batches))
-        scores = rank_filters(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration))
+        scores = rank_filters(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration),
+                              loss_fn=rank_loss)
         cost = flops_per_channel(current, input_shape) if schedule.flops_lambda else {}
         plan = plan_from_scores(regularised_scores(scores, cost, schedule.flops_lambda), k,
                                 min_keep=floors, multiple_of=schedule.multiple_of)
@@ -307,18 +323,18 @@ def prune_train_repeat(
         if k == 0:
             break
         prune_filters(current, plan)
-        before = evaluate(current, val_loader)["accuracy"]
+        before = metric(current, val_loader)
         row = _record(current, iteration, before, math.nan, input_shape, removed + k, total, 0, 0.0)
         stop = train.notify(callbacks, "on_prune", dict(row), current)
-        optimizer = torch.optim.Adam([p for p in current.parameters() if p.requires_grad], lr=schedule.lr)
         if schedule.finetune_steps:
-            fitted = train.fit(current, train_loader, steps=schedule.finetune_steps, optimizer=optimizer,
+            fitted = train.fit(current, train_loader, steps=schedule.finetune_steps,
+                               optimizer=optimizer([p for p in current.parameters() if p.requires_grad]),
                                eval_every=schedule.finetune_steps, loss_fn=loss_fn, lr_schedule=schedule.lr_schedule,
                                callbacks=[cb for cb in callbacks if isinstance(cb, train.Callback)],
                                progress=False)
             stop = stop or fitted.attrs.get("stopped_early", False)
             row["finetune_steps"] = int(fitted["step"].iloc[-1]) if len(fitted) else 0
-        row["accuracy_after_finetune"] = evaluate(current, val_loader)["accuracy"]
+        row["accuracy_after_finetune"] = metric(current, val_loader)
         row["time_s"] = time.perf_counter() - start
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
         if _below_floor(schedule, row):     # keep the last model that met the floor
