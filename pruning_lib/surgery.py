@@ -67,24 +67,37 @@ def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]],
             the module), or a member whose tensors cannot be sliced (a reparametrisation, a mask, hooks).
         TypeError: a wrapper (DataParallel, torch.compile) instead of the network, or a plan that is not a mapping.
     """
+    _check_entries(model, plan)
+    if not any(len(v) for v in plan.values()):
+        return {}
+    return _removals(model, plan, channel_groups(model) if groups is None else groups)
+
+
+def _check_entries(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> None:
+    """Names and indices, before anything is traced."""
     check_model(model)
     if not isinstance(plan, Mapping):
         raise TypeError(f"a plan maps conv names to filter indices, e.g. {{'features.0': [3, 17]}}; got {type(plan).__name__}")
     modules = dict(model.named_modules())
-    for name in plan:
+    convs = [name for name, m in modules.items() if isinstance(m, nn.Conv2d)]
+    for name, indices in plan.items():
         if name not in modules:
-            raise KeyError(f"{name!r} is not a module of {type(model).__name__}")
-    if not any(_entries(plan[name]) for name in plan):
-        return {}
-    groups = channel_groups(model) if groups is None else groups
+            raise KeyError(f"{name!r} is not a module of {type(model).__name__}; its convs are {convs}")
+        if not isinstance(modules[name], nn.Conv2d):
+            raise ValueError(f"{name!r} is a {type(modules[name]).__name__}, not a Conv2d; its convs are {convs}")
+        check_indices(name, indices, modules[name].out_channels)
+
+
+def _removals(model: nn.Module, plan: Mapping[str, Sequence[int]],
+              groups: Mapping[str, ChannelGroup]) -> dict[str, list[int]]:
+    """The plan (names and indices checked) as ``{group: channels}``, checked against the groups."""
+    modules = dict(model.named_modules())
     owners = _owners(groups)
     claims: dict[str, tuple[str, list[int]]] = {}
     for name, indices in plan.items():
-        module = modules[name]
-        if not isinstance(module, nn.Conv2d) or name not in owners:
-            what = "not a Conv2d" if not isinstance(module, nn.Conv2d) else "a conv that makes no channels of a group"
-            raise ValueError(f"{name!r} is a {type(module).__name__}, {what}; prunable convs are {_prunable(groups)}")
-        removed = check_indices(name, indices, module.out_channels)
+        if name not in owners:
+            raise ValueError(f"{name!r} makes no channels of a prunable group; prunable convs are {_prunable(groups)}")
+        removed = check_indices(name, indices, modules[name].out_channels)
         for group, offset, size in owners[name]:
             ks = [i - offset for i in removed if offset <= i < offset + size]
             if group in claims and claims[group][1] != ks:
@@ -107,14 +120,6 @@ def validate_plan(model: nn.Module, plan: Mapping[str, Sequence[int]],
                 raise NotImplementedError(f"cannot prune {name} exactly: {reason}")
         removals[group] = ks
     return removals
-
-
-def _entries(indices) -> bool:
-    """Whether one plan entry names any index (True when it is malformed: `check_indices` explains)."""
-    try:
-        return len(indices) > 0
-    except TypeError:
-        return True
 
 
 def group_removals(groups: Mapping[str, ChannelGroup], removed: Mapping[str, Sequence[int]]
@@ -172,11 +177,11 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Mod
     Raises:
         KeyError, ValueError, NotImplementedError, TypeError: see `validate_plan`; the model is unchanged.
     """
-    groups = None
-    if isinstance(plan, Mapping) and any(_entries(v) for v in plan.values()):
-        check_model(model)
-        groups = channel_groups(model)
-    removed = validate_plan(model, plan, groups)
+    _check_entries(model, plan)                               # names and indices first, without tracing
+    if not any(len(v) for v in plan.values()):
+        return model
+    groups = channel_groups(model)
+    removed = _removals(model, plan, groups)
     if not removed:
         return model
     modules = dict(model.named_modules())

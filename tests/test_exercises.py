@@ -90,7 +90,7 @@ def test_l1_wrong_answers(capsys):
     rejected(exercises.check_l1, lambda conv: conv.weight.detach().abs().sum(), capsys, "one per filter")
 
 
-def _taylor_with(abs_after_average: bool, conv_output: bool):
+def _taylor_with(abs_after_average: bool, conv_output: bool, mean_loss: bool = False):
     def scores(model, batches):
         relus = {}
         names = list(dict(model.named_modules()))
@@ -107,7 +107,7 @@ def _taylor_with(abs_after_average: bool, conv_output: bool):
             maps = {}
             hooks = [(ref_modules[c] if conv_output else ref_modules[_name(model, r)]).register_forward_hook(
                 lambda m, i, o, c=c: maps.__setitem__(c, o)) for c, r in relus.items()]
-            loss = F.cross_entropy(reference(x), y)
+            loss = F.cross_entropy(reference(x), y, reduction="mean" if mean_loss else "sum")
             for h in hooks:
                 h.remove()
             grads = torch.autograd.grad(loss, [maps[c] for c in relus])
@@ -128,6 +128,8 @@ def test_taylor_wrong_answers(capsys):
     capsys.readouterr()
     rejected(exercises.check_taylor, _taylor_with(True, False), capsys, "|·| per example, then average")
     rejected(exercises.check_taylor, _taylor_with(False, True), capsys, "before the BatchNorm", "hook the ReLU's output")
+    rejected(exercises.check_taylor, _taylor_with(False, False, mean_loss=True), capsys, "the batch's mean loss",
+             "reduction='sum'")
 
 
 def test_spearman_wrong_answers(capsys):

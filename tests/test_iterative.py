@@ -198,6 +198,16 @@ def test_finished_checkpoint_is_returned_without_work(baseline, tmp_path):
     pd.testing.assert_frame_equal(h1, h2)
 
 
+def test_checkpoints_hold_no_dead_optimizer_state(baseline, tmp_path):
+    """Every iteration fine-tunes with a fresh optimizer, so no optimizer state is written (it was, and never read)."""
+    from pruning_lib.checkpoints import read_checkpoint
+
+    path = tmp_path / "run.pt"
+    run(baseline, schedule(), checkpoint=path)
+    payload = read_checkpoint(path)
+    assert payload["optimizer"] is None and "optimizer" not in payload["meta"]
+
+
 def test_resume_refuses_a_checkpoint_from_another_baseline_or_schedule(baseline, tmp_path):
     path = tmp_path / "run.pt"
     run(baseline, schedule(target_fraction=0.3), checkpoint=path)
@@ -300,13 +310,16 @@ def test_distilling_from_the_starting_model(baseline, monkeypatch):
 
 
 # ---------------------------------------------------------------- the FLOPs regularisation
-def test_flops_per_filter_is_what_removing_one_filter_saves():
-    model = tiny_model()
-    cost = flops_per_channel(model, SHAPE)
-    start = measure.count_flops(model, (1, *SHAPE))
+@pytest.mark.parametrize("build", [tiny_model, lambda: __import__("torchvision").models.mobilenet_v2(num_classes=3)],
+                         ids=["chain", "mobilenet_v2"])
+def test_flops_per_channel_is_what_removing_one_channel_saves(build):
+    model = build().eval()
+    shape = SHAPE if isinstance(model, type(tiny_model())) else (3, 32, 32)
+    cost = flops_per_channel(model, shape)
+    start = measure.count_flops(model, (1, *shape))
     for name in group_widths(model):
         smaller = prune_filters(copy.deepcopy(model), {name: [0]})
-        assert (start - measure.count_flops(smaller, (1, *SHAPE))) / 1e9 == pytest.approx(cost[name])
+        assert (start - measure.count_flops(smaller, (1, *shape))) / 1e9 == pytest.approx(cost[name])
 
 
 def test_regularised_scores_subtract_the_relative_cost():

@@ -13,9 +13,9 @@ from pruning_lib.course.datasets import SOURCE_CLASSES
 from pruning_lib.course.source import SOURCE_CHECKPOINTS
 from pruning_lib.data import fashion_mnist
 from pruning_lib.graph.groups import channel_groups
-from pruning_lib.resnets import small_resnet
+from pruning_lib.models.resnets import small_resnet
 from pruning_lib.surgery import prune_filters
-from test_zoo import zeroed_at_producers
+from test_zoo import conv_widths, torch_pruned
 
 
 def test_the_default_small_resnet():
@@ -50,10 +50,11 @@ def test_pruning_every_group_is_exact():
     groups = channel_groups(model)
     removed = {name: list(range(0, g.size, 3)) for name, g in groups.items()}
     x = torch.randn(3, 1, 28, 28)
+    theirs = torch_pruned(model, removed, x)                    # Torch-Pruning's own dependency graph
+    pruned = prune_filters(copy.deepcopy(model), removed)
+    assert conv_widths(pruned) == conv_widths(theirs)
     with torch.no_grad():
-        want = zeroed_at_producers(model, groups, removed)(x)
-        got = prune_filters(copy.deepcopy(model), removed)(x)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(pruned(x), theirs(x), atol=1e-5, rtol=1e-4)
 
 
 def test_the_course_helpers_treat_it_like_the_vgg():
@@ -77,7 +78,7 @@ def test_the_committed_source_resnet_knows_the_source_classes():
 def test_the_quick_profile_runs_on_the_resnet_with_an_override():
     from pruning_lib.course import experiment
     from pruning_lib.course.profiles import QUICK, apply_overrides
-    from pruning_lib.resnets import SmallResNet
+    from pruning_lib.models.resnets import SmallResNet
 
     profile = apply_overrides(QUICK, "model=small_resnet")
     assert isinstance(experiment.architecture(profile), SmallResNet)
@@ -94,7 +95,7 @@ def test_the_quick_profile_runs_on_the_resnet_with_an_override():
 
 def test_torchvision_resnets_in_the_small_resnets_layout():
     from pruning_lib.graph.groups import group_widths
-    from pruning_lib.resnets import torchvision_resnet
+    from pruning_lib.models.resnets import torchvision_resnet
 
     torch.manual_seed(0)
     model = torchvision_resnet("resnet18", weights=None, num_classes=2).eval()
@@ -115,8 +116,8 @@ def test_torchvision_resnet_weights_from_a_file_and_clear_errors(tmp_path, monke
     import torchvision
     import urllib.error
 
-    from pruning_lib.pretrained import WeightsUnavailableError
-    from pruning_lib.resnets import TORCHVISION_RESNETS, torchvision_resnet
+    from pruning_lib.models.pretrained import WeightsUnavailableError
+    from pruning_lib.models.resnets import TORCHVISION_RESNETS, torchvision_resnet
 
     torch.manual_seed(0)
     reference = torchvision.models.resnet18(weights=None).eval()
@@ -195,6 +196,8 @@ def test_group_table_kinds_and_the_naive_surgery_target():
 
 
 def test_masking_a_groups_batchnorms_is_what_pruning_it_computes():
+    """Notebook 05's masked network (`mask_group_channels`) and our surgery both compute what Torch-Pruning's
+    removal of the same channels computes (an independent dependency graph)."""
     from pruning_lib.course import resnet
 
     model = _trained_like()
@@ -202,10 +205,13 @@ def test_masking_a_groups_batchnorms_is_what_pruning_it_computes():
     gen = torch.Generator().manual_seed(3)
     plan = {g.name: sorted(torch.randperm(g.size, generator=gen)[: g.size // 3].tolist()) for g in groups.values()}
     x = torch.randn(4, 1, 28, 28, generator=gen)
+    theirs = torch_pruned(model, plan, x)
     with torch.no_grad():
-        want = resnet.mask_group_channels(copy.deepcopy(model), groups, plan)(x)
+        want = theirs(x)
+        masked = resnet.mask_group_channels(copy.deepcopy(model), groups, plan)(x)
         got = prune_filters(copy.deepcopy(model), plan)(x)
         unmasked = model(x)
+    torch.testing.assert_close(masked, want, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(unmasked, want, atol=1e-3)
 
@@ -240,7 +246,7 @@ def test_the_targets_and_reports_resnet_json(tmp_path, monkeypatch):
 
 def test_one_shot_prunes_a_resnet_by_groups():
     from pruning_lib.rank.criteria import rank_filters
-    from pruning_lib.oneshot import one_shot
+    from pruning_lib.recover.oneshot import one_shot
 
     model = _trained_like()
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 2, (32,))
@@ -253,7 +259,7 @@ def test_one_shot_prunes_a_resnet_by_groups():
 
 def test_the_one_shot_widget_over_a_resnets_groups():
     from pruning_lib.rank.criteria import rank_filters
-    from pruning_lib.iterative import fingerprint
+    from pruning_lib.recover.iterative import fingerprint
     from pruning_lib.widgets.oneshot import one_shot_widget
 
     model = _trained_like()

@@ -1,9 +1,9 @@
 """torchvision's classification models: every channel group prunes exactly, or is refused and the model untouched.
 
-The reference for a random plan: the unpruned model with the removed channels made zero where they are
-*created* (the producers' rows and biases, the BatchNorms' γ and β, the depthwise convs' rows), so that
-every reader sees zeros there.  `benchmarks/zoo_groups.py` runs the same check over every model in
-``torchvision.models`` for the README's table.
+The reference for a random plan is independent of our analysis: Torch-Pruning removes the same channels with
+its own dependency graph (it agrees with our groups on every model here), and both pruned models must have the
+same conv widths and compute the same outputs.  `benchmarks/zoo_groups.py` runs a similar check over every
+model in ``torchvision.models`` for the README's table, with `zeroed_at_producers` (built from our groups).
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from pruning_lib.checkpoints import save_pruned
 from pruning_lib.surgery import load_pruned
 from pruning_lib.graph.groups import channel_groups
 from pruning_lib.surgery import prune_filters
+
+try:  # a dev dependency: `make test` runs these cross-checks, it never skips them
+    import torch_pruning as tp
+except ImportError as err:
+    raise ImportError('tests/test_zoo.py needs Torch-Pruning (a dev dependency): pip install -e ".[dev]"') from err
 
 MODELS = ["resnet18", "resnet34", "resnet50", "wide_resnet50_2", "resnext50_32x4d", "mobilenet_v2",
           "mobilenet_v3_small", "densenet121", "efficientnet_b0", "regnet_x_400mf", "googlenet", "squeezenet1_0"]
@@ -39,6 +44,8 @@ def build(name: str) -> nn.Module:
 
 
 def zeroed_at_producers(model: nn.Module, groups, removed: dict[str, list[int]]) -> nn.Module:
+    """`model` with the removed channels made zero where they are created (the members' rows), read from our own
+    `groups`: the benchmark's reference for models Torch-Pruning is not run on; the test uses `torch_pruned`."""
     ref = copy.deepcopy(model)
     modules = dict(ref.named_modules())
     with torch.no_grad():
@@ -52,6 +59,20 @@ def zeroed_at_producers(model: nn.Module, groups, removed: dict[str, list[int]])
     return ref
 
 
+def torch_pruned(model: nn.Module, plan: dict[str, list[int]], x: torch.Tensor) -> nn.Module:
+    """A copy of `model` with each planned conv's channels removed by Torch-Pruning (its own dependency graph)."""
+    ref = copy.deepcopy(model)
+    graph = tp.DependencyGraph().build_dependency(ref, example_inputs=x)
+    modules = dict(ref.named_modules())
+    for conv, indices in plan.items():
+        graph.get_pruning_group(modules[conv], tp.prune_conv_out_channels, idxs=list(indices)).prune()
+    return ref
+
+
+def conv_widths(model: nn.Module) -> dict[str, tuple[int, int, int]]:
+    return {n: (m.in_channels, m.out_channels, m.groups) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_zoo_model_prunes_exactly_or_refuses(name, tmp_path):
     model = build(name)
@@ -61,11 +82,14 @@ def test_zoo_model_prunes_exactly_or_refuses(name, tmp_path):
     gen = torch.Generator().manual_seed(1)
     removed = {g.name: sorted(torch.randperm(g.size, generator=gen)[: max(1, g.size // 8)].tolist()) for g in prunable}
     x = torch.randn(2, 3, 64, 64, generator=gen)
+    theirs = torch_pruned(model, removed, x)
+    pruned = prune_filters(copy.deepcopy(model), removed)
+    assert conv_widths(pruned) == conv_widths(theirs)
+    assert all(conv_widths(pruned)[n][1] == conv_widths(model)[n][1] - len(ks) for n, ks in removed.items())
     with torch.no_grad():
-        want = zeroed_at_producers(model, groups, removed)(x)
-        pruned = prune_filters(copy.deepcopy(model), removed)
-        got = pruned(x)
+        got, want, unpruned = pruned(x), theirs(x), model(x)
     torch.testing.assert_close(got, want, atol=1e-4 * float(want.abs().max()), rtol=1e-4)
+    assert not torch.allclose(unpruned, want, atol=1e-3 * float(want.abs().max()))      # the plan changes the output
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     if name in SAVED:                                  # widths (depthwise groups too) and weights, weights_only
         loaded, _ = load_pruned(save_pruned(pruned, tmp_path / f"{name}.pt"), build(name))

@@ -74,12 +74,19 @@ def clean_for_commit(executed: Path, target: Path) -> Path:
     return target
 
 
+def _report(name: str, writer: str) -> tuple[dict | None, list[str]]:
+    """``reports/<name>`` as a dict, or None and the line that says which notebook writes it."""
+    path = reports_dir() / name
+    if not path.exists():
+        return None, [f"(no {shown(path)} yet: {writer} writes it)"]
+    return json.loads(path.read_text()), []
+
+
 def summary_lines() -> list[str]:
     """The notebooks' headline numbers from reports/summary.json, as a small table."""
-    path = reports_dir() / "summary.json"
-    if not path.exists():
-        return [f"(no {shown(path)} yet: notebook 04 writes it)"]
-    s = json.loads(path.read_text())
+    s, missing = _report("summary.json", "notebook 04")
+    if s is None:
+        return missing
     rows = [("dense", s["dense"])] + list(s["pruned"].items())
     mega = s["dense"]["gflops"] < 1            # one FLOPs unit per profile: MFLOPs for the small networks
     unit, scale = ("MFLOPs", 1e3) if mega else ("GFLOPs", 1.0)
@@ -93,10 +100,9 @@ def summary_lines() -> list[str]:
 
 def lessons_lines() -> list[str]:
     """reports/lessons.json as a small table: each lesson, its gap and noise, and whether it shows."""
-    path = reports_dir() / "lessons.json"
-    if not path.exists():
-        return [f"(no {path.name} yet: notebooks 02-04 write it)"]
-    report = json.loads(path.read_text())
+    report, missing = _report("lessons.json", "notebooks 02-04")
+    if report is None:
+        return missing
     lines = [f"{'lesson':<24}{'gap (points)':>14}{'noise':>8}  result"]
     for name, e in report.items():
         result = "reported" if e["reported_only"] else ("shows" if e["shows"] else "does not show")
@@ -107,10 +113,9 @@ def lessons_lines() -> list[str]:
 
 def resnet_lines() -> list[str]:
     """reports/resnet.json (notebook 05) as a few lines: the dense and pruned ResNet, each target met or not."""
-    path = reports_dir() / "resnet.json"
-    if not path.exists():
-        return [f"(no {path.name} yet: notebook 05 writes it)"]
-    r = json.loads(path.read_text())
+    r, missing = _report("resnet.json", "notebook 05")
+    if r is None:
+        return missing
     lines = [f"model={r['model']}  ({r['measurement']['form']} form, batch {r['measurement']['batch_size']}, "
              f"{r['measurement']['num_threads']} thread)",
              f"{'model':<14}{'accuracy':>10}{'MFLOPs':>10}{'params':>12}{'latency ms':>12}{'speedup':>9}"]

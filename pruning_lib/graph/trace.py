@@ -1,7 +1,10 @@
 """The model's data flow as a ``torch.fx`` graph, and the refusals that come before any analysis.
 
-`trace` records every call of ``forward`` as a node (modules from ``torch.nn`` stay whole); `refuse_wrappers`
-names the module to prune when a wrapper (DataParallel, DDP, ``torch.compile``) is given instead of the network.
+`trace` records every call of ``forward`` as a node.  Modules stay whole (one node, never traced through) when
+they come from ``torch.nn``, when their type is in the registry of `layer_types`, or when they hold weights of
+their own and no submodules (a custom layer: the analysis then names it, or knows it once it is registered).
+`refuse_wrappers` names the module to prune when a wrapper (DataParallel, DDP, ``torch.compile``) is given
+instead of the network.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import traceback
 
 import torch.fx as fx
 import torch.nn as nn
+
+from .layer_types import layer_type
 
 __all__ = ["refuse_wrappers", "trace"]
 
@@ -31,6 +36,17 @@ def _where(error: BaseException) -> str:
     return f", at {f.filename}:{f.lineno} `{(f.line or '').strip()}`"
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, keeping registered layer types and custom layers with their own weights whole."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if layer_type(m) is not None:
+            return True
+        if next(m.children(), None) is None and next(m.parameters(recurse=False), None) is not None:
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
 def trace(model: nn.Module) -> fx.Graph:
     """The model's data flow as a ``torch.fx`` graph (leaf modules from torch.nn stay whole).
 
@@ -39,7 +55,7 @@ def trace(model: nn.Module) -> fx.Graph:
         NotImplementedError: ``torch.fx`` cannot trace the model; the message names the line of the model's code.
     """
     refuse_wrappers(model)
-    tracer = fx.Tracer()
+    tracer = _Tracer()
     try:
         graph = tracer.trace(model)
     except Exception as e:  # fx raises many kinds of errors on dynamic models

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..rank.criteria import Scores
 from ..recover.oneshot import OneShot
 from .groups import short_name
 
-Scores = Mapping[str, torch.Tensor]
 
 # one fixed colour per criterion, so every figure of the notebook agrees
 COLORS = {"taylor": "tab:blue", "std_activation": "tab:orange", "mean_activation": "tab:green",

@@ -37,7 +37,7 @@ from ..runtime import mode, model_device
 __all__ = ["CRITERIA", "ChannelStats", "Criterion", "Group", "check_scores", "collect_stats", "normalize_per_layer",
            "rank_all", "rank_filters", "register_criterion", "taylor"]
 
-Scores = dict[str, torch.Tensor]
+Scores = Mapping[str, torch.Tensor]          # {group name: (size,) scores}
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 

@@ -31,12 +31,11 @@ from .evaluation import evaluate
 from ..graph.groups import group_widths
 from ..measure.counting import count_flops, count_parameters
 from ..plan import Plan, plan_from_scores
-from ..rank.criteria import normalize_per_layer
+from ..rank.criteria import Scores, normalize_per_layer
 from ..surgery import prune_filters
 
 __all__ = ["OneShot", "check_amount", "one_shot", "prune_copy", "removed_per_layer", "selection_scores", "sweep"]
 
-Scores = Mapping[str, torch.Tensor]      # {group: (size,) scores}
 
 
 @dataclass(frozen=True)

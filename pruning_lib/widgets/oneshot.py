@@ -7,7 +7,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch.nn as nn
 
-from ..recover.oneshot import OneShot, Scores, check_amount, one_shot
+from ..rank.criteria import Scores
+from ..recover.oneshot import OneShot, check_amount, one_shot
 
 __all__ = ["one_shot_summary", "one_shot_widget"]
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 
 from ..graph.groups import group_widths
+from ..rank.criteria import CRITERIA
 from ..recover.evaluation import evaluate
 from ..measure.counting import count_flops, count_parameters
 from ..plots.basics import figure_png
@@ -77,7 +78,7 @@ class RecoveryController:
 
     def __init__(self, model: nn.Module, train_loader: Iterable, val_loader: Iterable, *, input_shape: Sequence[int],
                  amount: float = 0.5, criterion: str = "taylor", steps: int = 40,
-                 criteria: Sequence[str] = ("taylor", "l1", "l2", "mean_activation", "std_activation", "apoz", "random"),
+                 criteria: Sequence[str] | None = None,
                  max_steps: int = 200, background: bool = True, **options):
         import ipywidgets as w
 
@@ -88,7 +89,7 @@ class RecoveryController:
         self.amount = w.FloatSlider(value=amount, min=0.05, max=0.95, step=0.05, description="amount",
                                     readout_format=".0%", continuous_update=False,
                                     tooltip="fraction of all conv filters removed at once")
-        self.criterion = w.Dropdown(options=list(criteria), value=criterion, description="criterion")
+        self.criterion = w.Dropdown(options=list(criteria or CRITERIA), value=criterion, description="criterion")
         self.steps = w.IntSlider(value=steps, min=0, max=max_steps, step=5, description="fine-tune steps",
                                  style={"description_width": "initial"}, continuous_update=False)
         self.button = w.Button(description="Prune & fine-tune", button_style="primary", icon="scissors",
@@ -184,7 +185,7 @@ def recovery_widget(model: nn.Module, train_loader: Iterable, val_loader: Iterab
     and a table of FLOPs, parameters and accuracy before and after.
 
     `settings`: ``input_shape`` (required), the controls' start values ``amount``, ``criterion``,
-    ``steps``, the ``criteria`` offered, ``max_steps``, ``background``; any other keyword
+    ``steps``, the ``criteria`` offered (default: every registered one), ``max_steps``, ``background``; any other keyword
     (``lr``, ``rank_batches``, ``eval_every``, ``flops_lambda``, ``distill``, ``seed``, ...) goes to
     `recovery.prune_and_finetune` unchanged, so the widget fine-tunes exactly as the loop beside it.
 

@@ -1,0 +1,109 @@
+"""Extending the library: a layer type, a criterion, a runtime, each one entry of one registry, added from here.
+
+This is the README's 'Extending the library' example.  Every test restores the registry it changed.
+(A runtime: tests/test_runtime_registry.py registers one, ``numpy_io``, from its test file.)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import SHAPE, loaders, tiny_model
+from pruning_lib.graph import layer_types
+from pruning_lib.graph.groups import channel_groups
+from pruning_lib.graph.layer_types import PER_CHANNEL, LayerType, register_layer_type
+from pruning_lib.rank import criteria
+from pruning_lib.rank.criteria import rank_filters, register_criterion
+from pruning_lib.recover.iterative import PruningSchedule, prune_train_repeat
+from pruning_lib.surgery import prune_filters
+from test_one_engine import zeroed_where_read
+
+
+@pytest.fixture
+def restore_registries():
+    """The layer types and criteria as they were before the test."""
+    types, names = dict(layer_types.LAYER_TYPES), dict(criteria.CRITERIA)
+    yield
+    layer_types.LAYER_TYPES.clear()
+    layer_types.LAYER_TYPES.update(types)
+    criteria.CRITERIA.clear()
+    criteria.CRITERIA.update(names)
+
+
+# ---------------------------------------------------------------- a layer type
+class ChannelScale(nn.Module):
+    """Multiplies channel k by gain[k]: per-channel state, like a BatchNorm's γ."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gain = nn.Parameter(torch.linspace(0.5, 1.5, channels))
+
+    def forward(self, x):                                        # (N, C, H, W)
+        return x * self.gain.view(1, -1, 1, 1)
+
+
+def scaled_chain() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 6, 3, padding=1), scale=ChannelScale(6), relu=nn.ReLU(),
+        conv2=nn.Conv2d(6, 4, 3, padding=1), flat=nn.Flatten(), fc=nn.Linear(4 * 8 * 8, 3))).eval()
+
+
+def test_an_unknown_layer_type_is_refused_by_name():
+    group = channel_groups(scaled_chain())["conv1"]
+    assert group.refused and "ChannelScale" in group.refused and "register_layer_type" in group.refused
+    with pytest.raises(NotImplementedError, match="ChannelScale"):
+        prune_filters(scaled_chain(), {"conv1": [0]})
+
+
+def test_a_registered_layer_type_is_grouped_and_pruned_exactly(restore_registries):
+    register_layer_type(ChannelScale, LayerType(PER_CHANNEL, rows=("gain",)))
+
+    model = scaled_chain()
+    group = channel_groups(model)["conv1"]
+    assert not group.refused and [(m.module, m.role) for m in group.members] == [
+        ("conv1", "out"), ("scale", "through"), ("conv2", "in")]
+    plan = {"conv1": [1, 4], "conv2": [2]}
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    want = zeroed_where_read(model, plan, {"conv1": "conv2", "conv2": "fc"}, x)
+    pruned = prune_filters(copy.deepcopy(model), plan)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pruned.scale.gain, model.scale.gain[[0, 2, 3, 5]])     # gain shrank with conv1
+
+
+# ---------------------------------------------------------------- a criterion
+def test_a_registered_criterion_ranks_and_drives_prune_train_repeat(restore_registries):
+    # the largest |weight| of each filter, summed over the group's producer convs
+    register_criterion("linf", lambda g: sum(c.weight.detach().abs().flatten(1).amax(1) for c in g.producers),
+                       needs="weights")
+
+    model = tiny_model()
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    by_hand = {n: m.weight.detach().abs().amax(dim=(1, 2, 3)) for n, m in convs.items()}
+    got = rank_filters(model, None, "linf", normalize=None)
+    assert list(got) == list(by_hand)
+    for name in by_hand:
+        torch.testing.assert_close(got[name], by_hand[name])
+
+    # the first cut removes the 3 filters with the lowest L2-normalised linf scores (Eq. 9), over all convs
+    normed = pd.Series({(n, k): float(v) for n, s in by_hand.items() for k, v in enumerate(s / s.norm())})
+    first_cut = normed.nsmallest(3).index.get_level_values(0).value_counts()
+    schedule = PruningSchedule(criterion="linf", filters_per_iteration=3, finetune_steps=2, rank_batches=1,
+                               target_fraction=0.3, seed=0)
+    train_dl, val_dl = loaders()
+    pruned, history = prune_train_repeat(model, train_dl, val_dl, schedule, input_shape=SHAPE, progress=False)
+    assert list(history["filters_removed"]) == [0, 3, 6]                              # round(0.3 * 20) in two cuts
+    assert {n: history.loc[1, f"filters:{n}"] for n in convs} == {
+        n: m.out_channels - first_cut.get(n, 0) for n, m in convs.items()}
+    assert sum(m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)) == 20 - 6
+
+
+# ---------------------------------------------------------------- a runtime
+# tests/test_runtime_registry.py registers one (`numpy_io`) from its test file and times it; not repeated here.
