@@ -107,3 +107,27 @@ def test_a_registered_criterion_ranks_and_drives_prune_train_repeat(restore_regi
 
 # ---------------------------------------------------------------- a runtime
 # tests/test_runtime_registry.py registers one (`numpy_io`) from its test file and times it; not repeated here.
+
+
+def test_the_readmes_extension_examples_run_as_written(restore_registries):
+    """The README's "Extending the library" blocks, executed as they are: each registers what it says."""
+    import re
+    from pathlib import Path
+
+    from pruning_lib.measure import runtimes
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Extending the library"):text.index("### Residual networks")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    scope = {"torch": torch, "model": tiny_model().eval()}
+    timed_briefly = blocks[1].replace("(64, 1, 28, 28)", "(4, 1, 8, 8)").replace(
+        'form="numpy_io")', 'form="numpy_io", min_run_time=0.02)')
+    try:
+        for block in (blocks[0], timed_briefly):
+            exec(compile(block, "README.md", "exec"), scope)
+        assert layer_types.layer_type(scope["ChannelScale"](4)).rows == ("gain",)
+        assert "linf" in criteria.CRITERIA and "numpy_io" in runtimes.RUNTIMES
+    finally:
+        if "numpy_io" in runtimes.RUNTIMES:
+            runtimes.unregister_runtime("numpy_io")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import torchvision
 
 from pruning_lib.graph import layer_types
+from pruning_lib.graph.groups import channel_groups, group_of, group_widths
 from pruning_lib.graph.layer_types import PASSES, LayerType, register_layer_type
 from pruning_lib.rank.criteria import CRITERIA, rank_filters
 from pruning_lib.rank.oracle import oracle
@@ -345,3 +346,20 @@ def test_a_grouped_conv_is_refused_and_the_model_left_unchanged():
             prune_filters(model, {conv: [0]})
         assert same_state(model, before)
     assert model.conv1.out_channels == 6 and model.gconv.in_channels == 6
+
+
+def test_validate_plan_accepts_every_plan_prune_filters_carries_out_on_a_resnet():
+    """Old bug: the public validate_plan was the chain engine's and rejected ResNet plans that prune_filters carried
+    out (through its fallback to the group engine).  Now both are one function: same plan, same groups."""
+    from pruning_lib.surgery import validate_plan
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    groups = channel_groups(model)
+    gen = torch.Generator().manual_seed(0)
+    plan = {g.producers[-1]: sorted(torch.randperm(g.size, generator=gen)[:3].tolist())   # any producer names its group
+            for g in groups.values() if not g.refused}
+    removals = validate_plan(model, plan)
+    assert removals == {group_of(groups)[conv]: idx for conv, idx in plan.items()}
+    pruned = prune_filters(copy.deepcopy(model), plan)
+    assert {n: w - 3 for n, w in group_widths(model).items()} == group_widths(pruned)
