@@ -65,7 +65,8 @@ def prune(
         criterion: a name of `rank.criteria.CRITERIA` ("taylor", the paper's; "l1", ...).
         flops_reduction: stop once the model needs this many times fewer FLOPs (2.0: half of them) ...
         fraction: ... or once this fraction of all filters is removed ...
-        min_metric: ... and never return a model whose metric fell below this (the last one above it).
+        min_metric: ... and never return a model whose metric fell below this (the last one above it); a
+            fraction in [0, 1], as accuracy is (scale a metric of your own to it).
         loss_fn: ``loss_fn(outputs, targets)``, a batch mean; cross-entropy by default.
         metric: ``metric(model, val_data) -> float``, higher = better; top-1 accuracy by default.
         optimizer: ``optimizer(parameters) -> torch.optim.Optimizer`` for each fine-tune; Adam(lr) by default.

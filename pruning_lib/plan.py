@@ -7,6 +7,8 @@ save it.  Nothing here changes a model.
 - `plan_from_scores`: the globally lowest-scored filters, with a floor per layer and blocks of
   `multiple_of` filters (widths that vectorise well);
 - `flops_per_channel` and `regularised_scores`: the paper's FLOPs regularisation, Θ − λ·Θ_flops (Sec. 2.3);
+- `widths_for_latency` and `plan_keeping`: one width per group that saves a latency budget (a measured
+  `latency_table.LatencyTable`) at the most importance kept, by dynamic programming;
 - `plan_from_widths`: "keep the first k filters of each conv", for rebuilding a pruned architecture;
 - `transfer_widths`: the widths of one network's pruning applied to another (the post's VGG16 setting).
 """
@@ -25,8 +27,8 @@ from .measure.counting import flops_per_layer
 
 Plan = dict[str, list[int]]
 
-__all__ = ["Plan", "flops_per_channel", "layer_floors", "plan_from_scores", "plan_from_widths", "regularised_scores",
-           "transfer_widths"]
+__all__ = ["Plan", "flops_per_channel", "layer_floors", "plan_from_scores", "plan_from_widths", "plan_keeping",
+           "regularised_scores", "transfer_widths", "widths_for_latency"]
 
 
 def _removal_blocks(scores: torch.Tensor, multiple_of: int) -> list[tuple[float, list[int]]]:
@@ -226,3 +228,69 @@ def transfer_widths(
         lo, hi = (mid, hi) if kept(mid).sum() < goal else (lo, mid)
     best = min((kept(lo), kept(hi)), key=lambda k: abs(k.sum() - goal))
     return {n: int(k) for n, k in zip(names, best)}
+
+
+def plan_keeping(scores: Mapping[str, Any], widths: Mapping[str, int]) -> Plan:
+    """The plan that keeps the ``widths[group]`` highest-scored channels of each group (the lowest ones go)."""
+    scores = _as_scores(scores)
+    plan: Plan = {}
+    for name, keep in widths.items():
+        order = torch.sort(scores[name], stable=True).indices.tolist()
+        plan[name] = sorted(order[: len(order) - int(keep)])
+    return plan
+
+
+def widths_for_latency(scores: Mapping[str, Any], table: Any, saving_ms: float, *,
+                       min_keep: int | Mapping[str, int] = 1, resolution_ms: float | None = None) -> dict[str, int]:
+    """One width per group that saves at least `saving_ms` per batch at the least importance removed.
+
+    Each group's options are the widths its latency table measured (`latency_table.LatencyTable`: the time each
+    width saves, the other groups as they are); removing down to width w costs the group's ``size − w`` lowest
+    scores (normalised per group, as the loop compares them).  This is a multiple-choice knapsack, solved exactly
+    by dynamic programming over the saving in bins of `resolution_ms` (default: 1/400 of the target): each
+    option's saving is rounded *down* to a bin, so the widths chosen save at least `saving_ms` by the table.
+    Savings are added up over groups, which the table measured one group at a time: the loop checks the real
+    network end to end after every cut.
+
+    Raises:
+        ValueError: even the narrowest widths allowed save less than `saving_ms` by the table.
+    """
+    scores = _as_scores(scores)
+    groups = [g for g in scores if g in table.widths]
+    floors = {g: (min_keep[g] if isinstance(min_keep, Mapping) else min_keep) for g in groups}
+    if saving_ms <= 0:
+        return {g: len(scores[g]) for g in groups}
+    res = resolution_ms or saving_ms / 400
+    bins = int(math.ceil(saving_ms / res - 1e-9))
+    n = bins + 1
+    best = np.full(n, np.inf)
+    best[0] = 0.0
+    back = []
+    for g in groups:
+        ordered = np.sort(scores[g].numpy())
+        options = [(w, s, float(ordered[: len(ordered) - w].sum())) for w, s in zip(table.widths[g], table.saved_ms[g])
+                   if floors[g] <= w <= len(ordered)]
+        new, pick, came = np.full(n, np.inf), np.full(n, -1), np.full(n, -1)
+        for j, (_, saved, lost) in enumerate(options):
+            b = min(bins, int(math.floor(saved / res + 1e-9)))
+            cand = best + lost
+            src = np.arange(0, n - b)
+            dst = src + b
+            better = cand[src] < new[dst]
+            new[dst[better]], pick[dst[better]], came[dst[better]] = cand[src[better]], j, src[better]
+            if b > 0:                                                   # savings beyond the target all land in the last bin
+                tail = np.arange(n - b, n)
+                k = int(tail[np.argmin(cand[tail])])
+                if cand[k] < new[bins]:
+                    new[bins], pick[bins], came[bins] = cand[k], j, k
+        back.append((g, options, pick, came))
+        best = new
+    if not np.isfinite(best[bins]):
+        most = sum(max(s for w, s in zip(table.widths[g], table.saved_ms[g]) if w >= floors[g]) for g in groups)
+        raise ValueError(f"the latency table saves at most {most:.3f} ms per batch with these floors; "
+                         f"{saving_ms:.3f} ms cannot be saved")
+    widths, at = {}, bins
+    for g, options, pick, came in reversed(back):
+        widths[g] = options[pick[at]][0]
+        at = came[at]
+    return {g: widths[g] for g in groups}

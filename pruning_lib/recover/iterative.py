@@ -8,10 +8,10 @@ Each iteration:
 5. evaluate on the validation set and record.
 It stops at a target: a fraction of filters removed, a FLOPs budget, or an accuracy floor.
 
-Every iteration is checkpointed (model widths and weights, history, and a fingerprint of the
-starting model; no optimizer state: every iteration fine-tunes with a fresh optimizer).  Each iteration
-re-seeds everything from (seed, iteration),
-so an interrupted run resumed from its checkpoint ends in the same state as an uninterrupted one.
+Every iteration is checkpointed (model widths and weights, history, and a fingerprint of the starting model;
+no optimizer state: every iteration fine-tunes with a fresh optimizer).  Each iteration re-seeds everything
+from (seed, iteration), so an interrupted run resumed from its checkpoint ends in the same state as an
+uninterrupted one.
 The checkpoint is written atomically after an iteration ends, so Ctrl-C at any moment leaves
 the last complete iteration on disk.
 """
@@ -54,7 +54,7 @@ class PruningSchedule:
     """What one Prune–Train–Repeat run does.  Give at least one target.
 
     Attributes:
-        criterion: a name from ``criteria.CRITERIA`` ("taylor", "l1", "apoz", "random", ...).
+        criterion: a name from ``rank.criteria.CRITERIA`` ("taylor", "l1", "apoz", "random", ...).
         filters_per_iteration: filters removed per iteration (the paper's and the post's k) ...
         fraction_per_iteration: ... or, when set, this share of the filters *left* (so every cut is
             equally deep: the last iterations remove fewer filters than the first).
