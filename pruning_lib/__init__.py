@@ -29,6 +29,9 @@ Remove
 - `slicing`      indices checked, unsliceable layers refused, rows and columns sliced, tensors swapped in
 - `surgery`      a plan applied to whole groups, atomically and exactly; `with_widths`, `load_pruned`
 
+Cost
+- `latency_table`  each group's widths timed inside the network where it will run; the end-to-end speedup
+
 Networks (`models`): the small VGG, small and torchvision ResNets, VGG16, ImageNet weights
 
 Recover (`recover`)

@@ -41,6 +41,7 @@ def prune(
     *,
     criterion: str = "taylor",
     flops_reduction: float | None = None,
+    speedup: float | None = None,
     fraction: float | None = None,
     min_metric: float | None = None,
     loss_fn: Callable | None = None,
@@ -64,6 +65,9 @@ def prune(
         val_data: batches of ``(inputs, targets)``: the metric after every iteration.
         criterion: a name of `rank.criteria.CRITERIA` ("taylor", the paper's; "l1", ...).
         flops_reduction: stop once the model needs this many times fewer FLOPs (2.0: half of them) ...
+        speedup: ... or once it runs this many times faster, measured end to end on this machine (PyTorch's
+            deploy form, a batch of ``example_inputs``' size, one thread); each cut then follows a measured latency
+            table (`latency_table`) instead of the FLOPs ...
         fraction: ... or once this fraction of all filters is removed ...
         min_metric: ... and never return a model whose metric fell below this (the last one above it); a
             fraction in [0, 1], as accuracy is (scale a metric of your own to it).
@@ -84,8 +88,9 @@ def prune(
         NotImplementedError: the model cannot be traced (the message names the line of its code).
         ValueError: no target, or no conv that can be pruned exactly (the reasons are named).
     """
-    if flops_reduction is None and fraction is None and min_metric is None:
-        raise ValueError("give a target: flops_reduction (e.g. 2.0), fraction (of filters, e.g. 0.5) or min_metric")
+    if flops_reduction is None and speedup is None and fraction is None and min_metric is None:
+        raise ValueError("give a target: flops_reduction (e.g. 2.0), speedup (e.g. 2.0), fraction (of filters, e.g. "
+                         "0.5) or min_metric")
     if flops_reduction is not None and not flops_reduction > 1:
         raise ValueError(f"flops_reduction is how many times fewer FLOPs to reach, > 1; got {flops_reduction}")
     if not isinstance(example_inputs, torch.Tensor) or example_inputs.dim() < 2:
@@ -95,7 +100,8 @@ def prune(
     target_gflops = (count_flops(model, (1, *input_shape)) / 1e9 / flops_reduction if flops_reduction else None)
     schedule = PruningSchedule(criterion=criterion, fraction_per_iteration=fraction_per_iteration,
                                finetune_steps=finetune_steps, lr=lr, target_fraction=fraction,
-                               target_gflops=target_gflops, min_accuracy=min_metric, multiple_of=multiple_of,
-                               max_fraction=max_fraction, seed=seed)
+                               target_gflops=target_gflops, target_speedup=speedup, min_accuracy=min_metric,
+                               multiple_of=multiple_of, max_fraction=max_fraction, seed=seed,
+                               latency_batch=int(example_inputs.shape[0]))
     return prune_train_repeat(model, train_data, val_data, schedule, input_shape=input_shape, checkpoint=checkpoint,
                               progress=progress, loss_fn=loss_fn, metric=metric, optimizer=optimizer)

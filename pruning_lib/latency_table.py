@@ -19,7 +19,8 @@ its own; the table keeps the median over rounds.  Then:
 
 Each group's block is timed inside the whole network, so the table holds everything a width changes: the conv
 and its folded BatchNorm, the ReLU, the pooling or addition on the same tensor, and the next layer's inputs.  It
-is the cost that `plan.widths_for_latency` trades against importance.  Tables are cached on disk under a key that
+is the cost that `plan.widths_for_latency` trades against importance.  `measured_speedup` is the judge: the real
+network against its reference, end to end, in one interleaved harness.  Tables are cached on disk under a key that
 names the machine, the torch version, the form (PyTorch's deploy form, or a registered runtime such as ONNX
 Runtime), batch, threads, the input shape and every conv's width: a second call with the same settings reads it.
 """
@@ -49,7 +50,7 @@ from .measure.machine import machine_info
 from .measure.runtimes import RUNTIMES, checked_runner
 from .surgery import with_widths
 
-__all__ = ["LatencyTable", "cache_dir", "latency_table", "table_from_rounds", "width_grid"]
+__all__ = ["LatencyTable", "cache_dir", "latency_table", "measured_speedup", "table_from_rounds", "width_grid"]
 
 
 @dataclass(frozen=True)
@@ -199,3 +200,24 @@ def latency_table(model: nn.Module, input_shape: Sequence[int], *, form: str = "
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: f.write(json.dumps(asdict(table)).encode()))
     return table
+
+
+def measured_speedup(reference: nn.Module, model: nn.Module, input_shape: Sequence[int], *, form: str = "deploy",
+                     num_threads: int = 1, rounds: int = 9, calls: int = 5, seed: int = 0) -> dict[str, float]:
+    """How much faster `model` runs than `reference`, both timed in one interleaved harness, end to end.
+
+    Each round times both networks `calls` times in a random order; a round's speedup is the ratio of their medians
+    (paired: a slow moment of the machine hits both).  Returns ``speedup`` (the median over rounds), ``low`` (the
+    speedup minus its noise: half the interquartile range of the rounds, at least their standard error),
+    ``reference_ms`` and ``ms`` (medians per batch).
+    """
+    x = torch.randn(*input_shape)
+    with runtime.mode(reference, training=False), runtime.mode(model, training=False), \
+            runtime.num_threads(num_threads), torch.no_grad():
+        runners = {"reference": _runner(reference, x, form, num_threads), "model": _runner(model, x, form, num_threads)}
+        timed = _time_rounds(runners, rounds, calls, seed, progress=False)
+    ratios = [r["reference"] / r["model"] for r in timed]
+    speedup = statistics.median(ratios)
+    return {"speedup": speedup, "low": speedup - _spread(ratios),
+            "reference_ms": statistics.median(r["reference"] for r in timed),
+            "ms": statistics.median(r["model"] for r in timed)}

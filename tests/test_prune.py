@@ -133,3 +133,15 @@ def test_prune_refuses_clearly():
     with pytest.raises(ValueError, match="grouped conv"):
         pruning_lib.prune(nn.Sequential(nn.Conv2d(3, 4, 3, groups=1), nn.Conv2d(4, 4, 3, groups=2)), x,
                           train_loader, val_loader, fraction=0.5)
+
+
+def test_prune_to_a_measured_speedup(tmp_path, monkeypatch):
+    """`speedup=`: each cut follows a latency table measured here, and every iteration is timed end to end."""
+    monkeypatch.setenv("PRUNING_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders()
+    pruned, history = pruning_lib.prune(SharedReLU().eval(), torch.randn(16, 3, 32, 32), train_loader, val_loader,
+                                        speedup=1.3, finetune_steps=1, max_fraction=0.75, progress=False)
+    assert history["speedup"].iloc[0] == 1.0 and history["latency_ms"].gt(0).all()
+    assert list(tmp_path.glob("latency-*.json"))                     # the tables were measured (and cached)
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 3)

@@ -37,8 +37,10 @@ from ..checkpoints import fingerprint, plain_value, save_pruned
 from .distill import KnowledgeDistillation
 from .evaluation import evaluate
 from ..graph.groups import group_widths
+from ..latency_table import latency_table, measured_speedup
 from ..measure.counting import count_flops, count_parameters
-from ..plan import flops_per_channel, layer_floors, plan_from_scores, regularised_scores
+from ..plan import (flops_per_channel, layer_floors, plan_from_scores, plan_keeping, regularised_scores,
+                    widths_for_latency)
 from ..rank.criteria import rank_filters
 from ..runtime import iteration_seed
 from ..surgery import load_pruned, prune_filters
@@ -65,6 +67,12 @@ class PruningSchedule:
         target_fraction: stop once this fraction of all prunable filters is gone (the last
             iteration removes fewer filters to land on it exactly).
         target_gflops: ... or once GFLOPs per image are at most this (may overshoot by one iteration).
+        target_speedup: ... or once the network runs this many times faster than the starting one, measured end
+            to end on this machine beyond the noise (`latency_table.measured_speedup`, in `latency_form` at batch
+            `latency_batch` with `latency_threads` threads).  Each iteration then removes what a measured latency
+            table (`latency_table.latency_table`) says saves ``fraction_per_iteration`` (default 0.1) of the
+            current latency, choosing one width per group at the least importance (`plan.widths_for_latency`),
+            instead of the globally lowest filters.
         min_accuracy: ... or before validation accuracy after fine-tuning falls below this fraction:
             the iteration that breaks the floor is recorded, but the model returned (and
             checkpointed) is the one from the iteration before it.
@@ -90,6 +98,7 @@ class PruningSchedule:
     rank_batches: int = 4
     target_fraction: float | None = None
     target_gflops: float | None = None
+    target_speedup: float | None = None
     min_accuracy: float | None = None
     flops_lambda: float = 0.0
     min_keep: int = 1
@@ -98,10 +107,17 @@ class PruningSchedule:
     distill: float = 0.0
     temperature: float = 4.0
     seed: int = 0
+    latency_form: str = "deploy"
+    latency_batch: int = 64
+    latency_threads: int = 1
+    latency_step: int = 8
 
     def __post_init__(self):
-        if self.target_fraction is None and self.target_gflops is None and self.min_accuracy is None:
-            raise ValueError("give a target: target_fraction, target_gflops or min_accuracy")
+        if (self.target_fraction is None and self.target_gflops is None and self.min_accuracy is None
+                and self.target_speedup is None):
+            raise ValueError("give a target: target_fraction, target_gflops, target_speedup or min_accuracy")
+        if self.target_speedup is not None and not self.target_speedup > 1:
+            raise ValueError(f"target_speedup is how many times faster, > 1; got {self.target_speedup}")
         if self.target_fraction is not None and not 0 < self.target_fraction < 1:
             raise ValueError(f"target_fraction must be in (0, 1), got {self.target_fraction}")
         if self.target_gflops is not None and self.target_gflops <= 0:
@@ -154,7 +170,27 @@ def _below_floor(schedule: PruningSchedule, row: Mapping) -> bool:
 def _done(schedule: PruningSchedule, row: Mapping) -> bool:
     return ((schedule.target_fraction is not None and row["fraction_removed"] >= schedule.target_fraction - 1e-9)
             or (schedule.target_gflops is not None and row["gflops"] <= schedule.target_gflops)
+            or (schedule.target_speedup is not None and row.get("speedup_low", 0.0) >= schedule.target_speedup)
             or _below_floor(schedule, row))
+
+
+def _speed(reference: nn.Module, model: nn.Module, schedule: PruningSchedule, input_shape) -> dict[str, float]:
+    return measured_speedup(reference, model, (schedule.latency_batch, *input_shape), form=schedule.latency_form,
+                            num_threads=schedule.latency_threads)
+
+
+def _latency_plan(model: nn.Module, scores, floors, schedule: PruningSchedule, input_shape, last: Mapping) -> dict:
+    """This iteration's cut for a speed target: save a share of the current latency (by a measured table), no more
+    than the target needs, at the least importance."""
+    table = latency_table(model, (schedule.latency_batch, *input_shape), form=schedule.latency_form,
+                          num_threads=schedule.latency_threads, step=schedule.latency_step, progress=False)
+    share = schedule.fraction_per_iteration or 0.1
+    goal_ms = last["latency_ms"] * last["speedup"] / schedule.target_speedup        # the starting latency / target
+    needed = table.reference_ms - goal_ms
+    saving = share * table.reference_ms if needed <= 0 else min(share * table.reference_ms, 1.1 * needed)
+    most = sum(max(s for w, s in zip(table.widths[g], table.saved_ms[g]) if w >= floors[g]) for g in scores)
+    widths = widths_for_latency(scores, table, min(saving, most), min_keep=floors)
+    return plan_keeping(scores, widths)
 
 
 def _history_dict(history: pd.DataFrame) -> dict[str, list]:
@@ -295,7 +331,10 @@ def prune_train_repeat(
     if current is None:
         current = copy.deepcopy(model)
         acc = metric(current, val_loader)
-        history = pd.DataFrame([_record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0)])
+        first = _record(current, 0, acc, acc, input_shape, 0, total, 0, 0.0)
+        if schedule.target_speedup is not None:
+            first.update(speedup=1.0, speedup_low=1.0, latency_ms=_speed(model, current, schedule, input_shape)["ms"])
+        history = pd.DataFrame([first])
         history.attrs["model_iteration"] = 0
     model_iteration = history.attrs["model_iteration"]
     train.notify(callbacks, "on_start", history.copy(), current)
@@ -317,8 +356,10 @@ def prune_train_repeat(
         scores = rank_filters(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration),
                               loss_fn=rank_loss)
         cost = flops_per_channel(current, input_shape) if schedule.flops_lambda else {}
-        plan = plan_from_scores(regularised_scores(scores, cost, schedule.flops_lambda), k,
-                                min_keep=floors, multiple_of=schedule.multiple_of)
+        scores = regularised_scores(scores, cost, schedule.flops_lambda)
+        plan = (_latency_plan(current, scores, floors, schedule, input_shape, history.iloc[-1])
+                if schedule.target_speedup is not None else
+                plan_from_scores(scores, k, min_keep=floors, multiple_of=schedule.multiple_of))
         k = sum(map(len, plan.values()))  # with multiple_of > 1, blocks may add up to fewer than asked
         if k == 0:
             break
@@ -335,6 +376,9 @@ def prune_train_repeat(
             stop = stop or fitted.attrs.get("stopped_early", False)
             row["finetune_steps"] = int(fitted["step"].iloc[-1]) if len(fitted) else 0
         row["accuracy_after_finetune"] = metric(current, val_loader)
+        if schedule.target_speedup is not None:                  # the judge: the real network, end to end
+            speed = _speed(model, current, schedule, input_shape)
+            row.update(speedup=speed["speedup"], speedup_low=speed["low"], latency_ms=speed["ms"])
         row["time_s"] = time.perf_counter() - start
         history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
         if _below_floor(schedule, row):     # keep the last model that met the floor
