@@ -79,11 +79,12 @@ class LatencyTable:
         return self.saved_ms[group][i]
 
 
-def width_grid(width: int, step: int) -> list[int]:
-    """The widths measured for a group of `width` channels: multiples of `step` below it, and `width` itself."""
-    if step < 1 or width < 1:
-        raise ValueError(f"width and step must be >= 1, got {width}, {step}")
-    return [w for w in range(step, width, step)] + [width]
+def width_grid(width: int, step: int, min_fraction: float = 0.0) -> list[int]:
+    """The widths measured for a group of `width` channels: multiples of `step` below it, at least
+    ``min_fraction * width`` (a cut never goes deeper), and `width` itself."""
+    if step < 1 or width < 1 or not 0 <= min_fraction < 1:
+        raise ValueError(f"width and step must be >= 1 and min_fraction in [0, 1), got {width}, {step}, {min_fraction}")
+    return [w for w in range(step, width, step) if w >= min_fraction * width] + [width]
 
 
 def table_from_rounds(rounds: Sequence[Mapping[str, float]], variants: Mapping[str, tuple[str, int]],
@@ -159,8 +160,8 @@ def _time_rounds(runners: Mapping[str, Callable[[], object]], rounds: int, calls
 
 
 def latency_table(model: nn.Module, input_shape: Sequence[int], *, form: str = "deploy", num_threads: int = 1,
-                  step: int = 8, rounds: int = 7, calls: int = 3, cache: bool = True, seed: int = 0,
-                  progress: bool = True) -> LatencyTable:
+                  step: int = 8, min_fraction: float = 0.0, rounds: int = 7, calls: int = 3, cache: bool = True,
+                  seed: int = 0, progress: bool = True) -> LatencyTable:
     """Measure (or read from the cache) the time each width of each prunable group saves, the others as they are.
 
     Args:
@@ -170,6 +171,7 @@ def latency_table(model: nn.Module, input_shape: Sequence[int], *, form: str = "
             runtime ("onnxruntime", "openvino", ...).
         num_threads: threads while timing (as the network will run).
         step: the width grid (8 or 16 match oneDNN's blocked layouts).
+        min_fraction: measure no width below this share of a group's width (one cut never goes deeper).
         rounds, calls: interleaved rounds, and calls of each network per round (their median).
         cache: read and write the table under `cache_dir`.
     """
@@ -181,6 +183,7 @@ def latency_table(model: nn.Module, input_shape: Sequence[int], *, form: str = "
     convs = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     info = machine_info()
     settings = {"form": form, "input_shape": list(input_shape), "num_threads": num_threads, "step": step,
+                "min_fraction": min_fraction,
                 "rounds": rounds, "calls": calls, "processor": info["processor"], "cpus": info["cpu_count"],
                 "torch": info["torch"]}
     path = cache_dir() / f"latency-{_key(settings, convs)}.json"
@@ -189,7 +192,8 @@ def latency_table(model: nn.Module, input_shape: Sequence[int], *, form: str = "
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("latency tables are measured on the CPU; move the model to the CPU first")
     x = torch.randn(*input_shape)
-    variants = {f"{g}@{w}": (g, w) for g, width in widths.items() for w in width_grid(width, step) if w < width}
+    variants = {f"{g}@{w}": (g, w) for g, width in widths.items() for w in width_grid(width, step, min_fraction)
+                if w < width}
     with runtime.mode(model, training=False), runtime.num_threads(num_threads), torch.no_grad():
         runners = {"reference": _runner(model, x, form, num_threads)}
         for name, (g, w) in variants.items():

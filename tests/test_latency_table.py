@@ -16,6 +16,7 @@ from pruning_lib.plan import plan_keeping, widths_for_latency
 
 def test_width_grid():
     assert width_grid(32, 8) == [8, 16, 24, 32] and width_grid(20, 8) == [8, 16, 20] and width_grid(4, 8) == [4]
+    assert width_grid(32, 8, min_fraction=0.5) == [16, 24, 32]
     with pytest.raises(ValueError):
         width_grid(8, 0)
 

@@ -182,9 +182,10 @@ def _speed(reference: nn.Module, model: nn.Module, schedule: PruningSchedule, in
 def _latency_plan(model: nn.Module, scores, floors, schedule: PruningSchedule, input_shape, last: Mapping) -> dict:
     """This iteration's cut for a speed target: save a share of the current latency (by a measured table), no more
     than the target needs, at the least importance."""
-    table = latency_table(model, (schedule.latency_batch, *input_shape), form=schedule.latency_form,
-                          num_threads=schedule.latency_threads, step=schedule.latency_step, progress=False)
     share = schedule.fraction_per_iteration or 0.1
+    table = latency_table(model, (schedule.latency_batch, *input_shape), form=schedule.latency_form,
+                          num_threads=schedule.latency_threads, step=schedule.latency_step,
+                          min_fraction=max(0.0, 1 - 4 * share), progress=False)   # one cut never goes deeper
     goal_ms = last["latency_ms"] * last["speedup"] / schedule.target_speedup        # the starting latency / target
     needed = table.reference_ms - goal_ms
     saving = share * table.reference_ms if needed <= 0 else min(share * table.reference_ms, 1.1 * needed)
