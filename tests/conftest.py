@@ -41,26 +41,32 @@ def loaders(seed: int = 0):
     return train_dl, val_dl
 
 
-def masked_forward(model, plan, x):
-    """The unpruned chain with the planned channels of each conv zeroed where the next conv or Linear (in module
-    order, which is the data flow of a chain) reads them: written without the library's analysis."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    reader = {n: layers[i + 1][1] for i, (n, _) in enumerate(layers[:-1])}
+def zeroed_where_read(model: nn.Module, plan: dict, reader_of: dict, x: torch.Tensor) -> torch.Tensor:
+    """The unpruned model's output with plan[conv]'s channels zeroed at the input of reader_of[conv], a module
+    name given by the test (a Linear after flatten reads them as channel-major column blocks)."""
+    modules = dict(model.named_modules())
     hooks = []
     for conv, idx in plan.items():
-        channels = dict(model.named_modules())[conv].out_channels
+        channels = modules[conv].out_channels
 
-        def zero(module, inputs, idx=list(idx), channels=channels):
-            r = inputs[0].clone()
-            r.view(len(r), channels, -1)[:, idx] = 0         # a Linear reads the channels as column blocks
-            return (r,)
-        hooks.append(reader[conv].register_forward_pre_hook(zero))
+        def zero(module, args, idx=list(idx), channels=channels):
+            r = args[0].clone()
+            r.view(len(r), channels, -1)[:, idx] = 0
+            return (r, *args[1:])
+        hooks.append(modules[reader_of[conv]].register_forward_pre_hook(zero))
     try:
         with torch.no_grad():
             return model(x)
     finally:
         for h in hooks:
             h.remove()
+
+
+def masked_forward(model, plan, x):
+    """The unpruned chain with the planned channels of each conv zeroed where the next conv or Linear (in module
+    order, which is the data flow of a chain) reads them: written without the library's analysis."""
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return zeroed_where_read(model, plan, {n: layers[i + 1] for i, n in enumerate(layers[:-1])}, x)
 
 
 def benchmark_module(name: str):

@@ -22,7 +22,7 @@ from pruning_lib.rank import criteria
 from pruning_lib.rank.criteria import rank_filters, register_criterion
 from pruning_lib.recover.iterative import PruningSchedule, prune_train_repeat
 from pruning_lib.surgery import prune_filters
-from test_one_engine import zeroed_where_read
+from conftest import zeroed_where_read
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from conftest import zeroed_where_read
 from pruning_lib.graph import layer_types
 from pruning_lib.graph.groups import channel_groups, group_of, group_widths
 from pruning_lib.graph.layer_types import PASSES, LayerType, register_layer_type
@@ -29,27 +30,6 @@ DATA_CRITERIA = ["taylor", "mean_activation", "std_activation", "apoz"]
 
 
 # ---------------------------------------------------------------- test-side references
-def zeroed_where_read(model: nn.Module, plan: dict[str, list[int]], reader_of: dict[str, str], x: torch.Tensor):
-    """The unpruned model's output with plan[conv]'s channels zeroed at the input of reader_of[conv], a module
-    name written by hand (a Linear after flatten reads them as channel-major column blocks)."""
-    modules = dict(model.named_modules())
-    hooks = []
-    for conv, idx in plan.items():
-        channels = modules[conv].out_channels
-
-        def zero(module, args, idx=list(idx), channels=channels):
-            r = args[0].clone()
-            r.view(len(r), channels, -1)[:, idx] = 0
-            return (r, *args[1:])
-        hooks.append(modules[reader_of[conv]].register_forward_pre_hook(zero))
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-
-
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Eval mode, with BatchNorm statistics and affine parameters (and PReLU slopes) drawn at random."""
     gen = torch.Generator().manual_seed(seed)
