@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 export PRUNING_PROFILE := $(PROFILE)
 
-.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill bench-groups bench-resnet bench-harder-target bench-latency-target calibrate preflight setup clean
+.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill bench-groups bench-resnet bench-harder-target bench-latency bench-latency-target calibrate preflight setup clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,11 @@ bench-groups: $(STAMP)
 ## Notebook 05's schedule: every Prune–Train–Repeat schedule tried on the small ResNet (README table; ~10 min on 2 cores).
 bench-resnet: $(STAMP)
 	$(PY) benchmarks/resnet_schedules.py
+
+## Pruning for FLOPs, for FLOPs in blocks of 16, or for measured time (latency tables), side by side at equal
+## accuracy: the quick VGG and the small ResNet, three seeds, deploy form and ONNX Runtime (about an hour on 2 cores).
+bench-latency: $(STAMP)
+	$(PY) benchmarks/latency_arms.py
 
 ## torchvision's ResNet-18 at 112x112 asked for target_speedup=2, checked by an independent timer and for exactness
 ## (random weights; about 10-20 min on 2 cores).

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
@@ -50,7 +51,8 @@ from .measure.machine import machine_info
 from .measure.runtimes import RUNTIMES, checked_runner
 from .surgery import with_widths
 
-__all__ = ["LatencyTable", "cache_dir", "latency_table", "measured_speedup", "table_from_rounds", "width_grid"]
+__all__ = ["LatencyTable", "cache_dir", "latency_table", "measured_speedup", "table_from_rounds", "time_per_flop",
+           "width_grid"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,21 @@ class LatencyTable:
         widths = self.widths[group]
         i = next((k for k, w in enumerate(widths) if w >= width), len(widths) - 1)
         return self.saved_ms[group][i]
+
+
+def time_per_flop(table: LatencyTable, flops_per_channel: Mapping[str, float], batch: int) -> pd.DataFrame:
+    """Each group cut to half its width (the nearest measured width at or above): the milliseconds the table says
+    that saves, the MFLOPs it removes from a batch (`plan.flops_per_channel` gives GFLOPs per image and channel),
+    and their ratio.  Where FLOPs predicted time, the last column would be the same for every group."""
+    rows = []
+    for group, widths in table.widths.items():
+        width = widths[-1]
+        kept = next(w for w in widths if w >= width // 2)
+        mflops = 1e3 * flops_per_channel[group] * (width - kept) * batch
+        ms = table.saving(group, kept)
+        rows.append({"group": group, "width": width, "cut to": kept, "ms saved": ms, "MFLOPs saved": mflops,
+                     "µs per MFLOP": 1e3 * ms / mflops if mflops else float("nan")})
+    return pd.DataFrame(rows).set_index("group")
 
 
 def width_grid(width: int, step: int, min_fraction: float = 0.0) -> list[int]:

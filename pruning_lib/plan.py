@@ -260,6 +260,12 @@ def widths_for_latency(scores: Mapping[str, Any], table: Any, saving_ms: float, 
     floors = {g: (min_keep[g] if isinstance(min_keep, Mapping) else min_keep) for g in groups}
     if saving_ms <= 0:
         return {g: len(scores[g]) for g in groups}
+    allowed = {g: [(w, s) for w, s in zip(table.widths[g], table.saved_ms[g]) if floors[g] <= w <= len(scores[g])]
+               for g in groups}
+    top = {g: max((s for _, s in allowed[g]), default=0.0) for g in groups}
+    if saving_ms > sum(top.values()) * (1 + 1e-9):
+        raise ValueError(f"the latency table saves at most {sum(top.values()):.3f} ms per batch with these floors; "
+                         f"{saving_ms:.3f} ms cannot be saved")
     res = resolution_ms or saving_ms / 400
     bins = int(math.ceil(saving_ms / res - 1e-9))
     n = bins + 1
@@ -268,8 +274,7 @@ def widths_for_latency(scores: Mapping[str, Any], table: Any, saving_ms: float, 
     back = []
     for g in groups:
         ordered = np.sort(scores[g].numpy())
-        options = [(w, s, float(ordered[: len(ordered) - w].sum())) for w, s in zip(table.widths[g], table.saved_ms[g])
-                   if floors[g] <= w <= len(ordered)]
+        options = [(w, s, float(ordered[: len(ordered) - w].sum())) for w, s in allowed[g]]
         new, pick, came = np.full(n, np.inf), np.full(n, -1), np.full(n, -1)
         for j, (_, saved, lost) in enumerate(options):
             b = min(bins, int(math.floor(saved / res + 1e-9)))
@@ -285,10 +290,8 @@ def widths_for_latency(scores: Mapping[str, Any], table: Any, saving_ms: float, 
                     new[bins], pick[bins], came[bins] = cand[k], j, k
         back.append((g, options, pick, came))
         best = new
-    if not np.isfinite(best[bins]):
-        most = sum(max(s for w, s in zip(table.widths[g], table.saved_ms[g]) if w >= floors[g]) for g in groups)
-        raise ValueError(f"the latency table saves at most {most:.3f} ms per batch with these floors; "
-                         f"{saving_ms:.3f} ms cannot be saved")
+    if not np.isfinite(best[bins]):     # only the bins' rounding down stands between the target and the most saved:
+        return {g: max((w for w, s in allowed[g] if s >= top[g]), default=len(scores[g])) for g in groups}  # the most
     widths, at = {}, bins
     for g, options, pick, came in reversed(back):
         widths[g] = options[pick[at]][0]

@@ -10,7 +10,7 @@ import torch
 
 from conftest import SHAPE, tiny_model
 from pruning_lib.graph.groups import group_widths
-from pruning_lib.latency_table import LatencyTable, latency_table, table_from_rounds, width_grid
+from pruning_lib.latency_table import LatencyTable, latency_table, table_from_rounds, time_per_flop, width_grid
 from pruning_lib.plan import plan_keeping, widths_for_latency
 
 
@@ -46,6 +46,14 @@ def test_a_dip_of_the_staircase_is_kept_out_and_savings_within_the_noise_are_tie
     assert staircase.saved_ms["c"] == pytest.approx([2.0, 1.5, 1.5, 0.0])  # narrower never saves less
 
 
+def test_time_per_flop_halves_each_group_and_divides_by_the_flops_removed():
+    table = LatencyTable(10.0, 0.1, {"a": [8, 16, 24, 32], "b": [8, 12]}, {"a": [3.0, 2.0, 1.0, 0.0], "b": [0.5, 0.0]})
+    t = time_per_flop(table, {"a": 1e-3, "b": 2e-3}, batch=4)
+    assert t.loc["a", "cut to"] == 16 and t.loc["a", "ms saved"] == 2.0
+    assert t.loc["a", "MFLOPs saved"] == pytest.approx(1e3 * 1e-3 * 16 * 4)                # 16 channels x 4 images
+    assert t.loc["b", "cut to"] == 8 and t.loc["b", "µs per MFLOP"] == pytest.approx(1e3 * 0.5 / (2 * 4 * 4))
+
+
 def brute_force(scores, table, saving, floor=1):
     """Every combination of widths: the one that saves enough (by the table) and loses the least importance."""
     groups = list(scores)
@@ -79,6 +87,18 @@ def test_the_dynamic_programme_finds_the_best_combination(seed):
     with pytest.raises(ValueError, match="cannot be saved"):
         widths_for_latency(scores, table, most + 1)
     assert widths_for_latency(scores, table, 0.0) == sizes
+
+
+def test_asking_for_exactly_the_most_a_table_can_save_gives_the_narrowest_widths():
+    """The bins round each saving down (1 ms = 133.3 bins of 3/400 ms): at the very top their sum misses the target
+    by a bin or two, and the most the table can save is taken."""
+    table = LatencyTable(10.0, 0.01, {g: [8, 16, 24] for g in "abc"},
+                         {"a": [1.0, 1.0, 0.0], "b": [1.0, 0.5, 0.0], "c": [1.0, 0.2, 0.0]})
+    scores = {g: torch.rand(24) for g in "abc"}
+    assert widths_for_latency(scores, table, 3.0) == {"a": 16, "b": 8, "c": 8}      # a's 16 saves as much as its 8
+    assert widths_for_latency(scores, table, 2.0, min_keep={"a": 24, "b": 1, "c": 1}) == {"a": 24, "b": 8, "c": 8}
+    with pytest.raises(ValueError, match="cannot be saved"):
+        widths_for_latency(scores, table, 3.01)
 
 
 def test_plan_keeping_removes_the_lowest_scores():
@@ -154,3 +174,29 @@ def test_a_speed_target_on_real_timings_runs_end_to_end(tmp_path, monkeypatch):
                                          progress=False)
     assert {"speedup", "speedup_low", "latency_ms"} <= set(history.columns) and history["latency_ms"].gt(0).all()
     assert len(history) >= 1 and sum(group_widths(pruned).values()) <= sum(group_widths(tiny_model()).values())
+
+
+def test_a_speed_target_refuses_a_flops_regulariser_beside_it():
+    from pruning_lib.recover.iterative import PruningSchedule
+
+    with pytest.raises(ValueError, match="flops_lambda=0"):
+        PruningSchedule(target_speedup=2.0, flops_lambda=0.1)
+    assert PruningSchedule(target_speedup=2.0, flops_lambda=0.0).flops_lambda == 0.0
+
+
+def test_the_side_by_side_benchmark_reports_each_arm_against_the_others():
+    """benchmarks/latency_arms.py's tables from a made-up seed: speed ratios from one harness, paired gaps as given."""
+    from conftest import benchmark_module
+
+    arms = benchmark_module("latency_arms")
+    ms = {"dense": 20.0, "flops": 5.0, "flops, step": 4.0, "latency": 4.0, "asked 3x": 6.5}
+    table = [{"form": f, "batch": b, "model": m, "latency_ms": v * (2 if f == "deploy" else 1), "flops_ratio": 5.0}
+             for f in ("deploy", "onnxruntime") for b in (1, 64) for m, v in ms.items()]
+    gap = {"gap_points": -0.3, "noise_points": 0.8}
+    result = {"model": "small_vgg", "seed": 0, "table": table, "targets": {"latency": 5.0, "asked 3x": 3.0},
+              "accuracy_points": {"dense": 85.0, "flops": 84.5}, "gaps": {"latency vs flops": gap},
+              "finetune_steps": {a: 100 for a in arms.ARMS}, "iterations": {a: 3 for a in arms.ARMS}, "asked": None}
+    speed = arms.speed_ratios(result)
+    assert len(speed) == 4 and (speed["latency / flops"] == 1.25).all() and (speed["speedup latency"] == 5.0).all()
+    text = arms.report([result])
+    assert "| small_vgg | 0.8 | 0 | 85.0 | 84.5 | -0.3 ± 0.8 | 100/100/100 | 3/3/3 | 5.0 |" in text

@@ -86,10 +86,12 @@ def speed(lesson: Mapping[str, Any], *, form: str, batch: int, threads: int) -> 
     m = lesson["measured"]
     checks = m["checks"]
     missed = [k for k, ok in checks.items() if not ok]
-    return (f"Against the dense network ({form} form, batch {batch}, {threads} thread): {m['flops_ratio']:.1f}× fewer FLOPs, "
-            f"{m['params_ratio']:.1f}× fewer parameters, {m['speedup']:.2f}× faster "
-            f"({m['speedup'] / m['flops_ratio']:.2f} of the FLOPs ratio), {lesson['gap_points']:+.2f} points of accuracy "
-            f"lost. The post's headline {shows(lesson)}" + (f" (missed: {', '.join(missed)})." if missed else "."))
+    return (f"Against the dense network ({form} form, batch {batch}, {threads} thread): {m['speedup']:.2f}× faster, "
+            f"{m['params_ratio']:.1f}× fewer parameters, {lesson['gap_points']:+.2f} points of accuracy lost.  The post's "
+            f"claim (at least {m.get('min_speedup', 3.0):g}× faster, 4× fewer parameters, at most 1 point lost) "
+            f"{'is met' if lesson['shows'] else 'is not met'}" + (f" (missed: {', '.join(missed)})." if missed else ".")
+            + f"  Beside it, how well FLOPs predicted the time: {m['flops_ratio']:.1f}× fewer FLOPs gave "
+            f"{m['speedup']:.2f}× the speed, {m['speedup'] / m['flops_ratio']:.2f} of the FLOPs ratio.")
 
 
 def resnet(report: Mapping[str, Any]) -> str:

@@ -25,7 +25,7 @@ import pandas as pd
 from ..checkpoints import atomic_write, plain_value
 from .paths import reports_dir
 
-__all__ = ["build_summary", "check_targets", "history_records", "iterative_report", "ranking_report", "read_json", "runtimes_block",
+__all__ = ["build_summary", "history_records", "iterative_report", "ranking_report", "read_json", "runtimes_block",
            "read_iterative_report", "report_path", "update_lessons", "validate_iterative", "validate_lessons", "validate_ranking",
            "validate_summary", "write_iterative_json", "write_json", "write_ranking_json", "write_summary"]
 
@@ -182,35 +182,6 @@ def read_iterative_report(path: str | Path | None = None) -> dict[str, pd.DataFr
 
 
 # --------------------------------------------------------------------------- summary.json (notebook 04)
-
-
-def check_targets(
-    table: pd.DataFrame,
-    *,
-    criterion: str = "taylor",
-    reference: str = "dense",
-    min_flops_ratio: float = 3.0,
-    min_params_ratio: float = 4.0,
-    min_speedup_per_flops: float = 0.8,
-    max_accuracy_drop_points: float = 1.0,
-) -> pd.DataFrame:
-    """The issue's targets for `criterion` against `reference`, measured, each with True/False.
-
-    `table` is indexed by model name with ``flops_ratio``, ``params_ratio``, ``speedup`` and
-    ``accuracy`` (a fraction), e.g. one (form, batch) slice of `side_by_side`.
-    """
-    row, ref = table.loc[criterion], table.loc[reference]
-    drop = 100 * (ref["accuracy"] - row["accuracy"])
-    needed_speedup = min_speedup_per_flops * row["flops_ratio"]
-    checks = [
-        ("FLOPs reduction (x fewer)", f">= {min_flops_ratio:g}", row["flops_ratio"], row["flops_ratio"] >= min_flops_ratio),
-        ("parameter reduction (x fewer)", f">= {min_params_ratio:g}", row["params_ratio"],
-         row["params_ratio"] >= min_params_ratio),
-        ("measured speedup (x faster)", f">= {min_speedup_per_flops:g} x FLOPs ratio = {needed_speedup:.2f}",
-         row["speedup"], row["speedup"] >= needed_speedup),
-        ("accuracy lost (points)", f"<= {max_accuracy_drop_points:g}", drop, drop <= max_accuracy_drop_points),
-    ]
-    return pd.DataFrame(checks, columns=["target", "required", "measured", "met"]).set_index("target")
 
 
 def build_summary(

@@ -72,7 +72,7 @@ class PruningSchedule:
             `latency_batch` with `latency_threads` threads).  Each iteration then removes what a measured latency
             table (`latency_table.latency_table`) says saves ``fraction_per_iteration`` (default 0.1) of the
             current latency, choosing one width per group at the least importance (`plan.widths_for_latency`),
-            instead of the globally lowest filters.
+            instead of the globally lowest filters (time is the cost, so `flops_lambda` must be 0).
         min_accuracy: ... or before validation accuracy after fine-tuning falls below this fraction:
             the iteration that breaks the floor is recorded, but the model returned (and
             checkpointed) is the one from the iteration before it.
@@ -118,6 +118,9 @@ class PruningSchedule:
             raise ValueError("give a target: target_fraction, target_gflops, target_speedup or min_accuracy")
         if self.target_speedup is not None and not self.target_speedup > 1:
             raise ValueError(f"target_speedup is how many times faster, > 1; got {self.target_speedup}")
+        if self.target_speedup is not None and self.flops_lambda:
+            raise ValueError("target_speedup weighs each cut by measured time; flops_lambda would weigh it by FLOPs as "
+                             "well: set flops_lambda=0")
         if self.target_fraction is not None and not 0 < self.target_fraction < 1:
             raise ValueError(f"target_fraction must be in (0, 1), got {self.target_fraction}")
         if self.target_gflops is not None and self.target_gflops <= 0:
