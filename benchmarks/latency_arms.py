@@ -140,10 +140,36 @@ def markdown(df: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
+def verdicts(results: list[dict], *, faster: float = 1.25, than_step: float = 1.1) -> pd.DataFrame:
+    """Per network and seed: arm (c)'s speed over (a) and (b) at the benchmark batch in both runtimes (and at batch
+    1), its paired accuracy gaps, and whether the issue's target is met: at least `faster` x (a) and `than_step` x
+    (b) in both runtimes at the benchmark batch, each at equal accuracy (a gap not below minus its noise)."""
+    rows = []
+    for r in results:
+        sp = speed_ratios(r).set_index(["form", "batch"])
+        big = max(b for _, b in sp.index)
+        ga, gb = r["gaps"]["latency vs flops"], r["gaps"]["latency vs flops, step"]
+        tied = {k: g["gap_points"] >= -g["noise_points"] for k, g in (("a", ga), ("b", gb))}
+        over_a = [sp.loc[(f, big), "latency / flops"] for f in ("deploy", "onnxruntime")]
+        over_b = [sp.loc[(f, big), "latency / flops, step"] for f in ("deploy", "onnxruntime")]
+        rows.append({"model": r["model"], "fraction": r.get("fraction", 0.8), "seed": r["seed"],
+                     f"(c)/(a) deploy, {big}": round(over_a[0], 2), f"(c)/(a) ORT, {big}": round(over_a[1], 2),
+                     "(c)/(a) deploy, 1": round(sp.loc[("deploy", 1), "latency / flops"], 2),
+                     "(c)/(a) ORT, 1": round(sp.loc[("onnxruntime", 1), "latency / flops"], 2),
+                     f"(c)/(b) deploy, {big}": round(over_b[0], 2), f"(c)/(b) ORT, {big}": round(over_b[1], 2),
+                     "(c) − (a), points": f"{ga['gap_points']:+.1f} ± {ga['noise_points']:.1f}",
+                     "(c) − (b), points": f"{gb['gap_points']:+.1f} ± {gb['noise_points']:.1f}",
+                     "fine-tune steps a/b/c": "/".join(str(r["finetune_steps"][a]) for a in ARMS),
+                     "vs (a)": "met" if min(over_a) >= faster and tied["a"] else "missed",
+                     "vs (b)": "met" if min(over_b) >= than_step and tied["b"] else "missed"})
+    return pd.DataFrame(rows)
+
+
 def report(results: list[dict]) -> str:
-    """The README's tables: speed (every form and batch) and accuracy (test points, paired gaps)."""
+    """The README's tables: the target's verdicts, speed (every form and batch), accuracy (test points, paired gaps)."""
     speed = pd.concat([speed_ratios(r) for r in results], ignore_index=True)
-    lines = ["Speed (ratios of median latencies in one interleaved harness; > 1: the latency arm is faster):", "",
+    lines = ["The target (arm (c) against (a) and (b), at equal accuracy):", "", markdown(verdicts(results)), "",
+             "Speed (ratios of median latencies in one interleaved harness; > 1: the latency arm is faster):", "",
              markdown(speed.round(2)), "",
              "Test accuracy (points) and paired gaps (gap ± noise, points):", ""]
     acc = pd.DataFrame([{"model": r["model"], "fraction": r.get("fraction", 0.8), "seed": r["seed"],
