@@ -70,7 +70,7 @@ bench-latency: $(STAMP)
 	$(PY) benchmarks/latency_arms.py
 
 ## torchvision's ResNet-18 at 112x112 asked for target_speedup=2, checked by an independent timer and for exactness
-## (random weights; about 10-20 min on 2 cores).
+## (random weights; at 112x112 it had not reached 2x after 19 min on 2 cores: README).
 bench-latency-target: $(STAMP)
 	$(PY) benchmarks/latency_target.py
 
