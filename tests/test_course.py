@@ -41,6 +41,36 @@ def test_one_shot_gets_the_loops_total_budget_and_fraction_at_once(baseline):
     assert sum(group_widths(once).values()) == sum(group_widths(baseline).values()) - history["filters_removed"].iloc[-1]
 
 
+def test_budget_curve_pairs_each_loop_with_one_shot_at_its_total_budget(baseline):
+    train_dl, val_dl = loaders()
+    val, test = list(val_dl), list(val_dl)
+    curve = arms.budget_curve(baseline, schedule(), [1, 3], train_dl, val, test, input_shape=SHAPE)
+    assert curve["steps per iteration"].tolist() == [1, 3]
+    _, history = prune_train_repeat(baseline, train_dl, val, schedule(finetune_steps=3), input_shape=SHAPE,
+                                    progress=False)
+    assert curve["total steps"].iloc[1] == history["finetune_steps"].sum()
+    # the same test images on both sides: the gap is the difference of the two accuracies, with a paired noise
+    assert curve["gap (points)"].tolist() == pytest.approx((curve["loop %"] - curve["one shot %"]).tolist())
+    assert (curve["noise (±points)"] >= 0).all() and (curve["one shot: loss after its prune"] > 0).all()
+
+
+def test_loss_after_prune_is_read_before_the_fine_tune(baseline):
+    from pruning_lib.recover.evaluation import evaluate
+
+    train_dl, val_dl = loaders()
+    val = list(val_dl)
+    after = arms.LossAfterPrune(val)
+    seen = []
+
+    class Before:                                   # the model right after each prune, as the loop hands it over
+        def on_prune(self, row, model):
+            seen.append(evaluate(model, val)["loss"])
+
+    prune_train_repeat(baseline, train_dl, val, schedule(), input_shape=SHAPE, callbacks=[after, Before()],
+                       progress=False)
+    assert after.losses == pytest.approx(seen) and len(after.losses) >= 2
+
+
 def test_from_scratch_keeps_the_architecture_and_trains_fresh_weights(baseline):
     train_dl, val_dl = loaders()
     pruned, _ = prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, progress=False)

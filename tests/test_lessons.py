@@ -63,6 +63,10 @@ def test_verdict_words_follow_the_numbers():
     assert lessons.verdict({"gap_points": 3.0, "noise_points": 1.0}).startswith("ahead by 3.0")
     assert lessons.verdict({"gap_points": -3.0, "noise_points": 1.0}).startswith("behind by 3.0")
     assert lessons.verdict({"gap_points": 0.5, "noise_points": 1.0}).startswith("tied")
+    # a gap that rounds to the noise is written with two decimals, and says how close it is
+    assert lessons.verdict({"gap_points": 0.98, "noise_points": 0.96}) == \
+        "ahead by 0.98 points (noise ±0.96), just beyond the noise"
+    assert lessons.verdict({"gap_points": 0.96, "noise_points": 0.98}).startswith("tied (+0.96 points")
 
 
 def test_criteria_lesson_needs_the_gap_never_behind_and_the_best_rho():

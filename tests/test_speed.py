@@ -242,6 +242,19 @@ def test_side_by_side_one_row_per_form_batch_model():
     assert pruned["flops_ratio"] > 1 and pruned["accuracy"] == 0.8
     assert pruned["speedup_per_flops"] == pytest.approx(pruned["speedup"] / pruned["flops_ratio"])
     assert df["throughput"].tolist() == pytest.approx((df["batch"] / (df["latency_ms"] / 1e3)).tolist())
+    assert (df["speedup_min"] <= df["speedup_max"]).all() and (dense["speedup_min"] == 1.0).all()
+
+
+def test_side_by_side_times_a_model_in_the_forms_named_for_it_only():
+    nets = {"dense": tiny(), "pruned": with_widths(tiny(), {"features.4": 8}), "zeroed": tiny()}
+    df = measure.side_by_side(nets, SHAPE, [2], forms=("eager", "deploy"), forms_of={"zeroed": ("eager",)},
+                              min_run_time=0.005, num_threads=1, rounds=1)
+    assert sorted(df[df["model"] == "zeroed"]["form"]) == ["eager"]
+    assert len(df) == 3 + 2
+    with pytest.raises(ValueError, match="reference 'dense'"):
+        measure.side_by_side(nets, SHAPE, [2], forms=("eager",), forms_of={"dense": ("eager",)}, rounds=1)
+    with pytest.raises(ValueError, match="other"):
+        measure.side_by_side(nets, SHAPE, [2], forms=("eager",), forms_of={"ghost": ("eager",)}, rounds=1)
 
 
 def test_speedup_sweep_rebuilds_every_iteration(tmp_path):

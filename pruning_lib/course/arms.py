@@ -9,6 +9,12 @@ schedule), so a gap can only come from that one thing:
 - `from_scratch`: the pruned architecture with fresh weights, trained on the same data with the
   same loss for a given number of steps (1x and 3x the pruned network's budget in the notebook).
 
+`budget_curve` runs the first comparison at several fine-tune budgets (the loop against one shot, each pair with
+the same total steps): where "too much at once cannot be repaired" holds, and where it does not.
+
+`checkpointed_run` is the notebooks' Prune–Train–Repeat run: the profile's schedule, a checkpoint after every
+iteration (a re-run resumes), and the first network within a budget kept.
+
 `FirstWithin` is a Prune–Train–Repeat callback that keeps the model of the first iteration within a FLOPs
 and parameter budget (the post's 3x and 4x): the network a practitioner with that budget would ship.
 """
@@ -24,14 +30,19 @@ import pandas as pd
 import torch.nn.functional as F
 from torch import nn
 
+from ..measure.counting import count_flops, count_parameters
 from ..recover import train
+from ..recover.evaluation import correct, evaluate
 from ..checkpoints import plain_value, save_pruned
 from ..surgery import load_pruned
-from ..recover.iterative import PruningSchedule, prune_train_repeat
+from ..recover.iterative import PruningSchedule, fingerprint, prune_train_repeat
 from ..models import scratch_model
 from ..runtime import seed_everything
+from . import experiment, lessons
+from .paths import checkpoints_dir
+from .profiles import Profile
 
-__all__ = ["FirstWithin", "from_scratch", "one_shot_same_budget"]
+__all__ = ["FirstWithin", "LossAfterPrune", "budget_curve", "checkpointed_run", "from_scratch", "one_shot_same_budget"]
 
 
 def one_shot_same_budget(baseline: nn.Module, history: pd.DataFrame, schedule: PruningSchedule,
@@ -48,6 +59,51 @@ def one_shot_same_budget(baseline: nn.Module, history: pd.DataFrame, schedule: P
                                finetune_steps=steps, target_fraction=float(history["fraction_removed"].iloc[-1]))
     return prune_train_repeat(baseline, train_loader, val_loader, once, input_shape=input_shape,
                               checkpoint=checkpoint, restart_stale=True, callbacks=callbacks, progress=False)
+
+
+class LossAfterPrune:
+    """A `prune_train_repeat` callback: the validation loss right after each prune, before its fine-tune.
+
+    A two-class task's accuracy floors at 50% (a broken network still guesses one class), so the loss
+    shows how deep a prune cuts where the accuracy cannot: ``losses`` holds one value per prune.
+    """
+
+    def __init__(self, val_batches: Sequence) -> None:
+        self.val_batches, self.losses = list(val_batches), []
+
+    def on_prune(self, row: dict, model: nn.Module) -> None:
+        self.losses.append(float(evaluate(model, self.val_batches)["loss"]))
+
+
+def budget_curve(baseline: nn.Module, schedule: PruningSchedule, steps_per_iteration: Sequence[int],
+                 train_loader: Iterable, val_batches: Sequence, test_batches: Sequence, *,
+                 input_shape: Sequence[int]) -> pd.DataFrame:
+    """Prune–Train–Repeat against everything at once with the same total budget, at several budgets.
+
+    For each number of fine-tune steps per iteration: the loop (`schedule` with those steps), then
+    `one_shot_same_budget` from its history; both on the same test images.  Returns one row per budget:
+    total steps, each side's test accuracy (points) and MFLOPs, the gap (loop − one shot) with its noise
+    (two standard errors of the paired difference), and the worst validation loss right after a prune.
+    """
+    rows = []
+    for steps in steps_per_iteration:
+        loop_after, once_after = LossAfterPrune(val_batches), LossAfterPrune(val_batches)
+        loop, history = prune_train_repeat(baseline, train_loader, val_batches,
+                                           dataclasses.replace(schedule, finetune_steps=int(steps)),
+                                           input_shape=input_shape, callbacks=[loop_after], progress=False)
+        once, _ = one_shot_same_budget(baseline, history, dataclasses.replace(schedule, finetune_steps=int(steps)),
+                                       train_loader, val_batches, input_shape=input_shape, callbacks=[once_after])
+        entry = lessons.compare("the loop beats one shot", {"loop": correct(loop, test_batches),
+                                                             "one shot": correct(once, test_batches)},
+                                threshold_points=2.0)
+        rows.append({"steps per iteration": int(steps), "total steps": int(history["finetune_steps"].sum()),
+                     "loop %": entry["measured"]["loop"], "one shot %": entry["measured"]["one shot"],
+                     "gap (points)": entry["gap_points"], "noise (±points)": entry["noise_points"],
+                     "loop MFLOPs": count_flops(loop, (1, *input_shape)) / 1e6,
+                     "one shot MFLOPs": count_flops(once, (1, *input_shape)) / 1e6,
+                     "loop: worst loss after a prune": max(loop_after.losses),
+                     "one shot: loss after its prune": once_after.losses[-1]})
+    return pd.DataFrame(rows)
 
 
 def from_scratch(pruned: nn.Module, template: nn.Module, train_loader: Iterable, *, steps: int, lr: float,
@@ -95,3 +151,26 @@ class FirstWithin:
             self.model, self.row = copy.deepcopy(model).eval(), {k: plain_value(v) for k, v in row.items()}
             if self.path is not None:
                 save_pruned(self.model, self.path, meta={"key": self.key, "row": self.row})
+
+
+def checkpointed_run(baseline: nn.Module, profile: Profile, criterion: str, train_loader: Iterable,
+                     val_batches: Sequence, *, callbacks: Sequence = (), min_flops_ratio: float = 3.0,
+                     min_params_ratio: float = 4.0, **changes) -> tuple[nn.Module, pd.DataFrame, FirstWithin]:
+    """Prune–Train–Repeat from `baseline` with `profile`'s schedule for `criterion` (`changes` override fields).
+
+    Checkpointed after every iteration under ``checkpoints/<run>_<criterion>[_<change><value>...]_iterative.pt``:
+    running it again resumes where it stopped, or reads a finished run back; a checkpoint of another baseline
+    or schedule is started afresh.  Returns ``(final model, history, keep)``: `keep` (`FirstWithin`, saved beside
+    the checkpoint) holds the first network with at least `min_flops_ratio` fewer FLOPs and `min_params_ratio`
+    fewer parameters than `baseline`, or ``None`` if no iteration got there.
+    """
+    schedule = experiment.schedule(criterion, profile, **changes)
+    tag = "_".join([experiment.run_name(profile), criterion, *(f"{k}{v}" for k, v in sorted(changes.items()))])
+    keep = FirstWithin(count_flops(baseline, (1, *profile.input_shape)) / 1e9, count_parameters(baseline),
+                       min_flops_ratio=min_flops_ratio, min_params_ratio=min_params_ratio,
+                       path=checkpoints_dir() / f"{tag}_first_within.pt", template=experiment.architecture(profile),
+                       key={"baseline": fingerprint(baseline), "schedule": dataclasses.asdict(schedule)})
+    final, history = prune_train_repeat(baseline, train_loader, val_batches, schedule, input_shape=profile.input_shape,
+                                        callbacks=[keep, *callbacks], progress=False,
+                                        checkpoint=checkpoints_dir() / f"{tag}_iterative.pt", restart_stale=True)
+    return final, history, keep

@@ -9,6 +9,7 @@ the noise.  The words the notebooks use ("ahead", "tied", "behind") come from `v
 
 `compare` builds one entry; `criteria_lesson` and `headline_lesson` build the two that check more
 than one number.  `course.reports.update_lessons` writes them to ``reports/lessons.json``.
+`at_equal_flops` compares two Prune–Train–Repeat runs at the same cost, from their histories.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
+
+from ..recover.history import compare_at_flops
 
 __all__ = ["compare", "criteria_lesson", "headline_lesson", "noise_points", "points", "verdict", "with_speedup"]
 
@@ -137,8 +141,33 @@ def verdict(entry: Mapping[str, Any], ahead: str = "ahead", behind: str = "behin
     Ahead means beyond both the noise and zero; tied means within the noise.
     """
     gap, noise = entry["gap_points"], entry["noise_points"]
+    d = 2 if f"{abs(gap):.1f}" == f"{noise:.1f}" else 1          # never "ahead by 1.0 (noise ±1.0)"
     if abs(gap) <= noise:
-        word = f"tied ({gap:+.1f} points, within the noise of ±{noise:.1f})"
+        word = f"tied ({gap:+.{d}f} points, within the noise of ±{noise:.{d}f})"
     else:
-        word = f"{ahead if gap > 0 else behind} by {abs(gap):.1f} points (noise ±{noise:.1f})"
+        word = f"{ahead if gap > 0 else behind} by {abs(gap):.{d}f} points (noise ±{noise:.{d}f}), just beyond the noise" \
+            if d == 2 else f"{ahead if gap > 0 else behind} by {abs(gap):.1f} points (noise ±{noise:.1f})"
     return word
+
+
+def at_equal_flops(histories: Mapping[str, pd.DataFrame], mflops: Sequence[float], *, n_images: int) -> pd.DataFrame:
+    """Two Prune–Train–Repeat runs at the same cost: each one's validation accuracy after the fine-tune at each of
+    `mflops` (MFLOPs per image), interpolated between its iterations (`recover.history.compare_at_flops`).
+
+    Returns one row per level both runs passed through, with each run's accuracy (points), their gap and its noise:
+    two standard errors of the difference of two *independent* accuracies on `n_images` images each (two runs'
+    validation accuracies at interpolated points cannot be paired image by image).
+    """
+    if len(histories) != 2:
+        raise ValueError(f"at_equal_flops compares exactly two runs; got {list(histories)}")
+    (a, ha), (b, hb) = histories.items()
+    low = max(ha["gflops"].min(), hb["gflops"].min())
+    high = min(ha["gflops"].max(), hb["gflops"].max())
+    levels = [m / 1e3 for m in mflops if low - 1e-12 <= m / 1e3 <= high + 1e-12]
+    wide = compare_at_flops(histories, levels).pivot(index="gflops", columns="criterion", values="accuracy")
+    wide = wide.sort_index(ascending=False)
+    pa, pb = wide[a], wide[b]
+    table = pd.DataFrame({f"{a} %": 100 * pa, f"{b} %": 100 * pb, f"{a} − {b} (points)": 100 * (pa - pb),
+                          "noise (±points)": 200 * ((pa * (1 - pa) + pb * (1 - pb)) / n_images) ** 0.5})
+    table.index = pd.Index([f"{1e3 * g:g} MFLOPs" for g in wide.index], name="at")
+    return table

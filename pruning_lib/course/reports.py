@@ -26,7 +26,7 @@ from ..checkpoints import atomic_write, plain_value
 from .paths import reports_dir
 
 __all__ = ["build_summary", "history_records", "iterative_report", "ranking_report", "read_json", "runtimes_block",
-           "read_iterative_report", "report_path", "update_lessons", "validate_iterative", "validate_lessons", "validate_ranking",
+           "read_iterative_report", "read_summary", "report_path", "update_lessons", "validate_iterative", "validate_lessons", "validate_ranking",
            "validate_summary", "write_iterative_json", "write_json", "write_ranking_json", "write_summary"]
 
 RANKING_KEYS = ("spearman_all_l2", "spearman_all_raw", "spearman_per_layer_mean", "amounts", "accuracy")
@@ -302,6 +302,14 @@ def validate_summary(summary: Any) -> dict[str, Any]:
 def write_summary(summary: Mapping[str, Any], path: str | Path | None = None) -> Path:
     """Validate `summary` (`validate_summary`) and write it (default ``reports/summary.json``)."""
     return write_json(validate_summary(dict(summary)), report_path(path, "summary.json"))
+
+
+def read_summary(path: str | Path | None = None) -> dict[str, Any]:
+    """``reports/summary.json`` (notebook 04's measurement), validated; FileNotFoundError names who writes it."""
+    where = report_path(path, "summary.json")
+    if not where.exists():
+        raise FileNotFoundError(f"{where} is missing: notebook 04 writes it (run it first)")
+    return validate_summary(read_json(where))
 
 
 # --------------------------------------------------------------------------- lessons.json (notebooks 02-04)

@@ -22,8 +22,9 @@ from .reports import read_json, report_path, write_json
 __all__ = ["TARGETS", "block_last_conv", "check_resnet_targets", "cost_by_kind", "group_kind", "group_table", "kept_by_kind",
            "mask_group_channels", "read_resnet_report", "resnet_report", "write_resnet_json"]
 
-#: The quick profile's targets for the pruned ResNet (issue 16), measured in notebook 05's own run.
-TARGETS = {"min_flops_ratio": 2.5, "max_points_lost": 1.0, "min_speedup_per_flops": 0.8}
+#: The quick profile's targets for the pruned ResNet, measured in notebook 05's own run.  How well its FLOPs
+#: predict its time (speedup / FLOPs ratio) is reported beside them, as a number of its own, not a target.
+TARGETS = {"min_flops_ratio": 2.5, "max_points_lost": 1.0}
 
 
 def group_kind(group: ChannelGroup) -> str:
@@ -79,18 +80,15 @@ def mask_group_channels(model: nn.Module, groups: Mapping[str, ChannelGroup], pl
     return model
 
 
-def check_resnet_targets(dense_accuracy: float, pruned_accuracy: float, *, flops_ratio: float, speedup: float,
+def check_resnet_targets(dense_accuracy: float, pruned_accuracy: float, *, flops_ratio: float,
                          targets: Mapping[str, float] = TARGETS) -> dict[str, dict[str, Any]]:
     """Each target, measured: ``{name: {"required", "measured", "met"}}`` (accuracies as fractions)."""
     lost = 100 * (dense_accuracy - pruned_accuracy)
-    needed = targets["min_speedup_per_flops"] * flops_ratio
     return {
         "flops_ratio": {"required": f">= {targets['min_flops_ratio']:g}", "measured": flops_ratio,
                         "met": flops_ratio >= targets["min_flops_ratio"]},
         "points_lost": {"required": f"<= {targets['max_points_lost']:g}", "measured": lost,
                         "met": lost <= targets["max_points_lost"]},
-        "speedup": {"required": f">= {targets['min_speedup_per_flops']:g} x the FLOPs ratio = {needed:.2f}",
-                    "measured": speedup, "met": speedup >= needed},
     }
 
 
@@ -102,7 +100,8 @@ def resnet_report(profile: str, model: str, table: pd.DataFrame, *, checks: Mapp
     def entry(name: str) -> dict[str, Any]:
         r = table.loc[name]
         return {"accuracy": float(r["accuracy"]), "mflops": 1e3 * float(r["gflops"]), "params": int(r["params"]),
-                "size_mb": float(r["size_mb"]), "latency_ms": float(r["latency_ms"]), "speedup": float(r["speedup"])}
+                "size_mb": float(r["size_mb"]), "latency_ms": float(r["latency_ms"]), "speedup": float(r["speedup"]),
+                "speedup_per_flops": float(r["speedup"]) * float(r["gflops"]) / float(table.loc[reference, "gflops"])}
 
     return {"profile": profile, "model": model, "dense": entry(reference),
             "pruned": {name: entry(name) for name in table.index if name != reference},

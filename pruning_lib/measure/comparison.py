@@ -112,34 +112,46 @@ def side_by_side(
     min_run_time: float = 0.3,
     rounds: int = 3,
     reference: str | None = None,
+    forms_of: Mapping[str, Sequence[str]] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """:func:`pruning_lib.compare` at each batch size and form, repeated `rounds` times.
 
     The rounds interleave the models (dense, pruned, dense, pruned, ...), so a slow moment of the
     machine hits all of them.  ``latency_ms`` is the median over rounds of compare's median,
-    ``latency_iqr_ms`` the median over rounds of the within-round interquartile range.
+    ``latency_iqr_ms`` the median over rounds of the within-round interquartile range;
+    ``speedup_min`` and ``speedup_max`` are the lowest and highest speedup of a single round: the
+    spread of the speedup from one measurement to the next.
 
     Args:
         image_shape: one image, ``(C, H, W)``; FLOPs are per image, latency per batch.
+        forms_of: ``{model: forms}`` for a model timed in some of `forms` only (a network that is never
+            exported, say); every other model, and always the reference, is timed in every form.
 
     Returns:
         One row per (form, batch, model) with columns ``form``, ``batch``, ``model``, ``params``,
         ``size_mb``, ``gflops``, ``accuracy``, ``latency_ms``, ``latency_iqr_ms``, ``throughput``
-        (images/s), ``speedup``, ``flops_ratio``, ``params_ratio``, ``size_ratio`` (reference / model:
+        (images/s), ``speedup`` (of the median latencies), ``speedup_min``, ``speedup_max``, ``flops_ratio``, ``params_ratio``, ``size_ratio`` (reference / model:
         bigger is better) and ``speedup_per_flops`` (speedup / flops_ratio).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1; got {rounds}")
     reference = reference or next(iter(models))
+    unknown = set(forms_of or {}) - set(models)
+    if unknown or reference in (forms_of or {}):
+        raise ValueError(f"forms_of names {sorted(unknown) or [reference]}: only models other than the reference "
+                         f"{reference!r} may skip forms")
     jobs = [(form, b) for form in forms for b in batches]
     frames = []
     for form, b in tqdm(jobs, disable=not progress, desc="side by side"):
-        runs = [compare(dict(models), (b, *image_shape), reference=reference, num_threads=num_threads,
-                              device=device, min_run_time=min_run_time, form=form) for _ in range(rounds)]
+        here = {k: m for k, m in models.items() if form in (forms_of or {}).get(k, forms)}
+        runs = [compare(here, (b, *image_shape), reference=reference, num_threads=num_threads,
+                        device=device, min_run_time=min_run_time, form=form) for _ in range(rounds)]
         df = runs[0].copy()
         for col in ("latency_ms", "latency_iqr_ms"):
             df[col] = [statistics.median(r.loc[name, col] for r in runs) for name in df.index]
+        df["speedup_min"] = [min(r.loc[name, "speedup"] for r in runs) for name in df.index]
+        df["speedup_max"] = [max(r.loc[name, "speedup"] for r in runs) for name in df.index]
         df["throughput"] = b / (df["latency_ms"] / 1e3)
         df["speedup"] = [ratio(df.loc[reference, "latency_ms"], v) for v in df["latency_ms"]]
         df["speedup_per_flops"] = df["speedup"] / df["flops_ratio"]
@@ -147,7 +159,8 @@ def side_by_side(
         frames.append(df.rename_axis("model").reset_index().assign(form=form, batch=b))
     out = pd.concat(frames, ignore_index=True)
     first = ["form", "batch", "model", "params", "size_mb", "gflops", "accuracy", "latency_ms", "latency_iqr_ms",
-             "throughput", "speedup", "flops_ratio", "speedup_per_flops", "params_ratio", "size_ratio"]
+             "throughput", "speedup", "speedup_min", "speedup_max", "flops_ratio", "speedup_per_flops", "params_ratio",
+             "size_ratio"]
     return out[first]
 
 
