@@ -176,3 +176,21 @@ def test_first_within_saves_its_model_and_a_resumed_run_reads_it_back(baseline, 
         assert torch.equal(again.model(x), keep.model(x))
     other = arms.FirstWithin(1.0, 10**9, path=tmp_path / "first.pt", template=tiny_model(), key={"run": "b"})
     assert other.model is None, "a file made for another run is ignored"
+
+
+def test_checkpointed_run_saves_each_iteration_and_reads_a_finished_run_back(tmp_path, monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setenv("PRUNING_CHECKPOINT_DIR", str(tmp_path))
+    P = dataclasses.replace(QUICK, finetune_steps=1, rank_batches=1, target_fraction=0.3, fraction_per_iteration=0.15)
+    torch.manual_seed(0)
+    baseline = experiment.architecture(P).eval()
+    x, y = torch.randn(16, *P.input_shape), torch.randint(0, 2, (16,))
+    batches = [(x[:8], y[:8]), (x[8:], y[8:])]
+    final, history, keep = arms.checkpointed_run(baseline, P, "l1", batches, batches[:1], min_flops_ratio=1.0,
+                                                 min_params_ratio=1.0, distill=0.0)
+    assert (tmp_path / "quick_l1_distill0.0_iterative.pt").exists() and keep.row["iteration"] == 1
+    again, again_history, again_keep = arms.checkpointed_run(baseline, P, "l1", batches, batches[:1], min_flops_ratio=1.0,
+                                                             min_params_ratio=1.0, distill=0.0)
+    pd.testing.assert_frame_equal(again_history, history)
+    assert group_widths(again) == group_widths(final) and group_widths(again_keep.model) == group_widths(keep.model)
