@@ -106,9 +106,12 @@ def resnet(report: Mapping[str, Any]) -> str:
     missed = [k.replace("_", " ") for k, v in t.items() if not v["met"]]
     kept = report["groups"].get("kept_by_kind", {})
     stream, inside = kept.get("residual stream"), kept.get("inside a block")
+    lost = t["points_lost"]["measured"]
     text = (f"Prune–Train–Repeat with Taylor took the ResNet to {t['flops_ratio']['measured']:.2f}× fewer FLOPs "
-            f"({pruned['mflops']:.1f} of {dense['mflops']:.1f} MFLOPs) for {t['points_lost']['measured']:+.2f} points of "
-            f"test accuracy, and it runs {pruned['speedup']:.2f}× faster ({m['form']} form, batch {m['batch_size']}, "
+            f"({pruned['mflops']:.1f} of {dense['mflops']:.1f} MFLOPs) "
+            + (f"losing {lost:.2f} points of test accuracy" if lost >= 0 else f"with {-lost:.2f} points *more* test accuracy"
+               + (" (less than a point: the test set's noise, not a gain)" if lost > -1 else ""))
+            + f", and it runs {pruned['speedup']:.2f}× faster ({m['form']} form, batch {m['batch_size']}, "
             f"{m['num_threads']} thread): {pruned['speedup'] / t['flops_ratio']['measured']:.2f} of the FLOPs ratio "
             "(how well FLOPs predict time here, a measure, not a target). ")
     text += ("Both targets (FLOPs and accuracy) are met." if not missed else f"Targets missed: {', '.join(missed)}.")
