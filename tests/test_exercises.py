@@ -1,10 +1,13 @@
-"""The checked exercises: every checker accepts the teacher's solution (notebooks/solutions/solutions.py) and
-rejects typical wrong answers with a message that says what differs."""
+"""The checked exercises: every checker accepts the teacher's solution (notebooks/solutions/solutions.py), rejects
+typical wrong answers with a message that says what differs, and rejects a function that only calls pruning_lib
+(naming the call); notebook 03's ten-line loop, adapted to the exercise, passes; `exercises.summary` collects the
+verdicts."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 import statistics
 import sys
 import time
@@ -15,10 +18,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruning_lib import exercises, surgery
+from pruning_lib.course import lessons
 from pruning_lib.course.paths import REPO_ROOT
-from pruning_lib.graph.groups import group_widths
-from pruning_lib.plan import plan_from_scores
+from pruning_lib.course.profiles import QUICK
+from pruning_lib.graph.groups import channel_groups, group_widths
+from pruning_lib.measure.counting import count_flops, count_parameters
+from pruning_lib.measure.deploy import fold_batchnorm
+from pruning_lib.measure.latency import measure_latency
+from pruning_lib.plan import flops_per_channel, layer_floors, plan_from_scores, regularised_scores
+from pruning_lib.rank import criteria
 from pruning_lib.rank.criteria import rank_filters
+from pruning_lib.rank.oracle import spearman
+from pruning_lib.recover import train
+from pruning_lib.recover.evaluation import evaluate
+from pruning_lib.recover.iterative import PruningSchedule, prune_train_repeat
 
 sys.path.insert(0, str(REPO_ROOT / "notebooks" / "solutions"))
 import solutions  # noqa: E402
@@ -189,20 +202,64 @@ def _conv_and_bn_only(model, k):
     return model
 
 
+def ten_line_loop(*, rank_once=False, fine_tune=True, lr_schedule="constant", normalize="l2", notebook_settings=False):
+    """Notebook 03's ten lines (section 1), adapted to the exercise's signature; each option makes a typical mistake."""
+    p = QUICK
+
+    def loop(model, train_batches, val_batches, *, iterations, filters_per_iteration, finetune_steps, lr):
+        original = copy.deepcopy(model)
+        rank_batches = list(itertools.islice(train_batches, 2))
+        cap = p.max_fraction if notebook_settings else None
+        floors = layer_floors(group_widths(model), min_keep=1, max_fraction=cap)
+        history, first_scores = [], None
+        for iteration in range(1, iterations + 1):
+            k = (round(p.fraction_per_iteration * sum(group_widths(model).values())) if notebook_settings
+                 else filters_per_iteration)
+            scores = first_scores or criteria.rank_filters(model, rank_batches, "taylor", normalize=normalize)
+            if rank_once:                                   # stale: the first ranking, applied to the original model
+                first_scores, k = scores, iteration * filters_per_iteration
+                model = copy.deepcopy(original)
+            if notebook_settings:
+                scores = regularised_scores(scores, flops_per_channel(model, (1, 8, 8)), p.flops_lambda)
+            plan = plan_from_scores(scores, k, min_keep=floors, multiple_of=p.multiple_of if notebook_settings else 1)
+            surgery.prune_filters(model, plan)
+            before = evaluate(model, val_batches)["accuracy"]
+            if fine_tune:
+                train.fit(model, train_batches, steps=finetune_steps, lr=lr, lr_schedule=lr_schedule, progress=False)
+            after = evaluate(model, val_batches)["accuracy"]
+            history.append({"widths": group_widths(model), "accuracy_before_finetune": before,
+                            "accuracy_after_finetune": after})
+        return model, history
+    return loop
+
+
+def test_the_ten_line_loop_of_notebook_03_passes(capsys):
+    assert exercises.check_prune_train_repeat(ten_line_loop()) is True
+    assert capsys.readouterr().out.startswith("✓")
+
+
+def test_the_ten_line_loop_is_the_notebooks():
+    """The loop above is notebook 03's section 1 with the profile's settings replaced: the same library calls."""
+    cell = next(c for c in _cells("03_iterative_pruning") if "for iteration in (1, 2):" in c)
+    for call in ('criteria.rank_filters(model, rank_batches, "taylor")', "regularised_scores(", "plan_from_scores(",
+                 "surgery.prune_filters(model, plan)", 'evaluate(model, val_batches)["accuracy"]', "train.fit(model,"):
+        assert call in cell, call
+
+
 def test_prune_train_repeat_wrong_answers(capsys):
-    def ranks_once(model, train_batches, val_batches, *, iterations, filters_per_iteration, finetune_steps, lr):
-        scores = rank_filters(model, list(itertools.islice(train_batches, 2)), "taylor")
-        plan = plan_from_scores(scores, iterations * filters_per_iteration, min_keep=1)
-        surgery.prune_filters(model, plan)
-        widths = group_widths(model)
-        return model, [widths] * iterations
+    def widths_only(*args, **kwargs):
+        model, history = solutions.prune_train_repeat_by_hand(*args, **kwargs)
+        return model, [row["widths"] for row in history]
 
-    def never_fine_tunes(model, train_batches, val_batches, *, iterations, filters_per_iteration, finetune_steps, lr):
-        return solutions.prune_train_repeat_by_hand(model, train_batches, val_batches, iterations=iterations,
-                                                    filters_per_iteration=filters_per_iteration, finetune_steps=0, lr=lr)
-
-    rejected(exercises.check_prune_train_repeat, ranks_once, capsys, "iteration 1", "rank the current")
-    rejected(exercises.check_prune_train_repeat, never_fine_tunes, capsys, "fine-tune after each prune")
+    rejected(exercises.check_prune_train_repeat, ten_line_loop(rank_once=True), capsys, "iteration 2", "ranked once",
+             "rank the current, already pruned model again")
+    rejected(exercises.check_prune_train_repeat, ten_line_loop(fine_tune=False), capsys, "fine-tune after each prune")
+    rejected(exercises.check_prune_train_repeat, ten_line_loop(lr_schedule="cosine"), capsys, "cosine learning rate")
+    rejected(exercises.check_prune_train_repeat, ten_line_loop(normalize=None), capsys, "widths",
+             "normalised per layer")
+    rejected(exercises.check_prune_train_repeat, ten_line_loop(notebook_settings=True), capsys, "iteration 1",
+             "notebook 03's settings")
+    rejected(exercises.check_prune_train_repeat, widths_only, capsys, "give each iteration a dict")
 
 
 def _timed(model, x, *, warmup: int, repeats: int, clock=time.perf_counter) -> list[float]:
@@ -287,3 +344,164 @@ def test_group_readers_wrong_answers(capsys):
 
     rejected(exercises.check_group_readers, without("classifier"), capsys, "the Linear reads the last stream")
     rejected(exercises.check_group_readers, without("shortcut"), capsys, "next stage's shortcut reads the stream")
+
+
+def _cells(notebook: str) -> list[str]:
+    """The source of every cell of notebooks/<notebook>.ipynb."""
+    cells = json.loads((REPO_ROOT / "notebooks" / f"{notebook}.ipynb").read_text())["cells"]
+    return ["".join(c["source"]) for c in cells]
+
+
+# --------------------------------------------------------------------------- the no-library rule
+
+
+def _library_loop(model, train_batches, val_batches, *, iterations, filters_per_iteration, finetune_steps, lr):
+    schedule = PruningSchedule(filters_per_iteration=filters_per_iteration, finetune_steps=finetune_steps, lr=lr,
+                               rank_batches=2, target_fraction=iterations * filters_per_iteration / 19)
+    pruned, history = prune_train_repeat(model, train_batches, val_batches, schedule, input_shape=(1, 8, 8),
+                                         progress=False)
+    return pruned, [{"widths": {c[8:]: int(r[c]) for c in history.columns if c.startswith("filters:")},
+                     "accuracy_before_finetune": r["accuracy_before_finetune"],
+                     "accuracy_after_finetune": r["accuracy_after_finetune"]} for _, r in history.iloc[1:].iterrows()]
+
+
+def _remove_last(model, k):
+    surgery.prune_filters(model, {"4": [k]})
+    return model
+
+
+#: (checker, a "solution" that only calls pruning_lib, the library function its verdict must name)
+LIBRARY_ONLY = [
+    (exercises.check_conv_cost,
+     lambda conv, h, w: (count_parameters(conv), count_flops(conv, (1, conv.in_channels, h, w))),
+     "pruning_lib.measure.counting.count_parameters"),
+    (exercises.check_standard_error, lambda c: lessons.noise_points(c, torch.zeros_like(c)) / 2,
+     "pruning_lib.course.lessons.noise_points"),
+    (exercises.check_l1, lambda conv: rank_filters(nn.Sequential(conv, nn.ReLU(), nn.Conv2d(conv.out_channels, 2, 1)),
+                                                   None, "l1", normalize=None)["0"],
+     "pruning_lib.rank.criteria.rank_filters"),
+    (exercises.check_taylor, lambda model, batches: criteria.rank_filters(model, batches, "taylor", normalize=None),
+     "pruning_lib.rank.criteria.rank_filters"),
+    (exercises.check_spearman, spearman, "pruning_lib.rank.oracle.spearman"),
+    (exercises.check_remove_filter, lambda model, conv, k: surgery.prune_filters(model, {conv: [k]}) or model,
+     "pruning_lib.surgery.prune_filters"),
+    (exercises.check_remove_last_filter, _remove_last, "pruning_lib.surgery.prune_filters"),
+    (exercises.check_prune_train_repeat, _library_loop, "pruning_lib.recover.iterative.PruningSchedule"),
+    (exercises.check_latency, lambda m, x: measure_latency(m, tuple(x.shape), min_run_time=0.05)["median_ms"],
+     "pruning_lib.measure.latency.measure_latency"),
+    (exercises.check_fold_batchnorm, lambda conv, bn: fold_batchnorm(nn.Sequential(conv, bn))[0],
+     "pruning_lib.measure.deploy.fold_batchnorm"),
+    (exercises.check_channel_groups,
+     lambda model: [set(g.producers) for g in channel_groups(model).values() if not g.refused],
+     "pruning_lib.graph.groups.channel_groups"),
+    (exercises.check_group_readers,
+     lambda model: {frozenset(g.producers): set(g.readers) for g in channel_groups(model).values()},
+     "pruning_lib.graph.groups.channel_groups"),
+]
+
+
+@pytest.mark.parametrize("checker, library_only, called", LIBRARY_ONLY, ids=[c.__name__ for c, _, _ in LIBRARY_ONLY])
+def test_every_checker_rejects_a_solution_that_only_calls_the_library(checker, library_only, called, capsys):
+    out = rejected(checker, library_only, capsys, f"your function calls {called}", "yourself")
+    assert out.count("\n") == 1
+    assert ("write the loop yourself" in out) == (checker is exercises.check_prune_train_repeat)
+
+
+def test_the_loop_may_not_call_the_library_loop_even_with_its_own_schedule(capsys):
+    def delegates(model, train_batches, val_batches, **kwargs):   # the schedule built outside the student's call
+        return _library_loop(model, train_batches, val_batches, **kwargs)
+    schedule = PruningSchedule(target_fraction=0.2, filters_per_iteration=4, finetune_steps=1, rank_batches=1)
+
+    def hands_over(model, train_batches, val_batches, **kwargs):
+        return prune_train_repeat(model, train_batches, val_batches, schedule, input_shape=(1, 8, 8), progress=False)
+
+    rejected(exercises.check_prune_train_repeat, delegates, capsys, "pruning_lib.recover.iterative")
+    rejected(exercises.check_prune_train_repeat, hands_over, capsys,
+             "your function calls pruning_lib.recover.iterative.prune_train_repeat", "only its pieces")
+
+
+def test_the_library_call_is_named_even_when_the_student_catches_it(capsys):
+    def swallows(model):
+        try:
+            return channel_groups(model)
+        except Exception:
+            return solutions.groups_of(model)
+    rejected(exercises.check_channel_groups, swallows, capsys, "pruning_lib.graph.groups.channel_groups")
+
+
+def test_the_library_call_is_named_even_when_it_fails(capsys):
+    def wrong_arguments(model):
+        return channel_groups(model, graph="not a graph")
+    rejected(exercises.check_channel_groups, wrong_arguments, capsys, "pruning_lib.graph.groups.channel_groups")
+
+
+def test_the_previous_profiler_is_restored(capsys):
+    def profiler(frame, event, arg):
+        return None
+    sys.setprofile(profiler)
+    try:
+        exercises.check_l1(solutions.l1_norms)
+        assert sys.getprofile() is profiler
+        exercises.check_l1(lambda conv: 1 / 0)
+        assert sys.getprofile() is profiler
+        exercises.check_l1(lambda conv: rank_filters(nn.Sequential(conv), None, "l1"))
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
+    capsys.readouterr()
+
+
+def test_the_checkers_own_reference_is_not_counted(capsys):
+    """The checkers call the library for their reference: only the student's call is watched."""
+    assert exercises.check_taylor(solutions.taylor_scores) is True
+    assert sys.getprofile() is None
+    capsys.readouterr()
+
+
+# --------------------------------------------------------------------------- Taylor's scaffolding, summary
+
+
+def taylor_by_the_docstring(model, batches):
+    """The five steps of the starter's docstring, written as a student would: retain_grad, not register_hook."""
+    names, modules = [n for n, _ in model.named_modules()], dict(model.named_modules())
+    relu_of = {c: next(n for n in names[names.index(c):] if isinstance(modules[n], nn.ReLU))
+               for c in names if isinstance(modules[c], nn.Conv2d)}
+    maps, totals, count = {}, {c: 0 for c in relu_of}, 0
+
+    def keep(conv):
+        def hook(module, inputs, output):
+            output.retain_grad()
+            maps[conv] = output
+        return hook
+    handles = [modules[r].register_forward_hook(keep(c)) for c, r in relu_of.items()]
+    try:
+        for x, y in batches:
+            F.cross_entropy(model(x), y, reduction="sum").backward()
+            for c in relu_of:
+                totals[c] = totals[c] + (maps[c] * maps[c].grad).mean(dim=(2, 3)).abs().sum(0).detach()
+            count += len(y)
+    finally:
+        for h in handles:
+            h.remove()
+    return {c: t / count for c, t in totals.items()}
+
+
+def test_the_taylor_starters_steps_pass(capsys):
+    assert exercises.check_taylor(taylor_by_the_docstring) is True
+    capsys.readouterr()
+
+
+def test_summary_records_each_exercises_last_verdict(capsys):
+    exercises.check_l1(lambda conv: conv.weight.detach().flatten(1).norm(dim=1))          # the L2 norm: wrong
+    exercises.check_spearman(solutions.rank_correlation)
+    table = exercises.summary()
+    assert list(table.columns) == ["notebook", "exercise", "passed"]
+    rows = table.set_index("exercise")
+    assert rows.loc["l1_norms", "passed"] == False and rows.loc["l1_norms", "notebook"] == "02"   # noqa: E712
+    assert rows.loc["rank_correlation", "passed"] == True                                       # noqa: E712
+    order = list(table["exercise"])
+    exercises.check_l1(solutions.l1_norms)                                                    # now right
+    again = exercises.summary()
+    assert list(again["exercise"]) == order
+    assert again.set_index("exercise").loc["l1_norms", "passed"] == True                       # noqa: E712
+    assert capsys.readouterr().out.count("\n") == 3          # the checkers' three lines; summary prints nothing

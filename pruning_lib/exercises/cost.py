@@ -12,6 +12,7 @@ from torch import nn
 
 from ..measure.counting import count_flops, count_parameters
 from ..measure.deploy import fold_batchnorm
+from ._guard import without_library
 from ._verdict import Wrong, close, verdict
 
 __all__ = ["check_conv_cost", "check_fold_batchnorm", "check_latency", "check_standard_error"]
@@ -24,6 +25,8 @@ CONVS = [(3, 8, 3, 1, 1, True, 16, 16), (1, 4, 5, 1, 0, False, 28, 28), (8, 16, 
 def check_conv_cost(conv_cost: Callable) -> bool:
     """01: ``conv_cost(conv, height, width) -> (parameters, FLOPs)`` for one image of that size (2 FLOPs per
     multiply-add), checked against `measure.count_parameters` and `measure.count_flops`."""
+    conv_cost = without_library(conv_cost)
+
     def check() -> None:
         torch.manual_seed(0)
         for cin, cout, k, s, p, bias, h, w in CONVS:
@@ -43,12 +46,14 @@ def check_conv_cost(conv_cost: Callable) -> bool:
                         " (count at the output's positions, not the input's: stride and padding change them)"
                         if got_flops == on_input != flops else "")
                 raise Wrong(f"{where}: {got_flops:,} FLOPs, expected {flops:,}{hint}")
-    return verdict("the parameters and FLOPs of a conv", check)
+    return verdict("the parameters and FLOPs of a conv", check, notebook="01", exercise="conv_cost")
 
 
 def check_standard_error(standard_error: Callable) -> bool:
     """01: ``standard_error(correct) -> points``: the standard error of an accuracy measured on ``len(correct)``
     images (``correct`` is 1.0 where right), in percentage points: 100·sqrt(p(1 − p)/n)."""
+    standard_error = without_library(standard_error)
+
     def check() -> None:
         gen = torch.Generator().manual_seed(1)
         for n, p in ((400, 0.85), (5200, 0.5), (50, 0.98)):
@@ -61,7 +66,7 @@ def check_standard_error(standard_error: Callable) -> bool:
                         " (divide the variance by n, then take the square root)" if close(got, want * n ** 0.5, rtol=1e-3)
                         else "")
                 raise Wrong(f"{n} images at {100 * acc:.1f}%: {got:.4f}, expected {want:.4f}{hint}")
-    return verdict("the standard error of a test accuracy", check)
+    return verdict("the standard error of a test accuracy", check, notebook="01", exercise="standard_error")
 
 
 class _Sleepy(nn.Module):
@@ -128,6 +133,8 @@ def check_latency(latency_ms: Callable) -> bool:
     """04: ``latency_ms(model, x) -> milliseconds``: the typical time of one forward pass (eval mode, no grad,
     warm-up first, several repeats, their median), checked on a fast (4 ms) and a slow (12 ms) model that start
     cold and hiccup now and then, each against the durations its own calls took (no fixed clock threshold)."""
+    latency_ms = without_library(latency_ms)
+
     def check() -> None:
         fast, slow = _Sleepy(4.0), _Sleepy(12.0)
         got_fast = float(latency_ms(fast, torch.zeros(1)))
@@ -139,12 +146,14 @@ def check_latency(latency_ms: Callable) -> bool:
                         "return milliseconds")
         _judge_latency(got_fast, fast)
         _judge_latency(got_slow, slow)
-    return verdict("measuring latency", check)
+    return verdict("measuring latency", check, notebook="04", exercise="latency_ms")
 
 
 def check_fold_batchnorm(fold: Callable) -> bool:
     """04: ``fold(conv, bn) -> conv``: one Conv2d computing ``bn(conv(x))`` in eval mode (the deploy form's
     folding), checked against `measure.fold_batchnorm` on convs with and without a bias."""
+    fold = without_library(fold)
+
     def check() -> None:
         torch.manual_seed(2)
         for bias in (False, True):
@@ -166,4 +175,4 @@ def check_fold_batchnorm(fold: Callable) -> bool:
                 err = float((got - ref).abs().max())
                 raise Wrong(f"conv bias={bias}: outputs differ from conv -> BatchNorm by up to {err:.3g} "
                             "(σ = sqrt(running_var + eps); the conv's own bias goes through the BatchNorm too)")
-    return verdict("folding BatchNorm into the conv", check)
+    return verdict("folding BatchNorm into the conv", check, notebook="04", exercise="fold")

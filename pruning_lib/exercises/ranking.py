@@ -11,6 +11,7 @@ from torch import nn
 
 from ..rank.criteria import rank_filters
 from ..rank.oracle import spearman
+from ._guard import without_library
 from ._verdict import Wrong, close, verdict
 
 __all__ = ["check_l1", "check_spearman", "check_taylor", "tiny_chain"]
@@ -43,6 +44,8 @@ def _norm(conv: nn.Conv2d, p: int) -> torch.Tensor:
 
 def check_l1(l1_norms: Callable) -> bool:
     """02: ``l1_norms(conv) -> (out_channels,)``: the L1 norm of each filter's weights, Σ|W_k|."""
+    l1_norms = without_library(l1_norms)
+
     def check() -> None:
         torch.manual_seed(3)
         for conv in (nn.Conv2d(3, 8, 3), nn.Conv2d(16, 4, 1, bias=False), nn.Conv2d(4, 6, 5)):
@@ -55,7 +58,7 @@ def check_l1(l1_norms: Callable) -> bool:
                         " (that is the L2 norm)" if close(got, _norm(conv, 2)) else
                         " (sum |w| over each filter's input channels and kernel positions)")
                 raise Wrong(f"{conv}: filter 0 scored {float(got[0]):.4f}, expected {float(want[0]):.4f}{hint}")
-    return verdict("the L1 criterion", check)
+    return verdict("the L1 criterion", check, notebook="02", exercise="l1_norms")
 
 
 def _taylor_variants(model: nn.Module, batches) -> dict[str, dict[str, torch.Tensor]]:
@@ -100,6 +103,8 @@ def check_taylor(taylor_scores: Callable) -> bool:
     (found with forward and backward hooks; the ReLUs are in-place) and ℓ each example's own loss
     (``F.cross_entropy(..., reduction="sum")``); checked against
     ``rank.criteria.rank_filters(model, batches, "taylor", normalize=None)``."""
+    taylor_scores = without_library(taylor_scores)
+
     def check() -> None:
         for seed in (0, 1):
             model, batches = tiny_chain(seed), _batches(seed)
@@ -123,12 +128,14 @@ def check_taylor(taylor_scores: Callable) -> bool:
                              for v, s in variants.items() if close(g, s[name], rtol=1e-3, atol=1e-9)),
                             " (in-place ReLUs overwrite the conv's output: hook the ReLU)")
                 raise Wrong(f"model {seed}, {name}: scores {g[:3].tolist()}..., expected {want[name][:3].tolist()}...{hint}")
-    return verdict("the Taylor criterion from hooks", check)
+    return verdict("the Taylor criterion from hooks", check, notebook="02", exercise="taylor_scores")
 
 
 def check_spearman(rank_correlation: Callable) -> bool:
     """02: ``rank_correlation(a, b) -> float``: Spearman's ρ of two 1-D tensors, ties given their average rank;
     checked against `oracle.spearman`."""
+    rank_correlation = without_library(rank_correlation)
+
     def check() -> None:
         gen = torch.Generator().manual_seed(4)
         a = torch.rand(50, generator=gen)
@@ -142,4 +149,4 @@ def check_spearman(rank_correlation: Callable) -> bool:
                 hint = (" (that is Pearson's r of the values: correlate their ranks)" if close(got, pearson) else
                         " (tied values share the average of their ranks)" if case == "with ties" else "")
                 raise Wrong(f"{case}: {got:.4f}, expected {want:.4f}{hint}")
-    return verdict("Spearman's rank correlation", check)
+    return verdict("Spearman's rank correlation", check, notebook="02", exercise="rank_correlation")

@@ -1,4 +1,4 @@
-"""Checkers for notebooks 03 and 05: surgery by hand, the Prune–Train–Repeat loop, a ResNet's channel groups."""
+"""Checkers for notebooks 03 and 05: surgery by hand, a ResNet's channel groups (the loop's checker is in `loop`)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..graph.groups import group_widths
 from ..graph.groups import channel_groups
-from ..recover.iterative import PruningSchedule, prune_train_repeat
 from ..models.resnets import small_resnet
+from ._guard import without_library
 from ._verdict import Wrong, close, verdict
 from .ranking import tiny_chain
 
-__all__ = ["check_channel_groups", "check_group_readers", "check_prune_train_repeat", "check_remove_filter",
-           "check_remove_last_filter", "flat_head_chain"]
+__all__ = ["check_channel_groups", "check_group_readers", "check_remove_filter", "check_remove_last_filter",
+           "flat_head_chain"]
 
 
 def flat_head_chain(seed: int = 0) -> nn.Module:
@@ -64,6 +63,8 @@ def _shapes(model: nn.Module, checks: dict[str, tuple[str, tuple]]) -> None:
 def check_remove_filter(remove_filter: Callable) -> bool:
     """03: ``remove_filter(model, conv, k) -> model``: filter k removed from the conv (weight and bias), its
     BatchNorm (four tensors) and the next conv's input channels; checked by shapes and against the masked model."""
+    remove_filter = without_library(remove_filter)
+
     def check() -> None:
         x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(5))
         for conv, bn, following, k in (("0", "1", "3", 2), ("3", "4", "7", 0), ("3", "4", "7", 7)):
@@ -83,12 +84,14 @@ def check_remove_filter(remove_filter: Callable) -> bool:
             _same_output(got, _masked(model, bn, k), x, f"filter {k} of conv {conv}",
                          "remove the same index from the filters, the BatchNorm and the next conv's input channels; "
                          "also update out_channels, in_channels and num_features")
-    return verdict("removing one filter by hand", check)
+    return verdict("removing one filter by hand", check, notebook="03", exercise="remove_filter")
 
 
 def check_remove_last_filter(remove_last_filter: Callable) -> bool:
     """03: ``remove_last_filter(model, k) -> model``: filter k of the last conv removed, with its BatchNorm and the
     Linear's columns that read channel k after ``Flatten`` (channel-major: channel k owns H·W consecutive columns)."""
+    remove_last_filter = without_library(remove_last_filter)
+
     def check() -> None:
         x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(6))
         for k in (0, 3, 4):
@@ -98,48 +101,7 @@ def check_remove_last_filter(remove_last_filter: Callable) -> bool:
             _same_output(got, _masked(model, "5", k), x, f"filter {k} of the last conv",
                          "Flatten is channel-major: channel k is columns k·H·W to (k+1)·H·W − 1 of the Linear, not "
                          "every C-th column")
-    return verdict("removing a filter before the Linear", check)
-
-
-def _ptr_setup(seed: int):
-    model = tiny_chain(seed, inplace=False)
-    gen = torch.Generator().manual_seed(seed)
-    batches = [(torch.randn(8, 1, 8, 8, generator=gen), torch.randint(0, 3, (8,), generator=gen)) for _ in range(3)]
-    return model, batches
-
-
-def check_prune_train_repeat(loop: Callable) -> bool:
-    """03: ``loop(model, train_batches, val_batches, *, iterations, filters_per_iteration, finetune_steps, lr)
-    -> (model, widths)``, where ``widths`` is ``graph.groups.group_widths`` after each iteration: Taylor scores from the
-    first 2 training batches (normalised per layer), the globally lowest `filters_per_iteration` removed (at
-    least one filter left in every conv), then ``train.fit`` for `finetune_steps`; repeated.  Checked against
-    `iterative.prune_train_repeat` on a tiny model."""
-    def check() -> None:
-        for seed, iterations, k in ((0, 3, 4), (1, 2, 6)):
-            model, batches = _ptr_setup(seed)
-            schedule = PruningSchedule(criterion="taylor", filters_per_iteration=k, finetune_steps=0, rank_batches=2,
-                                       target_fraction=iterations * k / 19, lr=1e-3)
-            _, history = prune_train_repeat(model, batches, batches, schedule, input_shape=(1, 8, 8), progress=False)
-            want = [{c: int(r[f"filters:{c}"]) for c in group_widths(model)} for _, r in history.iloc[1:].iterrows()]
-            got_model, got = loop(copy.deepcopy(model), batches, batches, iterations=iterations,
-                                  filters_per_iteration=k, finetune_steps=0, lr=1e-3)
-            got = [dict(w) for w in got]
-            if len(got) != len(want):
-                raise Wrong(f"{len(got)} widths returned for {iterations} iterations: one per iteration")
-            for i, (g, w) in enumerate(zip(got, want), start=1):
-                if g != w:
-                    raise Wrong(f"model {seed}, iteration {i}: widths {g}, expected {w} (rank the current, already "
-                                "pruned model again in every iteration, normalised per layer, with one global threshold)")
-            if group_widths(got_model) != want[-1]:
-                raise Wrong("the returned model does not have the widths of the last iteration")
-        model, batches = _ptr_setup(0)
-        trained, _ = loop(copy.deepcopy(model), batches, batches, iterations=1, filters_per_iteration=4,
-                          finetune_steps=3, lr=1e-2)
-        untrained, _ = loop(copy.deepcopy(model), batches, batches, iterations=1, filters_per_iteration=4,
-                            finetune_steps=0, lr=1e-2)
-        if all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untrained.state_dict().values())):
-            raise Wrong("with finetune_steps=3 the weights are those of finetune_steps=0: fine-tune after each prune")
-    return verdict("Prune–Train–Repeat by hand", check)
+    return verdict("removing a filter before the Linear", check, notebook="03", exercise="remove_last_filter")
 
 
 _RESNETS = [dict(widths=(8, 16, 32), blocks=(2, 1, 3)), dict(widths=(4, 8), blocks=(1, 2)), dict(widths=(6,), blocks=(3,))]
@@ -153,6 +115,8 @@ def check_channel_groups(groups_of: Callable) -> bool:
     """05: ``groups_of(model) -> list of sets of conv names``: for a small ResNet (`resnets.small_resnet`, any
     widths and blocks), the convs whose filters must be removed together (each residual stream's writers; each
     block's first conv alone), checked against `groups.channel_groups`."""
+    groups_of = without_library(groups_of)
+
     def check() -> None:
         for config in _RESNETS:
             model = small_resnet(**config, num_classes=2)
@@ -166,13 +130,15 @@ def check_channel_groups(groups_of: Callable) -> bool:
                     else "")
             raise Wrong(f"ResNet widths {config['widths']}, blocks {config['blocks']}: expected a group "
                         f"{sorted(missing)}{hint}")
-    return verdict("a ResNet's channel groups", check)
+    return verdict("a ResNet's channel groups", check, notebook="05", exercise="groups_of")
 
 
 def check_group_readers(readers_of: Callable) -> bool:
     """05: ``readers_of(model) -> {frozenset of writers: set of layers reading them}`` for each residual stream of a
     small ResNet: every conv (or the Linear) whose input channels are the stream's; checked against
     `groups.channel_groups`."""
+    readers_of = without_library(readers_of)
+
     def check() -> None:
         for config in _RESNETS:
             model = small_resnet(**config, num_classes=2)
@@ -189,4 +155,4 @@ def check_group_readers(readers_of: Callable) -> bool:
                         " (the Linear reads the last stream)" if any("classifier" in m for m in missing) else "")
                     raise Wrong(f"the stream written by {sorted(writers)[0]}...: missing {missing}, not readers "
                                 f"{extra}{hint}")
-    return verdict("who reads a residual stream", check)
+    return verdict("who reads a residual stream", check, notebook="05", exercise="readers_of")
