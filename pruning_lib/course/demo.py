@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .paths import REPO_ROOT, build_dir, reports_dir, shown
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
 
 #: The longest one cell may run, per profile (the quick profile's longest cell takes about a minute on 2 cores).
@@ -30,9 +36,35 @@ def notebooks(only: str | None = None) -> list[Path]:
     return [nb for nb in found if only is None or nb.name.startswith(only)]
 
 
+def kernel_config(socket_dir: Path) -> Config:
+    """The kernel manager's settings for a headless run: on Linux and macOS, talk to the kernel over local (Unix)
+    sockets in `socket_dir` (``KernelManager.transport = "ipc"``), as ipykernel itself advises.
+
+    Over TCP, the default, every ipykernel (7 or later) logs "Kernel is running over TCP without encryption" to
+    the terminal when it starts: a warning for every notebook of ``make demo``.  IPC sockets are files, here in a
+    folder of this run's own (an absolute path: the kernel runs in the notebook's folder), so nothing goes over
+    the network and the kernel has no reason to warn.  On Windows (no IPC sockets), or where `socket_dir` is too
+    long a path for a socket's name, TCP stays."""
+    from traitlets.config import Config
+
+    ip = Path(socket_dir).resolve() / "kernel"
+    fits = len(os.fsencode(str(ip))) + len("-99999") <= 100      # a socket's path: at most 103 bytes on macOS
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(ip)}}) if os.name == "posix" and fits else Config()
+
+
+def execute(notebook: Path, out: Path, parameters: dict, *, cwd: Path, timeout: float | None = None) -> None:
+    """Run `notebook` headless with papermill (`parameters` injected) and write the executed notebook to `out`;
+    its kernel is set up by `kernel_config`, with its sockets in a temporary folder removed afterwards."""
+    import papermill
+
+    with tempfile.TemporaryDirectory(prefix="kernel-") as sockets:
+        papermill.execute_notebook(str(notebook), str(out), parameters=parameters, cwd=str(cwd), progress_bar=False,
+                                   kernel_name="python3", language="python", execution_timeout=timeout,
+                                   config=kernel_config(Path(sockets)))
+
+
 def run_notebook(notebook: Path, profile: str, overrides: str = "") -> tuple[Path, float]:
     """Execute one notebook with papermill (profile and overrides injected as parameters); also write its HTML."""
-    import papermill
     from nbconvert import HTMLExporter
 
     out = build_dir() / notebook.name
@@ -40,9 +72,7 @@ def run_notebook(notebook: Path, profile: str, overrides: str = "") -> tuple[Pat
     start = time.perf_counter()
     for attempt in (1, 2):
         try:
-            papermill.execute_notebook(str(notebook), str(out), parameters={"profile": profile, "overrides": overrides},
-                                       cwd=str(notebook.parent), progress_bar=False, kernel_name="python3",
-                                       language="python", execution_timeout=timeout)
+            execute(notebook, out, {"profile": profile, "overrides": overrides}, cwd=notebook.parent, timeout=timeout)
             break
         except Exception as err:                            # nbclient's CellTimeoutError, as papermill passes it on
             if attempt == 2 or not _timed_out(err):
@@ -137,8 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commit-outputs", action="store_true",
                         help="also write the executed notebooks back into notebooks/ (clean), to commit them")
     args = parser.parse_args(argv)
-    import os
-
     profile = args.profile or os.environ.get("PRUNING_PROFILE") or "quick"
     todo = notebooks(args.only)
     if not todo:

@@ -5,4 +5,5 @@
 - `iterative`: the Prune–Train–Repeat sawtooth, criteria compared, filters left per layer (notebook 03).
 - `speed`: speedup against FLOPs, where the time goes, one conv's width staircase (notebook 04).
 - `groups`: a network's channel groups, which convs write and read each one (notebook 05).
+- `layout`: what the others share: log ticks as plain numbers, point labels placed where they collide with nothing.
 """

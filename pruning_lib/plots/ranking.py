@@ -11,6 +11,7 @@ import torch
 
 from ..rank.criteria import Scores
 from ..recover.oneshot import OneShot
+from . import layout
 from .groups import short_name
 
 
@@ -46,21 +47,37 @@ def plot_score_distributions(panels: Mapping[str, Scores], *, log: bool = True, 
     return fig
 
 
+#: the words of `plot_criteria_vs_oracle` for what each colour is: a VGG's conv layer or a ResNet's channel group
+UNITS = {"layer": {"dot": "filter", "oracle": "the oracle", "legend": "layer"},
+         "group": {"dot": "channel of a group", "oracle": "the group oracle", "legend": "channel group"}}
+
+
 def plot_criteria_vs_oracle(scores_by_criterion: Mapping[str, Scores], oracle: Scores,
-                            criteria: Sequence[str] = ("taylor", "l2"), *, floor: float = 1e-6) -> plt.Figure:
+                            criteria: Sequence[str] = ("taylor", "l2"), *, floor: float = 1e-6,
+                            unit: str = "layer") -> plt.Figure:
     """Scatter of each criterion's (given, e.g. L2-normalised) score against the oracle's |ΔC|, log-log,
-    one colour per layer.  Values below `floor` are drawn at `floor` (dead filters have |ΔC| = 0)."""
+    one colour per layer (``unit="layer"``, a VGG's filters) or per channel group (``unit="group"``, a ResNet's
+    channels, each scored as a whole: the wording follows).  Values below `floor` are drawn at `floor` (dead
+    filters have |ΔC| = 0).  The legend stands right of the panels, where it hides no dot."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {sorted(UNITS)}, got {unit!r}")
+    words = UNITS[unit]
     layers = list(oracle)
-    fig, axes = plt.subplots(1, len(criteria), figsize=(4.6 * len(criteria), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(criteria), figsize=(4.6 * len(criteria) + 1.8, 4.2), squeeze=False)
     for ax, criterion in zip(axes[0], criteria):
         for i, n in enumerate(layers):
             ax.scatter(oracle[n].double().clamp_min(floor).numpy(),
                        scores_by_criterion[criterion][n].double().clamp_min(floor).numpy(),
-                       s=8, alpha=0.6, color=plt.cm.viridis(i / max(len(layers) - 1, 1)), label=n)
-        ax.set(xscale="log", yscale="log", title=criterion, xlabel="oracle |ΔC| (cross-entropy, log)",
-               ylabel=f"{criterion} score, L2-normalised per layer (log)")
-    axes[0][-1].legend(title="layer", fontsize=7, title_fontsize=8, loc="lower right", markerscale=2)
-    fig.suptitle("Each dot is one filter: criterion against the oracle")
+                       s=8, alpha=0.6, color=plt.cm.viridis(i / max(len(layers) - 1, 1)),
+                       label=short_name(n) if unit == "group" else n)
+        ax.set(xscale="log", yscale="log", title=criterion,
+               xlabel=f"{words['oracle']}: |ΔC| (change of the cross-entropy, log)",
+               ylabel=f"{criterion} score, L2-normalised per {unit} (log)")
+        for axis in (ax.xaxis, ax.yaxis):
+            layout.readable_log_axis(axis)
+    axes[0][-1].legend(title=words["legend"], fontsize=7, title_fontsize=8, markerscale=2, loc="upper left",
+                       bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    fig.suptitle(f"Each dot is one {words['dot']}: criterion against {words['oracle']}")
     fig.tight_layout()
     return fig
 
