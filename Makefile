@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 export PRUNING_PROFILE := $(PROFILE)
 
-.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill bench-groups bench-resnet bench-harder-target bench-latency bench-latency-target calibrate preflight setup clean
+.PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill bench-groups bench-resnet bench-harder-target bench-latency bench-latency-target bench-distributed calibrate preflight setup clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ test-notebooks: $(STAMP)
 ## JupyterLab on the notebooks.
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
+
+## One Prune–Train–Repeat iteration on 1 and NPROC processes (torchrun; gloo on CPU, NCCL on GPUs), interleaved.
+NPROC ?= 2
+bench-distributed: $(STAMP)
+	$(PY) benchmarks/distributed_scaling.py --nproc $(NPROC)
 
 ## Benchmarks (scripts, not tests): surgery + Taylor cost, then notebook 04's speed and size figures.
 bench: $(STAMP)

@@ -8,6 +8,7 @@ Foundations
 - `runtime`      device, seeds, train/eval mode and thread count, set and restored
 - `checkpoints`  one atomic writer and one checkpoint format (weights_only loading), the weights' fingerprint
 - `data`         datasets: embedded Fashion-MNIST, image folders (Kaggle), Oxford-IIIT Pet, CIFAR-10
+- `distributed`  several processes under torchrun: all-reduce, broadcast, barrier, DDP, each rank's share of the data
 
 Analyse (`graph`)
 - `graph.trace`        the model's data flow (torch.fx), refusing wrappers; a failed trace names the line
@@ -36,7 +37,7 @@ Networks (`models`): the small VGG, small and torchvision ResNets, VGG16, ImageN
 
 Recover (`recover`)
 - `recover.train`, `recover.evaluation`, `recover.distill`  fine-tuning, evaluation, distillation
-- `recover.iterative`   Prune–Train–Repeat with checkpoints and resume
+- `recover.iterative`   Prune–Train–Repeat with checkpoints and resume (`recover.processes`: on several processes)
 - `recover.oneshot`, `recover.recovery`, `recover.history`  one-shot pruning, its recovery, a run's history
 
 The face: `api`  ``prune(...)``

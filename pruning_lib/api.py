@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from . import distributed
 from .graph.groups import channel_groups
 from .recover.iterative import PruningSchedule, prune_train_repeat
 from .measure.counting import count_flops
@@ -80,6 +81,9 @@ def prune(
         max_fraction: no layer loses more than this share of its filters (None: no cap).
         checkpoint: a file: written after every iteration, and the run resumes from it when it exists.
 
+    Launched by ``torchrun --nproc_per_node=N`` it runs unchanged on N processes (`distributed`): each rank trains
+    and ranks on its share of the data (the DataLoaders' batch_size is per process) and all return the same model.
+
     Returns:
         ``(pruned model in eval mode, history)``; one history row per iteration (`iterative.HISTORY_COLUMNS`;
         the accuracy columns hold the metric).
@@ -95,6 +99,7 @@ def prune(
         raise ValueError(f"flops_reduction is how many times fewer FLOPs to reach, > 1; got {flops_reduction}")
     if not isinstance(example_inputs, torch.Tensor) or example_inputs.dim() < 2:
         raise TypeError("example_inputs must be one batch of inputs as a tensor, e.g. torch.randn(1, 3, 224, 224)")
+    distributed.join_from_environment()      # under torchrun: every process joins, and each prunes its share
     _check_prunable(model)
     input_shape = tuple(example_inputs.shape[1:])
     target_gflops = (count_flops(model, (1, *input_shape)) / 1e9 / flops_reduction if flops_reduction else None)

@@ -30,6 +30,7 @@ import pandas as pd
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..measure.counting import count_flops, count_parameters
 from ..recover import train
 from ..recover.evaluation import correct, evaluate
@@ -149,7 +150,7 @@ class FirstWithin:
     def on_iteration(self, row: dict, model: nn.Module) -> None:
         if self.row is None and row["gflops"] <= self.max_gflops and row["params"] <= self.max_params:
             self.model, self.row = copy.deepcopy(model).eval(), {k: plain_value(v) for k, v in row.items()}
-            if self.path is not None:
+            if self.path is not None and distributed.current().rank == 0:     # one writer under torchrun
                 save_pruned(self.model, self.path, meta={"key": self.key, "row": self.row})
 
 

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..graph.groups import ChannelGroup, channel_groups
 from ..runtime import mode, model_device
 
@@ -172,15 +173,40 @@ def _add_batch(stats: dict[str, ChannelStats], groups, readers, inputs, position
             s.taylor += (change / positions[group]).abs().sum(dim=0).cpu()
 
 
+def _sum_over_processes(stats: dict[str, ChannelStats], sizes: Mapping[str, int],
+                        collective: distributed.Collective) -> None:
+    """Add up every process's sums, in place, so the stats are those of one process seeing every shard.  Each sum
+    (Taylor's included: its |·| is per example) adds over examples, so adding over processes is exact."""
+    names = sorted(stats)
+    for n in names:
+        if stats[n].examples == 0:
+            s = stats[n]
+            s.positions, s.total, s.total_sq, s.zeros, s.taylor = (torch.zeros(sizes[n], dtype=torch.float64)
+                                                                   for _ in range(5))
+    flat = torch.cat([torch.cat([torch.tensor([float(stats[n].examples)], dtype=torch.float64), stats[n].positions,
+                                 stats[n].total, stats[n].total_sq, stats[n].zeros, stats[n].taylor]) for n in names])
+    collective.all_reduce(flat)
+    offset = 0
+    for n in names:
+        s, size = stats[n], sizes[n]
+        s.examples = int(flat[offset])
+        s.positions, s.total, s.total_sq, s.zeros, s.taylor = flat[offset + 1:offset + 1 + 5 * size].view(5, size).clone()
+        offset += 1 + 5 * size
+
+
 def collect_stats(model: nn.Module, batches: Batches, *, gradients: bool = True, loss_fn: Callable = F.cross_entropy,
                   max_batches: int | None = None, groups: Mapping[str, ChannelGroup] | None = None,
-                  progress: bool = False) -> dict[str, ChannelStats]:
+                  progress: bool = False, collective: distributed.Collective | None = None) -> dict[str, ChannelStats]:
     """One pass over `batches` (eval mode): `ChannelStats` of every prunable group, from its readers' inputs.
 
     With ``gradients=True`` the loss C = ``loss_fn(model(x), y)`` (a mean over the batch, as torch's losses
     are) is back-propagated to every reader's input (never into ``.grad`` of the weights), scaled by the batch
     size so that each example's gradient is that of its own loss.  Hooks are removed and the train/eval mode
     restored, also on an error.
+
+    Under torchrun (or with a `collective` of several processes) every process passes its own shard of the data
+    and gets the sums over all shards: the scores equal those of one process seeing every batch (float
+    rounding aside).  Every process must call it.
 
     Raises:
         RuntimeError: called under ``torch.inference_mode()``, or a reader's input changed in place after it
@@ -231,6 +257,9 @@ def collect_stats(model: nn.Module, batches: Batches, *, gradients: bool = True,
     finally:
         for h in hooks:
             h.remove()
+    collective = distributed.current() if collective is None else collective
+    if collective.world_size > 1:
+        _sum_over_processes(stats, {n: g.size for n, g in groups.items() if not g.refused}, collective)
     if not any(s.examples for s in stats.values()):
         raise ValueError("no data to rank with: the batches were empty (or max_batches=0); pass at least one batch "
                          "of (inputs, targets)")
@@ -260,7 +289,7 @@ def normalize_per_layer(scores: Mapping[str, torch.Tensor], how: str | None = "l
 
 def rank_all(model: nn.Module, batches: Batches | None, criteria: Sequence[str], *, loss_fn: Callable = F.cross_entropy,
              normalize: str | None = "l2", seed: int = 0, max_batches: int | None = None,
-             progress: bool = False) -> dict[str, Scores]:
+             progress: bool = False, collective: distributed.Collective | None = None) -> dict[str, Scores]:
     """Score every prunable group's channels with several criteria in one pass over the data.
 
     Returns ``{criterion: {group name: (size,) float32 CPU scores}}``, higher = more important.
@@ -276,7 +305,7 @@ def rank_all(model: nn.Module, batches: Batches | None, criteria: Sequence[str],
     groups = channel_groups(model)
     prunable = {n: g for n, g in groups.items() if not g.refused}
     stats = (collect_stats(model, batches, gradients="gradients" in needs, loss_fn=loss_fn, max_batches=max_batches,
-                           groups=groups, progress=progress) if data else dict.fromkeys(prunable))
+                           groups=groups, progress=progress, collective=collective) if data else dict.fromkeys(prunable))
     modules = dict(model.named_modules())
     result = {}
     for criterion in criteria:
@@ -294,7 +323,7 @@ def rank_all(model: nn.Module, batches: Batches | None, criteria: Sequence[str],
 
 def rank_filters(model: nn.Module, batches: Batches | None, criterion: str, *, loss_fn: Callable = F.cross_entropy,
                  normalize: str | None = "l2", seed: int = 0, max_batches: int | None = None,
-                 progress: bool = False) -> Scores:
+                 progress: bool = False, collective: distributed.Collective | None = None) -> Scores:
     """Score the channels of every prunable group: ``{group name: (size,) float CPU tensor}``.
 
     Args:
@@ -305,6 +334,8 @@ def rank_filters(model: nn.Module, batches: Batches | None, criterion: str, *, l
         loss_fn: ``loss_fn(outputs, targets)``, a mean over the batch (cross-entropy by default).
         normalize: "l2" for the paper's per-layer normalisation (Eq. 9), None for raw scores.
         seed: for "random".
+        collective: the processes whose shards add up (`distributed`); by default those of torchrun's process
+            group when there is one, else this process alone.
     """
     return rank_all(model, batches, [criterion], loss_fn=loss_fn, normalize=normalize, seed=seed,
-                    max_batches=max_batches, progress=progress)[criterion]
+                    max_batches=max_batches, progress=progress, collective=collective)[criterion]

@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import train
+from . import processes
+from .. import distributed
 from ..checkpoints import fingerprint, plain_value, save_pruned
 from .distill import KnowledgeDistillation
 from .evaluation import evaluate
@@ -164,6 +166,8 @@ def _reseed(schedule: PruningSchedule, iteration: int, loader) -> None:
     torch.manual_seed(seed)
     if getattr(loader, "generator", None) is not None:
         loader.generator.manual_seed(seed)
+    if hasattr(getattr(loader, "sampler", None), "set_epoch"):      # a DistributedSampler shuffles by its epoch
+        loader.sampler.set_epoch(seed)
 
 
 def _below_floor(schedule: PruningSchedule, row: Mapping) -> bool:
@@ -312,6 +316,14 @@ def prune_train_repeat(
         fractions on `val_loader`; gflops are per image; ``finetune_steps`` counts the steps done.
         ``history.attrs["model_iteration"]`` is the row the returned model belongs to (the last
         one, except after an accuracy-floor stop).
+
+    Several processes (launched by ``torchrun``, `distributed`): every rank calls it with the same model and the
+    same arguments.  The loop gives each rank its share of the loaders (DataLoaders: batch_size is per process),
+    adds the criterion's sums over ranks, broadcasts rank 0's plan, checks that every rank holds the same weights
+    after each cut, fine-tunes under DistributedDataParallel (SyncBatchNorm on CUDA), adds up the validation
+    counts, and rank 0 alone writes the checkpoint (on a file system every rank reads).  Callbacks run on every
+    rank; one that stops the run stops it everywhere, but ``on_step`` / ``on_epoch`` must decide alike on every
+    rank (the loss they see is the rank's own).  ``target_speedup`` is refused (timing needs the machine alone).
     """
     start_widths = group_widths(model)
     total = sum(start_widths.values())
@@ -321,12 +333,16 @@ def prune_train_repeat(
     rank_loss = loss_fn or F.cross_entropy              # ranking reads the task's loss, never the teacher's
     loss_fn = loss_fn or (KnowledgeDistillation(model, schedule.distill, schedule.temperature) if schedule.distill
                           else F.cross_entropy)
+    collective = distributed.current()
+    if collective.world_size > 1:
+        train_loader, val_loader, metric = processes.for_processes(collective, schedule, train_loader, val_loader,
+                                                                   metric, model)
     metric = metric or (lambda m, loader: evaluate(m, loader)["accuracy"])
     optimizer = optimizer or (lambda params: torch.optim.Adam(params, lr=schedule.lr))
     checkpoint = Path(checkpoint) if checkpoint else None
     baseline_fingerprint = fingerprint(model)
     current = history = None
-    if checkpoint and checkpoint.exists():
+    if processes.resume_everywhere(checkpoint, collective):
         try:
             current, history = _resume(checkpoint, model, schedule, baseline_fingerprint)
         except CheckpointMismatchError:
@@ -342,7 +358,7 @@ def prune_train_repeat(
         history.attrs["model_iteration"] = 0
     model_iteration = history.attrs["model_iteration"]
     train.notify(callbacks, "on_start", history.copy(), current)
-    bar = tqdm(desc=f"prune-train-repeat ({schedule.criterion})", unit="iter", disable=not progress)
+    bar = tqdm(desc=f"prune-train-repeat ({schedule.criterion})", unit="iter", disable=not progress or collective.rank > 0)
     while not _done(schedule, history.iloc[-1]):
         iteration = int(history["iteration"].iloc[-1]) + 1
         removed = int(history["filters_removed"].iloc[-1])
@@ -358,25 +374,30 @@ def prune_train_repeat(
         _reseed(schedule, iteration, train_loader)
         batches = list(itertools.islice(train_loader, schedule.rank_batches))
         scores = rank_filters(current, batches, schedule.criterion, seed=iteration_seed(schedule.seed, iteration),
-                              loss_fn=rank_loss)
+                              loss_fn=rank_loss, collective=collective)
         cost = flops_per_channel(current, input_shape) if schedule.flops_lambda else {}
         scores = regularised_scores(scores, cost, schedule.flops_lambda)
         plan = (_latency_plan(current, scores, floors, schedule, input_shape, history.iloc[-1])
                 if schedule.target_speedup is not None else
                 plan_from_scores(scores, k, min_keep=floors, multiple_of=schedule.multiple_of))
+        plan = collective.broadcast(plan)                 # rank 0's plan is everyone's
         k = sum(map(len, plan.values()))  # with multiple_of > 1, blocks may add up to fewer than asked
         if k == 0:
             break
         prune_filters(current, plan)
+        if collective.world_size > 1:
+            distributed.check_same(collective, fingerprint(current), f"the network after iteration {iteration}'s cut")
         before = metric(current, val_loader)
         row = _record(current, iteration, before, math.nan, input_shape, removed + k, total, 0, 0.0)
         stop = train.notify(callbacks, "on_prune", dict(row), current)
         if schedule.finetune_steps:
-            fitted = train.fit(current, train_loader, steps=schedule.finetune_steps,
-                               optimizer=optimizer([p for p in current.parameters() if p.requires_grad]),
-                               eval_every=schedule.finetune_steps, loss_fn=loss_fn, lr_schedule=schedule.lr_schedule,
-                               callbacks=[cb for cb in callbacks if isinstance(cb, train.Callback)],
-                               progress=False)
+            with distributed.synchronised_batchnorm(current, collective):
+                fitted = train.fit(collective.wrap(current), train_loader, steps=schedule.finetune_steps,
+                                   optimizer=optimizer([p for p in current.parameters() if p.requires_grad]),
+                                   eval_every=schedule.finetune_steps, loss_fn=loss_fn, lr_schedule=schedule.lr_schedule,
+                                   callbacks=[cb for cb in callbacks if isinstance(cb, train.Callback)],
+                                   progress=False)
+            distributed.average_buffers(current, collective)     # BatchNorm's running statistics, one per process
             stop = stop or fitted.attrs.get("stopped_early", False)
             row["finetune_steps"] = int(fitted["step"].iloc[-1]) if len(fitted) else 0
         row["accuracy_after_finetune"] = metric(current, val_loader)
@@ -391,10 +412,13 @@ def prune_train_repeat(
             model_iteration = iteration
         history.attrs["model_iteration"] = model_iteration
         if checkpoint:
-            _save(checkpoint, current, schedule, baseline_fingerprint, history, model_iteration)
+            if collective.rank == 0:
+                _save(checkpoint, current, schedule, baseline_fingerprint, history, model_iteration)
+            collective.barrier()                          # no rank runs ahead of the checkpoint on disk
         bar.update()
         bar.set_postfix(gflops=f"{row['gflops']:.4f}", acc=f"{row['accuracy_after_finetune']:.3f}")
-        if train.notify(callbacks, "on_iteration", dict(row), current) or stop:
+        stop = train.notify(callbacks, "on_iteration", dict(row), current) or stop
+        if processes.any_rank(collective, stop):
             break
     bar.close()
     return current.eval(), history

@@ -126,8 +126,13 @@ def _len_or_none(loader: Iterable) -> int | None:
 
 
 def _batches(loader: Iterable, epochs: int | None) -> Iterator[tuple[int, Any]]:
-    """Yield ``(pass index, batch)`` for ``epochs`` passes, or forever when ``epochs`` is None."""
+    """Yield ``(pass index, batch)`` for ``epochs`` passes, or forever when ``epochs`` is None.  A sampler with
+    ``set_epoch`` (`DistributedSampler`) is moved on by one epoch before every pass after the first, so each pass
+    is shuffled anew."""
+    sampler = getattr(loader, "sampler", None)
     for e in range(epochs) if epochs is not None else itertools.count():
+        if e and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(sampler.epoch + 1)
         empty = True
         for batch in loader:
             empty = False

@@ -1,0 +1,184 @@
+"""Prune–Train–Repeat on 2 CPU processes (torchrun, gloo) against one process seeing the same global batches.
+
+Three torchrun launches (a free port each: ``--standalone``; a collective that waits 60 s fails, the launch is
+killed after 240 s): an uninterrupted run, a run whose rank 1 dies in the middle of iteration 2, and the same
+command again, which resumes.  The single-process references run here, in the test's own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
+
+import distributed_worker as worker
+from pruning_lib import distributed
+from pruning_lib.rank.criteria import rank_all
+from pruning_lib.recover.iterative import PruningSchedule, prune_train_repeat
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with gloo is not available in this build of torch")
+
+WORKER = Path(worker.__file__)
+LAUNCH_TIMEOUT_S = 240
+
+
+def torchrun(out: Path, parts: str, **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    environment.pop("WORLD_SIZE", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=0",
+               str(WORKER), str(out), parts]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+
+
+def read(out: Path, part: str) -> list[dict]:
+    return [json.loads((out / f"rank{r}-{part}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The uninterrupted run (scores, loop, plain) and the killed-then-resumed loop."""
+    whole, killed = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("killed")
+    done = torchrun(whole, "scores,loop,plain")
+    assert done.returncode == 0, done.stderr[-4000:]
+    crash = torchrun(killed, "loop", KILL_AT="2")
+    resumed = torchrun(killed, "loop")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    return {"whole": whole, "killed": killed, "crash": crash}
+
+
+def one_process_loader(dataset, batch):
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
+    return DataLoader(dataset, batch_size=batch, sampler=sampler)
+
+
+def test_scores_equal_one_process_seeing_every_shard(runs):
+    single = rank_all(worker.model(True), worker.ranking_batches(1, 0, 2 * worker.BATCH), worker.DATA_CRITERIA)
+    for seen in read(runs["whole"], "scores"):
+        for criterion, by_group in single.items():
+            for group, scores in by_group.items():
+                torch.testing.assert_close(torch.tensor(seen[criterion][group]), scores, rtol=1e-5, atol=1e-7,
+                                           msg=f"{criterion} of {group}")
+
+
+def test_both_ranks_hold_the_same_network_after_every_cut(runs):
+    first, second = read(runs["whole"], "loop")
+    assert first["digests"] and first["digests"] == second["digests"]
+    assert first["final"] == second["final"] and first["widths"] == second["widths"]
+
+
+def test_fine_tuning_runs_under_ddp_with_an_optimizer_on_the_live_parameters(runs):
+    for seen in read(runs["whole"], "loop"):
+        assert seen["wrapped"] == ["DistributedDataParallel"]
+        assert seen["live"] and all(seen["live"])
+
+
+def test_a_killed_run_resumed_with_the_same_command_ends_as_an_uninterrupted_one(runs):
+    assert runs["crash"].returncode != 0                 # rank 1 died in iteration 2
+    whole, resumed = read(runs["whole"], "loop")[0], read(runs["killed"], "loop")[0]
+    assert sorted(resumed["digests"]) == [str(i) for i in range(2, len(whole["widths"]["filters:features.0"]))]
+    assert resumed["widths"] == whole["widths"]
+    assert resumed["final"] == whole["final"]
+
+
+def test_two_processes_prune_the_filters_one_process_prunes_with_the_same_global_batches(runs):
+    pruned, history = prune_train_repeat(
+        worker.model(False), one_process_loader(worker.data(96, 0), 2 * worker.BATCH),
+        DataLoader(worker.data(48, 1), batch_size=worker.BATCH), worker.SCHEDULE, input_shape=worker.SHAPE,
+        progress=False)
+    two = read(runs["whole"], "plain")[0]
+    assert two["widths"] == history[[c for c in history.columns if c.startswith("filters:")]].to_dict("list")
+    assert two["accuracy"] == pytest.approx(history["accuracy_after_finetune"].tolist(), abs=1e-12)
+    state = torch.load(runs["whole"] / "plain-final.pt", weights_only=True)
+    for name, tensor in pruned.state_dict().items():   # the same filters kept: the same weights, to rounding
+        torch.testing.assert_close(state[name], tensor, rtol=1e-7, atol=1e-9, msg=name)
+
+
+class Cuts:
+    """Records every cut a loop makes (none when it reads a finished run back)."""
+
+    def __init__(self):
+        self.rows = []
+
+    def on_prune(self, row, model):
+        self.rows.append(row)
+
+
+def test_notebook_03s_loops_on_two_processes_are_read_back_by_the_notebooks_calls(tmp_path, monkeypatch):
+    """`benchmarks/run_full_profile.sh N`'s path, small: course.loops under torchrun, then notebook 03's calls."""
+    from pruning_lib.course import arms, experiment, loops
+    from pruning_lib.course.profiles import get_profile
+
+    monkeypatch.setenv("PRUNING_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("PRUNING_OVERRIDES", "finetune_steps=2,target_fraction=0.3,rank_batches=1")
+    profile = get_profile("quick")
+    torch.manual_seed(0)
+    experiment.save_baseline(experiment.architecture(profile), pd.DataFrame(), profile)   # stands for notebook 01's
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=0",
+               "-m", "pruning_lib.course.loops", "--profile", "quick"]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "(2 processes)" in done.stdout
+    baseline = experiment.load_baseline(profile, progress=False)
+    loaders = experiment.target_loaders(profile)
+    val = list(loaders["val"])
+    for criterion, changes in loops.notebook_03_runs(profile):
+        cuts = Cuts()
+        _, history, _ = arms.checkpointed_run(baseline, profile, criterion, loaders["train"], val, callbacks=[cuts],
+                                              **changes)
+        assert len(history) > 1 and cuts.rows == [], f"{criterion} {changes}: ran again instead of reading it back"
+
+
+# ---------------------------------------------------------------- in one process, no launch
+class TwoRanks(distributed.Collective):
+    """A stand-in for rank 0 of two processes whose peer holds `peer` (for the refusals)."""
+
+    world_size = 2
+
+    def __init__(self, peer="same"):
+        self.peer = peer
+
+    def all_gather(self, obj):
+        return [obj, obj if self.peer == "same" else self.peer]
+
+
+def test_evaluation_shards_cover_every_example_once():
+    for n, world in ((10, 3), (2, 4), (48, 2)):
+        shards = [list(distributed.EvaluationShard(n, r, world)) for r in range(world)]
+        assert sorted(i for s in shards for i in s) == list(range(n))
+        assert [len(distributed.EvaluationShard(n, r, world)) for r in range(world)] == list(map(len, shards))
+
+
+def test_what_cannot_be_split_between_processes_is_refused():
+    with pytest.raises(TypeError, match="pass a torch DataLoader"):
+        distributed.sharded([(torch.zeros(1), torch.zeros(1))], TwoRanks(), train=True)
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter([])
+    with pytest.raises(TypeError, match="IterableDataset"):
+        distributed.sharded(DataLoader(Stream(), batch_size=2), TwoRanks(), train=True)
+    with pytest.raises(RuntimeError, match=r"rank\(s\) \[1\]"):
+        distributed.check_same(TwoRanks(peer="other digest"), "digest", "the starting model")
+
+
+def test_a_speed_target_is_refused_under_several_processes(monkeypatch):
+    monkeypatch.setattr(distributed, "current", lambda: TwoRanks())
+    schedule = PruningSchedule(target_speedup=2.0, fraction_per_iteration=0.1)
+    train_dl = DataLoader(worker.data(16, 0), batch_size=8)
+    with pytest.raises(ValueError, match="time the result in one process"):
+        prune_train_repeat(worker.model(False), train_dl, train_dl, schedule, input_shape=worker.SHAPE, progress=False)
+
+
+def test_one_process_is_unchanged_off_torchrun():
+    assert type(distributed.current()) is distributed.Collective and distributed.current().world_size == 1
+    assert distributed.join_from_environment().world_size == 1
