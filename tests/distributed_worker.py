@@ -2,7 +2,8 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/distributed_worker.py OUT PARTS
 
-PARTS (comma-separated): ``scores`` (every data criterion on this rank's shard), ``loop`` (Prune–Train–Repeat
+PARTS (comma-separated): ``prune`` (`pruning_lib.prune` as a user calls it, before anything else: it must join
+torchrun's process group itself), ``scores`` (every data criterion on this rank's shard), ``loop`` (Prune–Train–Repeat
 with BatchNorm and a checkpoint in OUT; ``KILL_AT=i`` makes rank 1 die at iteration i's cut), ``plain`` (the
 loop without BatchNorm, to compare with one process).  Each rank writes what it saw to OUT/rank<r>-<part>.json.
 """
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import blobs  # noqa: E402
 
+import pruning_lib  # noqa: E402
 from pruning_lib import distributed  # noqa: E402
 from pruning_lib.checkpoints import fingerprint  # noqa: E402
 from pruning_lib.models import small_vgg  # noqa: E402
@@ -89,8 +91,23 @@ def run_loop(out: Path, part: str, rank: int, batch_norm: bool, checkpoint: Path
         torch.save(pruned.state_dict(), out / f"{part}-final.pt")
 
 
+def run_prune(out: Path) -> None:
+    """The README's snippet, unchanged, under torchrun."""
+    train_dl = DataLoader(data(96, 0), batch_size=BATCH, shuffle=True)
+    val_dl = DataLoader(data(48, 1), batch_size=BATCH)
+    example_inputs = next(iter(train_dl))[0][:1]
+    pruned, history = pruning_lib.prune(model(True), example_inputs, train_dl, val_dl, flops_reduction=1.5,
+                                        finetune_steps=2, progress=False)
+    rank = torch.distributed.get_rank()
+    (out / f"rank{rank}-prune.json").write_text(json.dumps({
+        "world_size": torch.distributed.get_world_size(), "final": fingerprint(pruned),
+        "gflops": history["gflops"].tolist()}))
+
+
 def main() -> None:
     out, parts = Path(sys.argv[1]), sys.argv[2].split(",")
+    if "prune" in parts:
+        run_prune(out)
     collective = distributed.join_from_environment(timeout_s=60)
     assert collective.world_size == 2, collective
     rank = collective.rank

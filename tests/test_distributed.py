@@ -47,7 +47,7 @@ def read(out: Path, part: str) -> list[dict]:
 def runs(tmp_path_factory):
     """The uninterrupted run (scores, loop, plain) and the killed-then-resumed loop."""
     whole, killed = tmp_path_factory.mktemp("whole"), tmp_path_factory.mktemp("killed")
-    done = torchrun(whole, "scores,loop,plain")
+    done = torchrun(whole, "prune,scores,loop,plain")
     assert done.returncode == 0, done.stderr[-4000:]
     crash = torchrun(killed, "loop", KILL_AT="2")
     resumed = torchrun(killed, "loop")
@@ -67,6 +67,12 @@ def test_scores_equal_one_process_seeing_every_shard(runs):
             for group, scores in by_group.items():
                 torch.testing.assert_close(torch.tensor(seen[criterion][group]), scores, rtol=1e-5, atol=1e-7,
                                            msg=f"{criterion} of {group}")
+
+
+def test_prune_runs_unchanged_under_torchrun(runs):
+    first, second = read(runs["whole"], "prune")
+    assert first["world_size"] == second["world_size"] == 2            # it joined torchrun's group itself
+    assert first["final"] == second["final"] and first["gflops"][-1] <= first["gflops"][0] / 1.5
 
 
 def test_both_ranks_hold_the_same_network_after_every_cut(runs):
