@@ -203,3 +203,29 @@ def test_the_calibration_table_judges_the_headline_with_its_speed():
     assert cells[2].startswith("+0.5 ± ") and "✗" in cells[2] and "0.50" in cells[2] and "missed: speedup" in cells[2]
     assert "✓" in cells[3] and "0.60" in cells[3] and "missed" not in cells[3]    # the FLOPs ratio is reported, not judged
     assert cells[-1] == "no"                                    # seed 1 misses the speed                                    # seed 1 misses the speed
+
+
+def _history(gflops, accuracy):
+    import pandas as pd
+    return pd.DataFrame({"gflops": gflops, "accuracy_after_finetune": accuracy, "params": [1.0] * len(gflops)})
+
+
+def test_at_equal_flops_interpolates_both_runs_at_the_same_cost():
+    a = _history([0.064, 0.032, 0.008], [0.86, 0.84, 0.80])
+    b = _history([0.064, 0.016, 0.004], [0.86, 0.82, 0.70])
+    table = lessons.at_equal_flops({"a": a, "b": b}, [32, 16, 5], n_images=400)
+    assert list(table.index) == ["32 MFLOPs", "16 MFLOPs"]                 # 5 MFLOPs: run a never got there
+    assert table.loc["32 MFLOPs", "a %"] == pytest.approx(84.0)
+    assert table.loc["32 MFLOPs", "b %"] == pytest.approx(100 * (0.86 - 0.04 * 32 / 48))
+    assert table.loc["16 MFLOPs", "a − b (points)"] == pytest.approx(100 * (0.84 - (0.04 * 16 / 24)) - 82.0)
+    assert table.loc["16 MFLOPs", "noise (±points)"] == pytest.approx(
+        200 * math.sqrt((table.loc["16 MFLOPs", "a %"] / 100 * (1 - table.loc["16 MFLOPs", "a %"] / 100) + 0.82 * 0.18) / 400))
+
+
+def test_at_equal_flops_chooses_its_levels_for_any_network_size():
+    big_a = _history([30.9, 12.0, 6.0], [0.95, 0.94, 0.90])                # VGG16-sized, in GFLOPs
+    big_b = _history([30.9, 15.0, 5.0], [0.95, 0.93, 0.85])
+    assert lessons.at_equal_flops({"a": big_a, "b": big_b}, [40, 20, 10, 5], n_images=100).empty   # MFLOPs of the quick VGG
+    table = lessons.at_equal_flops({"a": big_a, "b": big_b}, None, n_images=100)
+    costs = [float(at.split()[0]) for at in table.index]
+    assert len(costs) >= 3 and costs == sorted(costs, reverse=True) and 6000 <= min(costs) and max(costs) <= 30900

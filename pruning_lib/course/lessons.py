@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -150,24 +151,33 @@ def verdict(entry: Mapping[str, Any], ahead: str = "ahead", behind: str = "behin
     return word
 
 
-def at_equal_flops(histories: Mapping[str, pd.DataFrame], mflops: Sequence[float], *, n_images: int) -> pd.DataFrame:
+def at_equal_flops(histories: Mapping[str, pd.DataFrame], mflops: Sequence[float] | None = None, *, n_images: int,
+                   levels: int = 4) -> pd.DataFrame:
     """Two Prune–Train–Repeat runs at the same cost: each one's validation accuracy after the fine-tune at each of
     `mflops` (MFLOPs per image), interpolated between its iterations (`recover.history.compare_at_flops`).
 
-    Returns one row per level both runs passed through, with each run's accuracy (points), their gap and its noise:
-    two standard errors of the difference of two *independent* accuracies on `n_images` images each (two runs'
-    validation accuracies at interpolated points cannot be paired image by image).
+    With ``mflops=None``, `levels` costs spread evenly on a log scale over the range both runs passed through
+    (two significant digits), so any network size gets a table.  Returns one row per level both runs passed
+    through (none: an empty table), with each run's accuracy (points), their gap and its noise: two standard errors
+    of the difference of two *independent* accuracies on `n_images` images each (two runs' validation accuracies
+    at interpolated points cannot be paired image by image).
     """
     if len(histories) != 2:
         raise ValueError(f"at_equal_flops compares exactly two runs; got {list(histories)}")
     (a, ha), (b, hb) = histories.items()
     low = max(ha["gflops"].min(), hb["gflops"].min())
     high = min(ha["gflops"].max(), hb["gflops"].max())
-    levels = [m / 1e3 for m in mflops if low - 1e-12 <= m / 1e3 <= high + 1e-12]
-    wide = compare_at_flops(histories, levels).pivot(index="gflops", columns="criterion", values="accuracy")
+    if mflops is None:
+        mflops = sorted({float(f"{1e3 * g:.2g}") for g in np.geomspace(high, low, levels)} if low < high else [],
+                        reverse=True)
+    chosen = [m / 1e3 for m in mflops if low - 1e-12 <= m / 1e3 <= high + 1e-12]
+    columns = [f"{a} %", f"{b} %", f"{a} − {b} (points)", "noise (±points)"]
+    if not chosen:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="at"))
+    wide = compare_at_flops(histories, chosen).pivot(index="gflops", columns="criterion", values="accuracy")
     wide = wide.sort_index(ascending=False)
     pa, pb = wide[a], wide[b]
-    table = pd.DataFrame({f"{a} %": 100 * pa, f"{b} %": 100 * pb, f"{a} − {b} (points)": 100 * (pa - pb),
-                          "noise (±points)": 200 * ((pa * (1 - pa) + pb * (1 - pb)) / n_images) ** 0.5})
+    table = pd.DataFrame(dict(zip(columns, (100 * pa, 100 * pb, 100 * (pa - pb),
+                                            200 * ((pa * (1 - pa) + pb * (1 - pb)) / n_images) ** 0.5))))
     table.index = pd.Index([f"{1e3 * g:g} MFLOPs" for g in wide.index], name="at")
     return table
