@@ -141,8 +141,9 @@ class EvaluationShard(Sampler[int]):
 def shard_loader(loader: DataLoader, collective: Collective, *, train: bool, seed: int = 0) -> DataLoader:
     """The same loader (batch size per process, workers, collate function) over this rank's share of its dataset:
     for training and ranking, `DistributedSampler` (shuffled, the last incomplete share dropped, reshuffled by
-    ``set_epoch``); for evaluation, `EvaluationShard`.  A loader that already has a DistributedSampler is kept."""
-    if isinstance(loader.sampler, DistributedSampler) or isinstance(getattr(loader, "sampler", None), EvaluationShard):
+    ``set_epoch``); for evaluation, `EvaluationShard`.  A training loader that already has a DistributedSampler is
+    kept; an evaluation loader with one is re-made (its padding would count some examples twice)."""
+    if isinstance(loader.sampler, DistributedSampler if train else EvaluationShard):
         return loader
     dataset = loader.dataset
     if isinstance(dataset, torch.utils.data.IterableDataset):

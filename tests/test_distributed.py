@@ -164,6 +164,15 @@ def test_evaluation_shards_cover_every_example_once():
         assert [len(distributed.EvaluationShard(n, r, world)) for r in range(world)] == list(map(len, shards))
 
 
+def test_an_evaluation_loader_is_never_padded():
+    dataset = worker.data(5, 0)
+    samplers = [DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=False) for r in (0, 1)]
+    assert sorted(i for s in samplers for i in s) == [0, 0, 1, 2, 3, 4]       # DistributedSampler repeats example 0
+    shard = distributed.sharded(DataLoader(dataset, batch_size=2, sampler=samplers[0]), TwoRanks(), train=False)
+    assert isinstance(shard.sampler, distributed.EvaluationShard)              # re-made for rank 0: 0, 2, 4
+    assert list(shard.sampler) == [0, 2, 4] and shard.batch_size == 2
+
+
 def test_what_cannot_be_split_between_processes_is_refused():
     with pytest.raises(TypeError, match="pass a torch DataLoader"):
         distributed.sharded([(torch.zeros(1), torch.zeros(1))], TwoRanks(), train=True)
