@@ -5,6 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
+SHELL  := /bin/bash
 export PRUNING_PROFILE := $(PROFILE)
 
 .PHONY: demo test test-lib test-full test-browser test-notebooks lab bench bench-distill bench-groups bench-resnet bench-harder-target bench-latency bench-latency-target bench-distributed calibrate preflight setup clean
@@ -25,8 +26,34 @@ demo: $(STAMP)
 	$(PY) -m pruning_lib.course.demo
 
 ## pytest on tests/ (the library, the full profile's smoke run, the widgets in a real browser) and nbval on
-## notebooks/; each part is timed.
-test: test-lib test-full test-browser test-notebooks
+## notebooks/; each part is timed.  Two lanes run side by side, one per core, each with one torch thread: the
+## notebooks (nbval, in the repository's checkpoints/, reports/ and build/, as a student runs them) and the rest
+## (test-lib, test-full, test-browser, one after the other, in build/test-lane/ so that the lanes share no file).
+## Their lines are prefixed [notebooks] and [library].  make test times nothing it reports: its figures are
+## make demo's and the benchmarks', each run alone.  LANES=1 runs the four parts one after the other instead.
+LANES ?= 2
+test: $(STAMP)
+ifeq ($(LANES),1)
+	$(call timed,make test (one lane),$(MAKE) --no-print-directory test-lib test-full test-browser test-notebooks)
+else
+	$(call timed,make test (two lanes),$(MAKE) --no-print-directory -j2 lane-notebooks lane-library)
+endif
+
+# $(call lane,NAME,COMMAND): COMMAND with one torch thread, its output prefixed [NAME], its exit status kept.
+lane = @set -o pipefail; ( export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MAKEFLAGS="$(SERIAL_MAKEFLAGS)"; $(2) ) 2>&1 | sed -u 's/^/[$(1)] /'
+LANE_DIR := build/test-lane
+# the lanes run their parts one after the other: without the parent's -j2 and jobserver
+SERIAL_MAKEFLAGS = $(filter-out -j% --jobserver-auth=% --jobserver-fds=%,$(MAKEFLAGS))
+
+.PHONY: lane-notebooks lane-library
+lane-notebooks: $(STAMP)
+	$(call lane,notebooks,$(MAKE) --no-print-directory test-notebooks)
+
+lane-library: $(STAMP)
+	@rm -rf $(LANE_DIR) && mkdir -p $(LANE_DIR)/checkpoints $(LANE_DIR)/reports $(LANE_DIR)/build
+	$(call lane,library,export PRUNING_CHECKPOINT_DIR=$(CURDIR)/$(LANE_DIR)/checkpoints \
+	  PRUNING_REPORTS_DIR=$(CURDIR)/$(LANE_DIR)/reports PRUNING_BUILD_DIR=$(CURDIR)/$(LANE_DIR)/build; \
+	  $(MAKE) --no-print-directory test-lib test-full test-browser)
 
 # $(call timed,NAME,COMMAND): run COMMAND, then print how long it took.
 timed = @start=$$(date +%s); $(2); rc=$$?; echo "== $(1) took $$(( $$(date +%s) - start )) s"; exit $$rc
