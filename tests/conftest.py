@@ -76,3 +76,13 @@ def benchmark_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class Cuts:
+    """Records every cut a loop makes (none when it reads a finished run back)."""
+
+    def __init__(self):
+        self.rows = []
+
+    def on_prune(self, row, model):
+        self.rows.append(row)

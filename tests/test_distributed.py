@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 import distributed_worker as worker
+from conftest import Cuts
 from pruning_lib import distributed
 from pruning_lib.rank.criteria import rank_all
 from pruning_lib.recover.iterative import PruningSchedule, prune_train_repeat
@@ -106,16 +107,6 @@ def test_two_processes_prune_the_filters_one_process_prunes_with_the_same_global
     state = torch.load(runs["whole"] / "plain-final.pt", weights_only=True)
     for name, tensor in pruned.state_dict().items():   # the same filters kept: the same weights, to rounding
         torch.testing.assert_close(state[name], tensor, rtol=1e-7, atol=1e-9, msg=name)
-
-
-class Cuts:
-    """Records every cut a loop makes (none when it reads a finished run back)."""
-
-    def __init__(self):
-        self.rows = []
-
-    def on_prune(self, row, model):
-        self.rows.append(row)
 
 
 def test_notebook_03s_loops_on_two_processes_are_read_back_by_the_notebooks_calls(tmp_path, monkeypatch):

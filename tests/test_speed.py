@@ -381,3 +381,38 @@ def test_bench_speed_torch_pruning_builds_the_same_architecture():
     assert r["params"]["ours"] == r["params"]["torch_pruning"]
     for form in ("eager", "deploy"):
         assert r["forms"][form]["tp_over_ours"] > 0 and r["forms"][form]["trained_over_ours"] > 0
+
+
+def _side_by_side_rows():
+    import pandas as pd
+
+    rows = []
+    for form in ("eager", "deploy", "onnxruntime"):
+        for batch in (1, 64):
+            for model, ms, flops in (("dense", 4.0, 0.06), ("taylor", 1.0, 0.012), ("random", 2.0, 0.01)):
+                dense_ms = 4.0 * batch
+                rows.append({"form": form, "batch": batch, "model": model, "accuracy": 0.8, "params": 100,
+                             "gflops": flops, "size_mb": 1.0, "latency_ms": ms * batch, "flops_ratio": 0.06 / flops,
+                             "params_ratio": 1.0, "speedup": dense_ms / (ms * batch),
+                             "speedup_min": 0.9 * dense_ms / (ms * batch), "speedup_max": 1.1 * dense_ms / (ms * batch),
+                             "speedup_per_flops": dense_ms / (ms * batch) / (0.06 / flops)})
+    return pd.DataFrame(rows)
+
+
+def test_speedup_overview_reads_one_form_and_batch_and_every_speedup():
+    overview = measure.speedup_overview(_side_by_side_rows(), form="deploy", batch=64, forms=("eager", "deploy"))
+    assert list(overview.index) == ["dense", "taylor", "random"]
+    assert overview.loc["taylor", "MFLOPs"] == pytest.approx(12.0)
+    assert overview.loc["taylor", "ms / batch of 64, deploy"] == 64.0
+    assert overview.loc["taylor", "spread of the speedup, deploy, batch 64"] == "3.60–4.40"
+    speedups = [c for c in overview.columns if c.startswith("speedup, ")]
+    assert speedups == ["speedup, eager, batch 1", "speedup, eager, batch 64", "speedup, deploy, batch 1",
+                        "speedup, deploy, batch 64"]                               # onnxruntime is not among `forms`
+    assert overview.loc["random", "speedup, eager, batch 1"] == 2.0
+
+
+def test_runtime_overview_has_a_row_per_batch_and_form():
+    overview = measure.runtime_overview(_side_by_side_rows(), ["dense", "taylor"])
+    assert list(overview.columns) == ["dense ms", "taylor ms", "taylor speedup", "taylor speedup / FLOPs ratio"]
+    assert len(overview) == 6 and overview.loc[(64, "onnxruntime"), "taylor speedup"] == 4.0
+    assert overview.loc[(1, "eager"), "taylor speedup / FLOPs ratio"] == pytest.approx(4.0 / 5.0)

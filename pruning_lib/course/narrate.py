@@ -1,8 +1,9 @@
-"""The notebooks' conclusions, written from the numbers of the run (never typed by hand).
+"""The notebooks' "What we saw" paragraphs: the numbers of the run, in sentences (never typed by hand).
 
 Each function returns Markdown text for ``IPython.display.Markdown``; the words that carry a lesson
 ("ahead", "tied") come from the lesson entries (`course.lessons.verdict`), so the prose cannot say
-more than the measurement.
+more than the measurement.  What the numbers mean is written by hand in each notebook's "What it means" cell,
+where a teacher can edit it; only a sentence the run decides (a target met or not) is chosen here.
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ def fine_tuning(*, params: int, mflops: float, conv_share: float, train_images: 
                 accuracy: float, n_test: int, stderr_points: float) -> str:
     """Notebook 01: the baseline in three sentences."""
     return (f"The pretrained network has {params:,} parameters and costs {mflops:.1f} MFLOPs per image; its "
-            f"convolutions do {conv_share:.0f}% of the counted FLOPs (2 per multiply-add; activations, pooling and biases are not counted), so "
-            f"removing conv filters is what cuts the FLOPs; how much of the *time* that saves, notebook 04 measures. "
-            f"Fine-tuned on {train_images:,} images for {steps} steps ({seconds:.0f} s), it recognises "
+            f"convolutions do {conv_share:.0f}% of the counted FLOPs (2 per multiply-add; activations, pooling and "
+            f"biases are not counted).  Fine-tuned on {train_images:,} images for {steps} steps ({seconds:.0f} s), it recognises "
             f"{100 * accuracy:.1f}% of the {n_test:,} test images (± {stderr_points:.1f} points, one standard error).")
 
 

@@ -17,14 +17,37 @@ import torch
 from torch import nn
 
 from ..graph.groups import ChannelGroup
+from . import arms
+from .profiles import Profile
 from .reports import read_json, report_path, write_json
 
-__all__ = ["TARGETS", "block_last_conv", "check_resnet_targets", "cost_by_kind", "group_kind", "group_table", "kept_by_kind",
-           "mask_group_channels", "read_resnet_report", "resnet_report", "write_resnet_json"]
+__all__ = ["MODELS", "SCHEDULES", "TARGETS", "block_last_conv", "check_resnet_targets", "cost_by_kind", "group_kind", "group_table", "kept_by_kind",
+           "mask_group_channels", "pruning_run", "schedule_changes", "read_resnet_report", "resnet_report", "write_resnet_json"]
 
 #: The quick profile's targets for the pruned ResNet, measured in notebook 05's own run.  How well its FLOPs
 #: predict its time (speedup / FLOPs ratio) is reported beside them, as a number of its own, not a target.
 TARGETS = {"min_flops_ratio": 2.5, "max_points_lost": 1.0}
+
+#: Notebook 05's ResNet per profile (the full profile: torchvision's ImageNet ResNet-18).
+MODELS = {"quick": "small_resnet", "full": "resnet18"}
+
+#: The ResNet's schedule: changes to the profile's, chosen on validation accuracy by
+#: ``benchmarks/resnet_schedules.py`` (the README has its table); a profile not listed keeps its own schedule.
+SCHEDULES = {"quick": {"flops_lambda": 0.0, "multiple_of": 16}}
+
+
+def schedule_changes(profile: Profile) -> dict[str, Any]:
+    """The changes `SCHEDULES` makes to `profile`'s schedule for the ResNet (a copy: edit it freely)."""
+    return dict(SCHEDULES.get(profile.name, {}))
+
+
+def pruning_run(baseline: nn.Module, profile: Profile, criterion: str, train_loader, val_batches, *,
+                callbacks=(), **changes):
+    """Notebook 05's Prune–Train–Repeat run of the ResNet: `arms.checkpointed_run` with `changes` (notebook 05
+    passes `schedule_changes`), keeping the first network with at least ``TARGETS["min_flops_ratio"]`` fewer
+    FLOPs (no parameter budget).  ``python -m pruning_lib.course.loops --notebook 05`` makes the same calls."""
+    return arms.checkpointed_run(baseline, profile, criterion, train_loader, val_batches, min_params_ratio=1.0,
+                                 min_flops_ratio=TARGETS["min_flops_ratio"], callbacks=callbacks, **changes)
 
 
 def group_kind(group: ChannelGroup) -> str:

@@ -9,14 +9,15 @@
 - `checks`: the argument checks and the input batch that counting, latency and memory share.
 - `memory`: page faults per pass, and `keep_freed_memory` (glibc keeps freed feature maps for reuse).
 - `machine`: `machine_info`, where the numbers were measured.
-- `comparison`: `compare`, one table with ratios against a reference; `side_by_side` and `batch_sweep`.
+- `comparison`: `compare`, one table with ratios against a reference; `side_by_side` and `batch_sweep`;
+  `speedup_overview` and `runtime_overview`, a `side_by_side` table per model and per runtime.
 - `layers`: where the time goes, layer by layer; one conv's time against its width.
 
 The most used functions are importable from here: ``from pruning_lib import measure;
 measure.compare({...}, (64, 1, 28, 28))``.
 """
 
-from .comparison import batch_sweep, compare, ratio, side_by_side
+from .comparison import batch_sweep, compare, ratio, runtime_overview, side_by_side, speedup_overview
 from .counting import count_flops, count_macs, count_parameters, flops_per_layer, size_on_disk_mb
 from .deploy import FORMS, ChannelsLast, deployment_form, fold_batchnorm
 from .latency import measure_latency, profile
@@ -30,4 +31,4 @@ __all__ = ["FORMS", "RUNTIMES", "ChannelsLast", "Runtime", "available_runtimes",
            "conv_width_staircase", "count_flops", "count_macs", "count_parameters", "deployment_form", "explain_gap",
            "export_onnx", "flops_per_layer", "fold_batchnorm", "keep_freed_memory", "layer_times", "machine_info",
            "measure_latency", "page_faults", "per_layer_table", "per_layer_tables", "profile", "ratio",
-           "register_runtime", "side_by_side", "size_on_disk_mb", "time_by_type", "unregister_runtime"]
+           "register_runtime", "runtime_overview", "side_by_side", "size_on_disk_mb", "speedup_overview", "time_by_type", "unregister_runtime"]

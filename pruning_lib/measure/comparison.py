@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .counting import count_flops
 from .latency import measure_latency, profile
 
-__all__ = ["batch_sweep", "compare", "ratio", "side_by_side", "timed"]
+__all__ = ["batch_sweep", "compare", "ratio", "runtime_overview", "side_by_side", "speedup_overview", "timed"]
 
 
 def ratio(reference: float, value: float) -> float:
@@ -210,3 +210,32 @@ def batch_sweep(
                          "throughput": b / (t["latency_ms"] / 1e3), "speedup": speedup, "flops_ratio": fewer,
                          "speedup_per_flops": speedup / fewer})
     return pd.DataFrame(rows)
+
+
+def speedup_overview(table: pd.DataFrame, *, form: str, batch: int, forms: Sequence[str] = ("eager", "deploy")) -> pd.DataFrame:
+    """A `side_by_side` table as one row per model: accuracy, parameters, MFLOPs, size on disk, latency and the
+    FLOPs and parameter ratios at `form` and `batch`; the spread of that speedup over the rounds; and the speedup
+    in each of `forms` at every batch the table has."""
+    main = table[(table["form"] == form) & (table["batch"] == batch)].set_index("model")
+    overview = main[["accuracy", "params", "gflops", "size_mb", "latency_ms", "flops_ratio", "params_ratio"]].copy()
+    overview["gflops"] *= 1e3
+    overview = overview.rename(columns={"gflops": "MFLOPs", "latency_ms": f"ms / batch of {batch}, {form}"})
+    overview[f"spread of the speedup, {form}, batch {batch}"] = [f"{lo:.2f}–{hi:.2f}" for lo, hi in
+                                                                 zip(main["speedup_min"], main["speedup_max"])]
+    speedups = table[table["form"].isin(list(forms))].pivot_table(index="model", columns=["form", "batch"],
+                                                                  values="speedup", sort=False).round(2)
+    for (f, b), column in speedups.items():
+        overview[f"speedup, {f}, batch {b}"] = column
+    return overview
+
+
+def runtime_overview(table: pd.DataFrame, models: Sequence[str], *, reference: str = "dense",
+                     latency_of: Sequence[str] = ("dense", "taylor")) -> pd.DataFrame:
+    """One row per (batch, form) of a `side_by_side` table: the latency of the `latency_of` models, then, for
+    every other model of `models`, its speedup over `reference` and that speedup divided by its FLOPs ratio."""
+    rows = table[table["model"].isin(list(models))]
+    wide = {v: rows.pivot_table(index=["batch", "form"], columns="model", values=v, sort=False)
+            for v in ("latency_ms", "speedup", "speedup_per_flops")}
+    return pd.DataFrame({**{f"{m} ms": wide["latency_ms"][m] for m in latency_of},
+                         **{f"{m} speedup{what}": wide[v][m] for m in models if m != reference
+                            for what, v in (("", "speedup"), (" / FLOPs ratio", "speedup_per_flops"))}})
