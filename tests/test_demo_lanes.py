@@ -1,5 +1,5 @@
-"""make demo's two lanes: notebooks 03's and 05's Prune–Train–Repeat runs train in a second process
-(`course.loops`) beside notebooks 02 and 03, and each notebook reads its finished runs back."""
+"""make demo's two lanes (`course.lanes`): notebook 03's Prune–Train–Repeat runs train first (`course.loops`) and
+the notebook reads them back, while a second lane runs notebook 02 and trains notebook 05's runs."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+import threading
+import time
 
 import pandas as pd
 import pytest
 import torch
 
 from conftest import Cuts
-from pruning_lib.course import demo, experiment, loops, resnet
+from pruning_lib.course import demo, experiment, lanes, loops, resnet
 from pruning_lib.course.paths import REPO_ROOT
 from pruning_lib.course.profiles import get_profile
 
@@ -44,70 +45,84 @@ def test_the_loops_module_makes_the_notebooks_own_calls():
     assert loops.notebook_05_runs(quick) == [(c, resnet.schedule_changes(quick)) for c in ("taylor", "random")]
 
 
-class Recorder:
-    def __init__(self, loops_exit=0):
-        self.events, self.loops_exit = [], loops_exit
-
-    def run_notebook(self, nb, profile, overrides=""):
-        self.events.append(("notebook", nb.name[:2]))
-        return nb, 1.0
-
-    def start_loops(self, notebook, profile, overrides):
-        self.events.append(("loops", notebook))
-        process = subprocess.Popen([sys.executable, "-c", f"import sys; print('loops log'); sys.exit({self.loops_exit})"],
-                                   stdout=subprocess.DEVNULL)
-        log = demo.build_dir() / f"loops_{notebook}.log"
-        log.write_text("the end of the loops' log\n")
-        return process, log
-
-
 @pytest.fixture
-def recorder(tmp_path, monkeypatch):
+def folders(tmp_path, monkeypatch):
     for variable in ("PRUNING_BUILD_DIR", "PRUNING_REPORTS_DIR", "PRUNING_CHECKPOINT_DIR"):
         monkeypatch.setenv(variable, str(tmp_path / variable))
-    rec = Recorder()
-    monkeypatch.setattr(demo, "run_notebook", rec.run_notebook)
-    monkeypatch.setattr(demo, "start_loops", rec.start_loops)
-    return rec
+    return tmp_path
 
 
-def test_two_lanes_train_the_next_loops_beside_notebooks_02_and_03(recorder):
+def test_the_plan_puts_notebook_02_and_notebook_05s_loops_beside_notebook_03():
+    everything = ["01", "02", "03", "04", "05"]
+    assert lanes.plan(everything, 2) == lanes.TWO_LANES
+    timed = [n for first, second in lanes.TWO_LANES for kind, n in first if kind == "notebook" and not second]
+    assert {"04", "05"} <= set(timed), "the notebooks that time networks run with nothing beside them"
+    for first, second in lanes.TWO_LANES:                 # a notebook's loops train before it, never beside it
+        done = [n for kind, n in first if kind == "loops"]
+        assert all(first.index(("loops", n)) < first.index(("notebook", n)) for n in done if ("notebook", n) in first)
+    assert lanes.plan(everything, 1) == [([("notebook", n)], []) for n in everything]
+    assert lanes.plan(["02", "03"], 2) == [([("notebook", "02")], []), ([("notebook", "03")], [])]
+    assert lanes.default_lanes("full") == 1
+
+
+def test_a_child_is_the_loops_module_or_the_demo_with_one_notebook():
+    loops_command = lanes.command(("loops", "05"), profile="quick", overrides="seed=1")
+    assert loops_command[1:] == ["-m", "pruning_lib.course.loops", "--notebook", "05", "--profile", "quick",
+                                 "--overrides", "seed=1"]
+    notebook = lanes.command(("notebook", "02"), profile="quick", commit=True)
+    assert notebook[1:5] == ["-m", "pruning_lib.course.demo", "--only", "02"] and notebook[-1] == "--commit-outputs"
+    assert ["--lanes", "1"] == notebook[5:7], "a child runs its one notebook alone"
+
+
+def test_two_lanes_run_in_the_plans_order(folders, monkeypatch):
+    events, lock = [], threading.Lock()
+
+    def record(kind, name):
+        with lock:
+            events.append((kind, name, threading.current_thread() is threading.main_thread()))
+
+    def run_notebook(nb, profile, overrides=""):
+        record("notebook", nb.name[:2])
+        return nb, 1.0
+
+    monkeypatch.setattr(demo, "run_notebook", run_notebook)
+    monkeypatch.setattr(lanes.Child, "run", lambda self: record(*self.action) or 2.0)
     demo.main(["--lanes", "2"])
-    assert recorder.events == [("notebook", "01"), ("loops", "03"), ("notebook", "02"), ("loops", "05"),
-                               ("notebook", "03"), ("notebook", "04"), ("notebook", "05")]
+    main_lane = [(k, n) for k, n, main in events if main]
+    assert main_lane == [("notebook", "01"), ("loops", "03"), ("notebook", "03"), ("notebook", "04"), ("notebook", "05")]
+    second = [(k, n) for k, n, main in events if not main]
+    assert second == [("notebook", "02"), ("loops", "05")]
+    order = [(k, n) for k, n, _ in events]
+    assert order.index(("notebook", "01")) < order.index(("notebook", "02"))
+    assert order.index(("loops", "05")) < order.index(("notebook", "04")), "the second lane ends before notebook 04"
 
 
-def test_one_lane_or_one_notebook_trains_nothing_beside(recorder):
-    demo.main(["--lanes", "1"])
-    assert [e for e in recorder.events if e[0] == "loops"] == []
-    recorder.events.clear()
-    demo.main(["--lanes", "2", "--only", "02"])          # notebook 03 does not run: its loops are not trained
-    assert recorder.events == [("notebook", "02")]
-    assert demo.default_lanes("full") == 1
+def failing_child(code):
+    return lambda action, **how: [sys.executable, "-c", f"import sys; print('the end of its log'); sys.exit({code})"]
 
 
-def test_loops_that_fail_stop_the_demo_with_their_log(recorder):
-    recorder.loops_exit = 3
-    with pytest.raises(RuntimeError, match="(?s)exit 3.*the end of the loops' log"):
+def test_a_failing_child_stops_the_demo_with_the_end_of_its_log(folders, monkeypatch):
+    monkeypatch.setattr(demo, "run_notebook", lambda nb, profile, overrides="": (nb, 1.0))
+    monkeypatch.setattr(lanes, "command", failing_child(3))
+    with pytest.raises(RuntimeError, match="(?s)loops 03 failed in a child process.*exit 3.*the end of its log"):
         demo.main(["--lanes", "2"])
 
 
-def test_a_notebook_that_fails_stops_its_loops(tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNING_BUILD_DIR", str(tmp_path))
-    started = {}
+def test_a_notebook_that_fails_stops_the_second_lane(folders, monkeypatch):
+    def command(action, **how):
+        return [sys.executable, "-c", "import time; time.sleep(60)" if action == ("notebook", "02") else "pass"]
 
-    def start_loops(notebook, profile, overrides):
-        started["process"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        return started["process"], tmp_path / "loops.log"
+    def run_notebook(nb, profile, overrides=""):
+        if nb.name.startswith("03"):
+            raise ValueError("a cell of notebook 03 raised")
+        return nb, 1.0
 
-    def failing(*args, **kwargs):
-        raise ValueError("a cell raised")
-
-    monkeypatch.setattr(demo, "start_loops", start_loops)
-    monkeypatch.setattr(demo, "run_notebook", failing)
-    with pytest.raises(ValueError, match="a cell raised"):
-        demo.run_with_loops(NOTEBOOKS / "02_ranking_criteria.ipynb", "quick", "", "03")
-    assert started["process"].poll() is not None, "the loops' process was left running"
+    monkeypatch.setattr(lanes, "command", command)
+    monkeypatch.setattr(demo, "run_notebook", run_notebook)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="a cell of notebook 03 raised"):
+        demo.main(["--lanes", "2"])
+    assert time.monotonic() - start < 30, "the demo waited for notebook 02's child instead of stopping it"
 
 
 @pytest.mark.slow

@@ -7,10 +7,9 @@ results go to reports/ (both at the repository root, whatever the working direct
 ``--commit-outputs`` (for maintainers, quick profile) also writes each executed notebook back
 into notebooks/, clean: without papermill's injected cell, timings and machine paths.
 
-With two lanes (the quick profile's default on two cores or more: it trains on one thread) the Prune–Train–Repeat
-runs of notebooks 03 and 05 train in a second process (`course.loops`, the notebooks' own calls, checkpointed)
-while notebooks 02 and 03 run; each notebook then reads its finished runs back, so what it prints is what it
-would have computed itself.  Notebooks 04 and 05 time networks: they always run alone.
+With two lanes (the quick profile's default on two cores or more: it trains on one thread) a second lane of child
+processes runs beside notebook 03: notebook 02, then notebook 05's Prune–Train–Repeat runs (`course.lanes`).
+Notebooks 04 and 05 time networks: they always run alone.
 """
 
 from __future__ import annotations
@@ -18,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import lanes as two_lanes
 from .paths import REPO_ROOT, build_dir, reports_dir, shown
 
 if TYPE_CHECKING:
@@ -36,10 +34,6 @@ if TYPE_CHECKING:
 #: twice in about forty runs of notebook 02's widget cell, both with two notebooks running at once): the cell
 #: then times out and the notebook is run once more from the start.
 CELL_TIMEOUT_S = {"quick": 600, "full": 4 * 3600}
-
-
-#: With two lanes: the notebooks whose loops (``course.loops --notebook NN``) train beside each notebook.
-BESIDE = {"02": "03", "03": "05"}
 
 
 def notebooks(only: str | None = None) -> list[Path]:
@@ -94,46 +88,6 @@ def run_notebook(notebook: Path, profile: str, overrides: str = "") -> tuple[Pat
     html, _ = HTMLExporter().from_filename(str(out))
     out.with_suffix(".html").write_text(html, encoding="utf-8")
     return out, seconds
-
-
-def start_loops(notebook: str, profile: str, overrides: str) -> tuple[subprocess.Popen, Path]:
-    """``python -m pruning_lib.course.loops --notebook NN`` in a second process (one torch thread), its output
-    in ``build/loops_NN.log``."""
-    log = build_dir() / f"loops_{notebook}.log"
-    command = [sys.executable, "-m", "pruning_lib.course.loops", "--notebook", notebook, "--profile", profile,
-               "--overrides", overrides]
-    with open(log, "w", encoding="utf-8") as out:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    return process, log
-
-
-def finish_loops(process: subprocess.Popen, log: Path) -> None:
-    """Wait for `process`; a clear error, with the end of its log, if it failed."""
-    if process.wait() != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise RuntimeError(f"the loops beside the notebook failed (exit {process.returncode}); {shown(log)} ends:\n{tail}")
-
-
-def run_with_loops(notebook: Path, profile: str, overrides: str, beside: str | None) -> tuple[Path, float]:
-    """`run_notebook`, with notebook `beside`'s loops training in a second process meanwhile (None: alone)."""
-    if beside is None:
-        return run_notebook(notebook, profile, overrides)
-    process, log = start_loops(beside, profile, overrides)
-    print(f"  notebook {beside}'s Prune–Train–Repeat runs train meanwhile in a second process ({shown(log)})", flush=True)
-    try:
-        result = run_notebook(notebook, profile, overrides)
-    except BaseException:
-        process.terminate()
-        process.wait()
-        raise
-    finish_loops(process, log)
-    return result
-
-
-def default_lanes(profile: str) -> int:
-    """2 for the quick profile (one training thread) on two cores or more, else 1."""
-    return 2 if profile == "quick" and (os.cpu_count() or 1) >= 2 else 1
 
 
 def _timed_out(err: BaseException) -> bool:
@@ -216,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overrides", default="", help="profile fields for this run, e.g. 'seed=1,finetune_steps=20' "
                         "(added to $PRUNING_OVERRIDES)")
     parser.add_argument("--lanes", type=int, choices=(1, 2), default=None,
-                        help="2: train notebooks 03's and 05's loops beside notebooks 02 and 03 (default for the "
-                             "quick profile on 2+ cores); 1: every notebook alone")
+                        help="2: run notebook 02 and train notebooks 03's and 05's loops in a second lane (default "
+                             "for the quick profile on 2+ cores); 1: one notebook at a time")
     parser.add_argument("--commit-outputs", action="store_true",
                         help="also write the executed notebooks back into notebooks/ (clean), to commit them")
     args = parser.parse_args(argv)
@@ -225,20 +179,38 @@ def main(argv: list[str] | None = None) -> None:
     todo = notebooks(args.only)
     if not todo:
         raise SystemExit(f"no notebooks match {args.only!r} in {REPO_ROOT / 'notebooks'}")
-    lanes = args.lanes or default_lanes(profile)
-    names = {nb.name[:2] for nb in todo}
-    timings = []
-    for nb in todo:
-        print(f"running {nb.name} ({profile} profile) ...", flush=True)
-        beside = BESIDE.get(nb.name[:2]) if lanes == 2 else None
-        out, seconds = run_with_loops(nb, profile, args.overrides, beside if beside in names else None)
-        timings.append((nb.name, seconds))
-        if args.commit_outputs:
-            clean_for_commit(out, nb)
-        print(f"  done in {seconds:.0f} s -> {shown(out)} (+ .html)", flush=True)
-    print("\nTime per notebook:")
-    for name, seconds in timings:
-        print(f"  {name:<32}{seconds:>7.0f} s")
+    lanes = args.lanes or two_lanes.default_lanes(profile)
+    by_name = {nb.name[:2]: nb for nb in todo}
+    how = {"profile": profile, "overrides": args.overrides, "commit": args.commit_outputs}
+    timings = {}
+    for first, second in two_lanes.plan(list(by_name), lanes):
+        beside = two_lanes.SecondLane(second, **how)
+        if second:
+            print(f"second lane, in child processes: {', then '.join(f'{k} {n}' for k, n in second)} "
+                  f"(logs: {shown(build_dir())}/lane_*.log)", flush=True)
+            beside.start()
+        try:
+            for kind, name in first:
+                if kind == "loops":
+                    print(f"training notebook {name}'s Prune–Train–Repeat runs (course.loops) ...", flush=True)
+                    print(f"  done in {two_lanes.Child((kind, name), **how).run():.0f} s", flush=True)
+                    continue
+                print(f"running {by_name[name].name} ({profile} profile) ...", flush=True)
+                out, timings[name] = run_notebook(by_name[name], profile, args.overrides)
+                if args.commit_outputs:
+                    clean_for_commit(out, by_name[name])
+                print(f"  done in {timings[name]:.0f} s -> {shown(out)} (+ .html)", flush=True)
+        except BaseException:
+            beside.stop()
+            raise
+        if second:
+            for (kind, name), seconds in beside.finish().items():
+                print(f"  second lane: {kind} {name} done in {seconds:.0f} s", flush=True)
+                if kind == "notebook":
+                    timings[name] = seconds
+    print("\nTime per notebook" + (" (with two lanes: see course/lanes.py)" if lanes == 2 else "") + ":")
+    for name in sorted(timings):
+        print(f"  {by_name[name].name:<32}{timings[name]:>7.0f} s")
     print(f"\nReports in {shown(reports_dir())}/: "
           + ", ".join(sorted(p.name for p in reports_dir().glob("*.json"))))
     print("\n".join(["", "Summary (reports/summary.json):", *summary_lines()]))

@@ -14,9 +14,10 @@ infinities become ``null``), written atomically (`checkpoints.atomic_write`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -343,12 +344,30 @@ def update_lessons(entries: Mapping[str, Mapping[str, Any]], path: str | Path | 
     An unreadable or invalid existing file is replaced, not merged.
     """
     path = report_path(path, "lessons.json")
-    current: dict[str, Any] = {}
-    if path.exists():
-        try:
-            current = validate_lessons(read_json(path))
-        except (ValueError, json.JSONDecodeError):
-            current = {}
-    report = validate_lessons({**current, **{k: dict(v) for k, v in entries.items()}})
-    write_json(report, path)
+    with _locked(path):                       # two notebooks may add their lessons at once (make demo's lanes)
+        current: dict[str, Any] = {}
+        if path.exists():
+            try:
+                current = validate_lessons(read_json(path))
+            except (ValueError, json.JSONDecodeError):
+                current = {}
+        report = validate_lessons({**current, **{k: dict(v) for k, v in entries.items()}})
+        write_json(report, path)
     return report
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``.<name>.lock`` beside `path` (POSIX; elsewhere nothing is locked)."""
+    try:
+        import fcntl
+    except ImportError:                       # Windows: make demo runs one notebook at a time there
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

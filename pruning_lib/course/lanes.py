@@ -1,0 +1,124 @@
+"""``make demo``'s two lanes: what runs beside what when the machine has a core to spare.
+
+The quick profile trains on one torch thread, so on two cores one sits idle while a notebook runs.  `TWO_LANES`
+fills it.  Notebook 03's Prune–Train–Repeat runs train first (``python -m pruning_lib.course.loops --notebook
+03``: the notebook's own calls, checkpointed), then notebook 03 runs and reads them back; meanwhile a second lane
+of child processes runs notebook 02, then trains notebook 05's runs.  Notebooks 04 and 05 time networks: nothing
+runs beside them.  Every notebook prints what it would have computed alone, but its own compute time (notebook
+02's oracle, notebook 03's pairs of runs) is measured with the other lane busy on the other core.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .paths import REPO_ROOT, build_dir, shown
+
+__all__ = ["TWO_LANES", "Child", "SecondLane", "command", "default_lanes", "plan"]
+
+#: ``(kind, notebook)``: ``("notebook", "02")`` runs notebook 02; ``("loops", "03")`` trains notebook 03's runs.
+Action = tuple[str, str]
+
+#: Steps in order.  In each step the first lane's actions run one after the other in ``make demo``'s process
+#: (a notebook) or a child (loops), while the second lane's run one after the other as children.
+TWO_LANES: list[tuple[list[Action], list[Action]]] = [
+    ([("notebook", "01")], []),
+    ([("loops", "03"), ("notebook", "03")], [("notebook", "02"), ("loops", "05")]),
+    ([("notebook", "04")], []),
+    ([("notebook", "05")], []),
+]
+
+
+def default_lanes(profile: str) -> int:
+    """2 for the quick profile (one training thread) on POSIX with two cores or more, else 1."""
+    return 2 if profile == "quick" and os.name == "posix" and (os.cpu_count() or 1) >= 2 else 1
+
+
+def plan(names: Sequence[str], lanes: int) -> list[tuple[list[Action], list[Action]]]:
+    """The steps that run the notebooks `names` (two-digit prefixes, in order): `TWO_LANES` when two lanes run
+    all of its notebooks, else one notebook per step and nothing beside it."""
+    in_two = sorted(n for step in TWO_LANES for lane in step for kind, n in lane if kind == "notebook")
+    if lanes == 2 and sorted(names) == in_two:
+        return TWO_LANES
+    return [([("notebook", n)], []) for n in names]
+
+
+def command(action: Action, *, profile: str, overrides: str = "", commit: bool = False) -> list[str]:
+    """The child process of `action`: ``course.loops`` for loops, ``course.demo --only NN --lanes 1`` for a notebook."""
+    kind, notebook = action
+    if kind == "loops":
+        return [sys.executable, "-m", "pruning_lib.course.loops", "--notebook", notebook, "--profile", profile,
+                "--overrides", overrides]
+    if kind == "notebook":
+        return [sys.executable, "-m", "pruning_lib.course.demo", "--only", notebook, "--lanes", "1", "--profile",
+                profile, "--overrides", overrides, *(["--commit-outputs"] if commit else [])]
+    raise ValueError(f"unknown action {kind!r}: 'notebook' or 'loops'")
+
+
+class Child:
+    """One action in a child process with one torch thread, its output in ``build/lane_<kind>_<NN>.log``."""
+
+    def __init__(self, action: Action, **how):
+        self.action, self.how, self.process = action, how, None
+        self.log = build_dir() / f"lane_{action[0]}_{action[1]}.log"
+
+    def run(self) -> float:
+        """Run it to the end; its seconds, or a RuntimeError with the end of its log."""
+        start = time.perf_counter()
+        with open(self.log, "w", encoding="utf-8") as out:
+            self.process = subprocess.Popen(command(self.action, **self.how), cwd=REPO_ROOT, stdout=out,
+                                            stderr=subprocess.STDOUT,
+                                            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+            code = self.process.wait()
+        if code != 0:
+            tail = Path(self.log).read_text(encoding="utf-8", errors="replace")[-3000:]
+            raise RuntimeError(f"{self.action[0]} {self.action[1]} failed in a child process (exit {code}); "
+                               f"{shown(self.log)} ends:\n{tail}")
+        return time.perf_counter() - start
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait()
+
+
+class SecondLane(threading.Thread):
+    """Runs `actions` one after the other as `Child` processes; `finish` waits and raises the first failure,
+    `stop` ends the child running and runs no more."""
+
+    def __init__(self, actions: Sequence[Action], **how):
+        super().__init__(daemon=True)
+        self.actions, self.how = list(actions), how
+        self.seconds: dict[Action, float] = {}
+        self.error: BaseException | None = None
+        self.child: Child | None = None
+        self.stopped = False
+
+    def run(self) -> None:
+        for action in self.actions:
+            if self.stopped:
+                return
+            self.child = Child(action, **self.how)
+            try:
+                self.seconds[action] = self.child.run()
+            except BaseException as err:            # handed to the main thread by `finish`
+                self.error = err
+                return
+
+    def finish(self) -> dict[Action, float]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.seconds
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.child is not None:
+            self.child.stop()
+        self.join()
