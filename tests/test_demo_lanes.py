@@ -55,11 +55,12 @@ def folders(tmp_path, monkeypatch):
 def test_the_plan_puts_notebook_02_and_notebook_05s_loops_beside_notebook_03():
     everything = ["01", "02", "03", "04", "05"]
     assert lanes.plan(everything, 2) == lanes.TWO_LANES
-    timed = [n for first, second in lanes.TWO_LANES for kind, n in first if kind == "notebook" and not second]
+    timed = [a[1] for first, second in lanes.TWO_LANES for a in first if a[0] == "notebook" and not second]
     assert {"04", "05"} <= set(timed), "the notebooks that time networks run with nothing beside them"
-    for first, second in lanes.TWO_LANES:                 # a notebook's loops train before it, never beside it
-        done = [n for kind, n in first if kind == "loops"]
-        assert all(first.index(("loops", n)) < first.index(("notebook", n)) for n in done if ("notebook", n) in first)
+    three = loops.notebook_03_runs(get_profile("quick"))
+    trained = sorted(i for step in lanes.TWO_LANES for lane in step for a in lane if a[:2] == ("loops", "03")
+                     for i in (a[2] if a[2:] else range(len(three))))
+    assert trained == list(range(len(three))), "every run of notebook 03 is trained once"
     assert lanes.plan(everything, 1) == [([("notebook", n)], []) for n in everything]
     assert lanes.plan(["02", "03"], 2) == [([("notebook", "02")], []), ([("notebook", "03")], [])]
     assert lanes.default_lanes("full") == 1
@@ -69,9 +70,17 @@ def test_a_child_is_the_loops_module_or_the_demo_with_one_notebook():
     loops_command = lanes.command(("loops", "05"), profile="quick", overrides="seed=1")
     assert loops_command[1:] == ["-m", "pruning_lib.course.loops", "--notebook", "05", "--profile", "quick",
                                  "--overrides", "seed=1"]
+    assert lanes.command(("loops", "03", (1, 2)), profile="quick")[-2:] == ["--runs", "1,2"]
     notebook = lanes.command(("notebook", "02"), profile="quick", commit=True)
     assert notebook[1:5] == ["-m", "pruning_lib.course.demo", "--only", "02"] and notebook[-1] == "--commit-outputs"
     assert ["--lanes", "1"] == notebook[5:7], "a child runs its one notebook alone"
+
+
+@pytest.mark.parametrize("runs", ["3", "x", "1,", "-1"])
+def test_the_loops_module_refuses_runs_the_notebook_does_not_have(runs, capsys):
+    with pytest.raises(SystemExit):
+        loops.main(["--notebook", "03", "--profile", "quick", "--runs", runs])
+    assert "notebook 03 has runs 0 to 2" in capsys.readouterr().err
 
 
 def test_two_lanes_run_in_the_plans_order(folders, monkeypatch):
@@ -85,16 +94,23 @@ def test_two_lanes_run_in_the_plans_order(folders, monkeypatch):
         record("notebook", nb.name[:2])
         return nb, 1.0
 
+    def child_run(self):
+        if threading.current_thread() is not threading.main_thread() and self.action[0] == "loops":
+            time.sleep(0.5)                         # slower than the first lane: notebook 03 must wait for it
+        record(*self.action[:2])
+        return 2.0
+
     monkeypatch.setattr(demo, "run_notebook", run_notebook)
-    monkeypatch.setattr(lanes.Child, "run", lambda self: record(*self.action) or 2.0)
+    monkeypatch.setattr(lanes.Child, "run", child_run)
     demo.main(["--lanes", "2"])
     main_lane = [(k, n) for k, n, main in events if main]
     assert main_lane == [("notebook", "01"), ("loops", "03"), ("notebook", "03"), ("notebook", "04"), ("notebook", "05")]
     second = [(k, n) for k, n, main in events if not main]
-    assert second == [("notebook", "02"), ("loops", "05")]
-    order = [(k, n) for k, n, _ in events]
-    assert order.index(("notebook", "01")) < order.index(("notebook", "02"))
-    assert order.index(("loops", "05")) < order.index(("notebook", "04")), "the second lane ends before notebook 04"
+    assert second == [("loops", "03"), ("notebook", "02"), ("loops", "05")]
+    order = [(k, n, main) for k, n, main in events]
+    assert order.index(("loops", "03", False)) < order.index(("notebook", "03", True)), "notebook 03 waited for its loops"
+    assert order.index(("notebook", "01", True)) < order.index(("notebook", "02", False))
+    assert order.index(("loops", "05", False)) < order.index(("notebook", "04", True)), "the second lane ends first"
 
 
 def failing_child(code):

@@ -186,15 +186,18 @@ def main(argv: list[str] | None = None) -> None:
     for first, second in two_lanes.plan(list(by_name), lanes):
         beside = two_lanes.SecondLane(second, **how)
         if second:
-            print(f"second lane, in child processes: {', then '.join(f'{k} {n}' for k, n in second)} "
+            print(f"second lane, in child processes: {', then '.join(' '.join(map(str, a)) for a in second)} "
                   f"(logs: {shown(build_dir())}/lane_*.log)", flush=True)
             beside.start()
         try:
-            for kind, name in first:
+            for action in first:
+                kind, name = action[:2]
                 if kind == "loops":
-                    print(f"training notebook {name}'s Prune–Train–Repeat runs (course.loops) ...", flush=True)
-                    print(f"  done in {two_lanes.Child((kind, name), **how).run():.0f} s", flush=True)
+                    print(f"training notebook {name}'s Prune–Train–Repeat runs {list(action[2]) if action[2:] else ''}"
+                          f"(course.loops) ...", flush=True)
+                    print(f"  done in {two_lanes.Child(action, **how).run():.0f} s", flush=True)
                     continue
+                beside.wait_for_loops(name)                 # its loops in the second lane, if any, first
                 print(f"running {by_name[name].name} ({profile} profile) ...", flush=True)
                 out, timings[name] = run_notebook(by_name[name], profile, args.overrides)
                 if args.commit_outputs:
@@ -204,10 +207,10 @@ def main(argv: list[str] | None = None) -> None:
             beside.stop()
             raise
         if second:
-            for (kind, name), seconds in beside.finish().items():
-                print(f"  second lane: {kind} {name} done in {seconds:.0f} s", flush=True)
-                if kind == "notebook":
-                    timings[name] = seconds
+            for action, seconds in beside.finish().items():
+                print(f"  second lane: {' '.join(map(str, action))} done in {seconds:.0f} s", flush=True)
+                if action[0] == "notebook":
+                    timings[action[1]] = seconds
     print("\nTime per notebook" + (" (with two lanes: see course/lanes.py)" if lanes == 2 else "") + ":")
     for name in sorted(timings):
         print(f"  {by_name[name].name:<32}{timings[name]:>7.0f} s")

@@ -56,10 +56,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default=None, help="quick or full (default: $PRUNING_PROFILE, else quick)")
     parser.add_argument("--overrides", default="", help="profile fields for this run (added to $PRUNING_OVERRIDES)")
     parser.add_argument("--notebook", choices=sorted(NOTEBOOKS), default="03", help="whose loops to run (default 03)")
+    parser.add_argument("--runs", default=None, help="which of the notebook's runs, by position from 0 in its order, "
+                        "e.g. 1,2 (default: all)")
     args = parser.parse_args(argv)
     collective = distributed.join_from_environment()
     runs, run = NOTEBOOKS[args.notebook]
     profile = notebook_profile(args.notebook, args.profile, args.overrides)
+    chosen = runs(profile)
+    if args.runs:
+        positions = [int(i) for i in args.runs.split(",") if i.strip().isdigit()]
+        if len(positions) != len(args.runs.split(",")) or not all(i < len(chosen) for i in positions):
+            parser.error(f"--runs {args.runs}: notebook {args.notebook} has runs 0 to {len(chosen) - 1}")
+        chosen = [chosen[i] for i in positions]
     if profile.threads:
         torch.set_num_threads(profile.threads)    # the notebook's thread count: the same run as in its kernel
     if collective.rank == 0:                   # made here (notebook 01's call) if missing, by one process only
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     baseline = experiment.load_baseline(profile, progress=False)
     loaders = experiment.target_loaders(profile)
     val_batches = list(loaders["val"])
-    for criterion, changes in runs(profile):
+    for criterion, changes in chosen:
         _, history, _ = run(baseline, profile, criterion, loaders["train"], val_batches, **changes)
         if collective.rank == 0:
             last = history.iloc[-1]
