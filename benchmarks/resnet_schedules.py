@@ -23,7 +23,7 @@ import torch
 
 from pruning_lib import measure
 from pruning_lib.recover import iterative
-from pruning_lib.course import arms, experiment
+from pruning_lib.course import arms, experiment, resnet
 from pruning_lib.course.profiles import get_profile
 from pruning_lib.recover.evaluation import correct
 from pruning_lib.graph.groups import group_widths
@@ -35,10 +35,11 @@ SCHEDULES = {
     "a fifth per cut, λ = 0": {"flops_lambda": 0.0},
     "a tenth per cut, λ = 0.1": {"fraction_per_iteration": 0.1, "target_fraction": 0.6},
     "a tenth per cut, λ = 0": {"fraction_per_iteration": 0.1, "flops_lambda": 0.0, "target_fraction": 0.6},
-    "a fifth per cut, λ = 0, blocks of 16": {"flops_lambda": 0.0, "multiple_of": 16},
-    "a tenth per cut, λ = 0, blocks of 16 (notebook 05's)": {"fraction_per_iteration": 0.1, "flops_lambda": 0.0,
-                                                             "multiple_of": 16, "target_fraction": 0.6},
+    "a fifth per cut, λ = 0, blocks of 16 (notebook 05's: resnet.SCHEDULES)": {"flops_lambda": 0.0, "multiple_of": 16},
+    "a tenth per cut, λ = 0, blocks of 16": {"fraction_per_iteration": 0.1, "flops_lambda": 0.0, "multiple_of": 16,
+                                             "target_fraction": 0.6},
 }
+assert resnet.SCHEDULES["quick"] in SCHEDULES.values(), "notebook 05's schedule must be one of those compared"
 MIN_FLOPS_RATIO = 2.5
 
 

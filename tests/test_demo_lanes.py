@@ -160,3 +160,12 @@ def test_notebook_05s_loops_from_the_loops_module_are_read_back_by_its_calls(tmp
         _, history, _ = resnet.pruning_run(baseline, profile, criterion, loaders_["train"], val, callbacks=[cuts],
                                            **changes)
         assert len(history) > 1 and cuts.rows == [], f"{criterion} {changes}: ran again instead of reading it back"
+
+
+def test_a_child_stopped_before_it_starts_never_starts(folders, monkeypatch):
+    monkeypatch.setattr(lanes, "command", lambda action, **how: [sys.executable, "-c", "import time; time.sleep(60)"])
+    child = lanes.Child(("notebook", "02"), profile="quick")
+    child.stop()
+    with pytest.raises(RuntimeError, match="stopped before it started"):
+        child.run()
+    assert child.process is None

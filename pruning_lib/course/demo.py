@@ -7,9 +7,9 @@ results go to reports/ (both at the repository root, whatever the working direct
 ``--commit-outputs`` (for maintainers, quick profile) also writes each executed notebook back
 into notebooks/, clean: without papermill's injected cell, timings and machine paths.
 
-With two lanes (the quick profile's default on two cores or more: it trains on one thread) a second lane of child
-processes runs beside notebook 03: notebook 02, then notebook 05's Prune–Train–Repeat runs (`course.lanes`).
-Notebooks 04 and 05 time networks: they always run alone.
+With two lanes (the quick profile's default on two cores or more: it trains on one thread) notebooks 03's and 05's
+Prune–Train–Repeat runs train in child processes and notebook 02 runs beside notebook 03 (`course.lanes` has the
+plan); notebooks 04 and 05 time networks: they always run alone.
 """
 
 from __future__ import annotations
@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
             for action in first:
                 kind, name = action[:2]
                 if kind == "loops":
-                    print(f"training notebook {name}'s Prune–Train–Repeat runs {list(action[2]) if action[2:] else ''}"
-                          f"(course.loops) ...", flush=True)
+                    which = f" {list(action[2])}" if action[2:] else ""
+                    print(f"training notebook {name}'s Prune–Train–Repeat runs{which} (course.loops) ...", flush=True)
                     print(f"  done in {two_lanes.Child(action, **how).run():.0f} s", flush=True)
                     continue
                 beside.wait_for_loops(name)                 # its loops in the second lane, if any, first

@@ -5,8 +5,9 @@ fills it.  Notebook 03's three Prune–Train–Repeat runs train first (``python
 03``: the notebook's own calls, checkpointed), the first in this lane and the other two in a second lane of child
 processes; notebook 03 starts when all three are done (a notebook never starts before its loops, in either lane)
 and reads them back, while the second lane runs notebook 02, then trains notebook 05's runs.  Notebooks 04 and 05
-time networks: nothing runs beside them.  Every notebook prints what it would have computed alone, but its own compute time (notebook
-02's oracle, notebook 03's pairs of runs) is measured with the other lane busy on the other core.
+time networks: nothing runs beside them.  Every notebook prints what it would have computed alone, but its own
+compute time (notebook 02's oracle, notebook 03's pairs of runs) is measured with the other lane busy on the other
+core.
 """
 
 from __future__ import annotations
@@ -68,15 +69,20 @@ class Child:
 
     def __init__(self, action: Action, **how):
         self.action, self.how, self.process = action, how, None
-        self.log = build_dir() / ("lane_" + "_".join([*action[:2], *("-".join(map(str, r)) for r in action[2:]),]) + ".log")
+        self.stopped, self.lock = False, threading.Lock()      # `stop` may come from another thread at any time
+        runs = ["-".join(map(str, r)) for r in action[2:]]              # ("loops", "03", (1, 2)): lane_loops_03_1-2.log
+        self.log = build_dir() / f"lane_{'_'.join([*action[:2], *runs])}.log"
 
     def run(self) -> float:
         """Run it to the end; its seconds, or a RuntimeError with the end of its log."""
         start = time.perf_counter()
         with open(self.log, "w", encoding="utf-8") as out:
-            self.process = subprocess.Popen(command(self.action, **self.how), cwd=REPO_ROOT, stdout=out,
-                                            stderr=subprocess.STDOUT,
-                                            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+            with self.lock:
+                if self.stopped:
+                    raise RuntimeError(f"{self.action[0]} {self.action[1]} was stopped before it started")
+                self.process = subprocess.Popen(command(self.action, **self.how), cwd=REPO_ROOT, stdout=out,
+                                                stderr=subprocess.STDOUT,
+                                                env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
             code = self.process.wait()
         if code != 0:
             tail = Path(self.log).read_text(encoding="utf-8", errors="replace")[-3000:]
@@ -85,8 +91,12 @@ class Child:
         return time.perf_counter() - start
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        """End the process if it runs; if it has not started, it never will."""
+        with self.lock:
+            self.stopped = True
+            if self.process is not None and self.process.poll() is None:
+                self.process.terminate()
+        if self.process is not None:
             self.process.wait()
 
 
@@ -107,9 +117,10 @@ class SecondLane(threading.Thread):
     def run(self) -> None:
         try:
             for action in self.actions:
-                if self.stopped:
-                    return
-                self.child = Child(action, **self.how)
+                with self.progress:
+                    if self.stopped:
+                        return
+                    self.child = Child(action, **self.how)
                 seconds = self.child.run()
                 with self.progress:
                     self.seconds[action] = seconds
@@ -136,7 +147,10 @@ class SecondLane(threading.Thread):
         return self.seconds
 
     def stop(self) -> None:
-        self.stopped = True
-        if self.child is not None:
-            self.child.stop()
-        self.join()
+        with self.progress:
+            self.stopped = True
+            child = self.child
+        if child is not None:
+            child.stop()
+        if self.ident is not None:                  # started
+            self.join()
