@@ -34,8 +34,9 @@ SCHEDULES = {
     "notebook 03's (a fifth per cut, λ = 0.1, blocks of 8)": {},
     "a fifth per cut, λ = 0": {"flops_lambda": 0.0},
     "a tenth per cut, λ = 0.1": {"fraction_per_iteration": 0.1, "target_fraction": 0.6},
-    "a tenth per cut, λ = 0": {"fraction_per_iteration": 0.1, "flops_lambda": 0.0, "target_fraction": 0.6},
-    "a fifth per cut, λ = 0, blocks of 16 (notebook 05's: resnet.SCHEDULES)": {"flops_lambda": 0.0, "multiple_of": 16},
+    "a tenth per cut, λ = 0 (notebook 05's: resnet.SCHEDULES)": {"fraction_per_iteration": 0.1, "flops_lambda": 0.0,
+                                                                 "target_fraction": 0.6},
+    "a fifth per cut, λ = 0, blocks of 16": {"flops_lambda": 0.0, "multiple_of": 16},
     "a tenth per cut, λ = 0, blocks of 16": {"fraction_per_iteration": 0.1, "flops_lambda": 0.0, "multiple_of": 16,
                                              "target_fraction": 0.6},
 }

@@ -21,7 +21,8 @@ from . import arms
 from .profiles import Profile
 from .reports import read_json, report_path, write_json
 
-__all__ = ["MODELS", "SCHEDULES", "TARGETS", "block_last_conv", "check_resnet_targets", "cost_by_kind", "group_kind", "group_table", "kept_by_kind",
+__all__ = ["MODELS", "SCHEDULES", "TARGETS", "block_last_conv", "check_resnet_targets", "cost_by_kind", "group_kind",
+           "group_table", "kept_by_kind",
            "mask_group_channels", "pruning_run", "schedule_changes", "read_resnet_report", "resnet_report", "write_resnet_json"]
 
 #: The quick profile's targets for the pruned ResNet, measured in notebook 05's own run.  How well its FLOPs
@@ -33,7 +34,7 @@ MODELS = {"quick": "small_resnet", "full": "resnet18"}
 
 #: The ResNet's schedule: changes to the profile's, chosen on validation accuracy by
 #: ``benchmarks/resnet_schedules.py`` (the README has its table); a profile not listed keeps its own schedule.
-SCHEDULES = {"quick": {"flops_lambda": 0.0, "multiple_of": 16}}
+SCHEDULES = {"quick": {"fraction_per_iteration": 0.1, "flops_lambda": 0.0, "target_fraction": 0.6}}
 
 
 def schedule_changes(profile: Profile) -> dict[str, Any]:
