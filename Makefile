@@ -21,9 +21,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pruning course)" >/dev/null
 	touch $(STAMP)
 
-## Run every notebook in order, headless, in the quick profile; results in build/ and reports/.
+## Run every notebook, headless, in the quick profile; results in build/ and reports/.  On two cores or more the
+## Prune–Train–Repeat runs and notebook 02 use the second core (pruning_lib/course/lanes.py); make demo
+## DEMO_ARGS="--lanes 1" runs one notebook at a time.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(PY) -m pruning_lib.course.demo
+	$(PY) -m pruning_lib.course.demo $(DEMO_ARGS)
 
 ## pytest on tests/ (the library, the full profile's smoke run, the widgets in a real browser) and nbval on
 ## notebooks/; each part is timed.  Two lanes run side by side, one per core, each with one torch thread: the
