@@ -86,3 +86,17 @@ class Cuts:
 
     def on_prune(self, row, model):
         self.rows.append(row)
+
+
+def assert_loops_read_back(notebook: str, profile) -> None:
+    """After ``course.loops --notebook NN`` ran, the notebook's own calls read every run back (no cut made again)."""
+    from pruning_lib.course import experiment, loops
+
+    runs, run = loops.NOTEBOOKS[notebook]
+    baseline = experiment.load_baseline(profile, progress=False)
+    loaders = experiment.target_loaders(profile)
+    val = list(loaders["val"])
+    for criterion, changes in runs(profile):
+        cuts = Cuts()
+        _, history, _ = run(baseline, profile, criterion, loaders["train"], val, callbacks=[cuts], **changes)
+        assert len(history) > 1 and cuts.rows == [], f"{criterion} {changes}: ran again instead of reading it back"

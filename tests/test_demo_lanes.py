@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import Cuts
+from conftest import assert_loops_read_back
 from pruning_lib.course import demo, experiment, lanes, loops, resnet
 from pruning_lib.course.paths import REPO_ROOT
 from pruning_lib.course.profiles import get_profile
@@ -152,14 +152,8 @@ def test_notebook_05s_loops_from_the_loops_module_are_read_back_by_its_calls(tmp
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "(1 processes)" in done.stdout
-    baseline = experiment.load_baseline(profile, progress=False)
-    loaders_ = experiment.target_loaders(profile)
-    val = list(loaders_["val"])
-    for criterion, changes in loops.notebook_05_runs(profile):
-        cuts = Cuts()
-        _, history, _ = resnet.pruning_run(baseline, profile, criterion, loaders_["train"], val, callbacks=[cuts],
-                                           **changes)
-        assert len(history) > 1 and cuts.rows == [], f"{criterion} {changes}: ran again instead of reading it back"
+    assert loops.NOTEBOOKS["05"] == (loops.notebook_05_runs, resnet.pruning_run)
+    assert_loops_read_back("05", profile)
 
 
 def test_a_child_stopped_before_it_starts_never_starts(folders, monkeypatch):

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 import distributed_worker as worker
-from conftest import Cuts
+from conftest import assert_loops_read_back
 from pruning_lib import distributed
 from pruning_lib.rank.criteria import rank_all
 from pruning_lib.recover.iterative import PruningSchedule, prune_train_repeat
@@ -125,14 +125,8 @@ def test_notebook_03s_loops_on_two_processes_are_read_back_by_the_notebooks_call
                           timeout=LAUNCH_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "(2 processes)" in done.stdout
-    baseline = experiment.load_baseline(profile, progress=False)
-    loaders = experiment.target_loaders(profile)
-    val = list(loaders["val"])
-    for criterion, changes in loops.notebook_03_runs(profile):
-        cuts = Cuts()
-        _, history, _ = arms.checkpointed_run(baseline, profile, criterion, loaders["train"], val, callbacks=[cuts],
-                                              **changes)
-        assert len(history) > 1 and cuts.rows == [], f"{criterion} {changes}: ran again instead of reading it back"
+    assert loops.NOTEBOOKS["03"] == (loops.notebook_03_runs, arms.checkpointed_run)
+    assert_loops_read_back("03", profile)
 
 
 # ---------------------------------------------------------------- in one process, no launch
