@@ -7,8 +7,8 @@ save it.  Nothing here changes a model.
 - `plan_from_scores`: the globally lowest-scored filters, with a floor per layer and blocks of
   `multiple_of` filters (widths that vectorise well);
 - `flops_per_channel` and `regularised_scores`: the paper's FLOPs regularisation, Θ − λ·Θ_flops (Sec. 2.3);
-- `widths_for_latency` and `plan_keeping`: one width per group that saves a latency budget (a measured
-  `latency_table.LatencyTable`) at the most importance kept, by dynamic programming;
+- `widths_for_budgets` and `plan_keeping`: one width per group that saves several budgets at once (time,
+  parameters, FLOPs) at the most importance kept: a knapsack by dynamic programming with Lagrange prices;
 - `plan_from_widths`: "keep the first k filters of each conv", for rebuilding a pruned architecture;
 - `transfer_widths`: the widths of one network's pruning applied to another (the post's VGG16 setting).
 """
@@ -28,7 +28,7 @@ from .measure.counting import flops_per_layer
 Plan = dict[str, list[int]]
 
 __all__ = ["Plan", "flops_per_channel", "layer_floors", "plan_from_scores", "plan_from_widths", "plan_keeping",
-           "regularised_scores", "transfer_widths", "widths_for_latency"]
+           "regularised_scores", "transfer_widths", "widths_for_budgets"]
 
 
 def _removal_blocks(scores: torch.Tensor, multiple_of: int) -> list[tuple[float, list[int]]]:
@@ -240,60 +240,109 @@ def plan_keeping(scores: Mapping[str, Any], widths: Mapping[str, int]) -> Plan:
     return plan
 
 
-def widths_for_latency(scores: Mapping[str, Any], table: Any, saving_ms: float, *,
-                       min_keep: int | Mapping[str, int] = 1, resolution_ms: float | None = None) -> dict[str, int]:
-    """One width per group that saves at least `saving_ms` per batch at the least importance removed.
+def _lost(scores: torch.Tensor, width: int) -> float:
+    """The importance removed when a group keeps its `width` highest-scored channels."""
+    ordered = np.sort(scores.numpy())
+    return float(ordered[: len(ordered) - int(width)].sum())
 
-    Each group's options are the widths its latency table measured (`latency_table.LatencyTable`: the time each
-    width saves, the other groups as they are); removing down to width w costs the group's ``size − w`` lowest
-    scores (normalised per group, as the loop compares them).  This is a multiple-choice knapsack, solved exactly
-    by dynamic programming over the saving in bins of `resolution_ms` (default: 1/400 of the target): each
-    option's saving is rounded *down* to a bin, so the widths chosen save at least `saving_ms` by the table.
-    Savings are added up over groups, which the table measured one group at a time: the loop checks the real
-    network end to end after every cut.
 
-    Raises:
-        ValueError: even the narrowest widths allowed save less than `saving_ms` by the table.
-    """
-    scores = _as_scores(scores)
-    groups = [g for g in scores if g in table.widths]
-    floors = {g: (min_keep[g] if isinstance(min_keep, Mapping) else min_keep) for g in groups}
-    if saving_ms <= 0:
-        return {g: len(scores[g]) for g in groups}
-    allowed = {g: [(w, s) for w, s in zip(table.widths[g], table.saved_ms[g]) if floors[g] <= w <= len(scores[g])]
-               for g in groups}
-    top = {g: max((s for _, s in allowed[g]), default=0.0) for g in groups}
-    if saving_ms > sum(top.values()) * (1 + 1e-9):
-        raise ValueError(f"the latency table saves at most {sum(top.values()):.3f} ms per batch with these floors; "
-                         f"{saving_ms:.3f} ms cannot be saved")
-    res = resolution_ms or saving_ms / 400
-    bins = int(math.ceil(saving_ms / res - 1e-9))
+def _cheapest(values: Sequence[Sequence[float]], saved: Sequence[Sequence[float]], ask: float,
+              resolution: int) -> list[int] | None:
+    """The multiple-choice knapsack: one option per group, minimising the summed `values` while the summed `saved`
+    reaches `ask`; None when no choice does.  Dynamic programming over `resolution` bins of the ask: an option's
+    saving is rounded *down* to a bin (so the choice saves at least `ask`), savings beyond the ask all land in the
+    last bin."""
+    bins = resolution
     n = bins + 1
+    step = ask / bins
     best = np.full(n, np.inf)
     best[0] = 0.0
     back = []
-    for g in groups:
-        ordered = np.sort(scores[g].numpy())
-        options = [(w, s, float(ordered[: len(ordered) - w].sum())) for w, s in allowed[g]]
+    for vals, savs in zip(values, saved):
         new, pick, came = np.full(n, np.inf), np.full(n, -1), np.full(n, -1)
-        for j, (_, saved, lost) in enumerate(options):
-            b = min(bins, int(math.floor(saved / res + 1e-9)))
-            cand = best + lost
-            src = np.arange(0, n - b)
-            dst = src + b
-            better = cand[src] < new[dst]
-            new[dst[better]], pick[dst[better]], came[dst[better]] = cand[src[better]], j, src[better]
-            if b > 0:                                                   # savings beyond the target all land in the last bin
-                tail = np.arange(n - b, n)
-                k = int(tail[np.argmin(cand[tail])])
-                if cand[k] < new[bins]:
-                    new[bins], pick[bins], came[bins] = cand[k], j, k
-        back.append((g, options, pick, came))
+        for j, (value, s) in enumerate(zip(vals, savs)):
+            b = min(bins, max(0, int(math.floor(s / step + 1e-9))))
+            cand = best + value
+            shifted, origin = np.full(n, np.inf), np.full(n, -1)
+            shifted[b:bins], origin[b:bins] = cand[:bins - b], np.arange(bins - b)
+            tail = np.arange(bins - b, n)
+            k = int(tail[np.argmin(cand[tail])])
+            shifted[bins], origin[bins] = cand[k], k
+            better = shifted < new
+            new[better], pick[better], came[better] = shifted[better], j, origin[better]
+        back.append((pick, came))
         best = new
-    if not np.isfinite(best[bins]):     # only the bins' rounding down stands between the target and the most saved:
-        return {g: max((w for w, s in allowed[g] if s >= top[g]), default=len(scores[g])) for g in groups}  # the most
-    widths, at = {}, bins
-    for g, options, pick, came in reversed(back):
-        widths[g] = options[pick[at]][0]
-        at = came[at]
-    return {g: widths[g] for g in groups}
+    if not np.isfinite(best[bins]):
+        return None
+    chosen, at = [], bins
+    for pick, came in reversed(back):
+        chosen.append(int(pick[at]))
+        at = int(came[at])
+    return chosen[::-1]
+
+
+def widths_for_budgets(scores: Mapping[str, Any], options: Mapping[str, Sequence[tuple[int, Mapping[str, float]]]],
+                       asks: Mapping[str, float], *, resolution: int = 400) -> dict[str, int]:
+    """One width per group that saves at least ``asks[r]`` of every resource r at the least importance removed.
+
+    Args:
+        scores: ``{group: (size,) scores}``, normalised per group (as the loop compares them); keeping width w
+            removes the group's ``size - w`` lowest scores.
+        options: ``{group: [(width, {resource: saving}), ...]}``: the widths each group may take (its current one
+            among them, saving nothing) and what each saves of each resource ("latency" in ms, "params",
+            "flops", ...), with the other groups as they are.
+        asks: ``{resource: amount to save}``; a resource not asked for (or asked for 0) is free.
+
+    **Why a Lagrangian.**  Several budgets at once make a knapsack with several constraints.  The first resource
+    asked for (the caller puts time first: its costs are a staircase, which a dynamic program handles exactly) is
+    the dynamic program's dimension, in `resolution` bins; each other resource r enters the objective with a price
+    μ_r per share of its ask, ``importance removed − Σ_r μ_r · saving_r / ask_r``, and μ_r is the smallest price at
+    which r's ask is met, found by bisection (prices are adjusted in turn when there are several).  A price of 0
+    means that saving the first resource already saves enough of r.  A two-dimensional dynamic program would be
+    exact for two budgets but grows with the product of the bins; the Lagrangian takes any number of budgets at
+    the cost of a duality gap (the choice may save more of a priced resource than asked).
+
+    Savings are added up over groups, each measured with the others as they are: the caller checks the choice's
+    real savings (`cost.budgets`), since neither time nor parameters add up exactly over neighbouring groups.
+    Where an ask cannot be met, the most the options save of it is taken.
+    """
+    scores = _as_scores(scores)
+    groups = [g for g in options if g in scores]
+    wanted = {r: float(a) for r, a in asks.items() if a > 0}
+    if not wanted or not groups:
+        return {g: max(w for w, _ in options[g]) for g in groups}
+    lost = {g: [_lost(scores[g], w) for w, _ in options[g]] for g in groups}
+    saved = {r: {g: [float(sv.get(r, 0.0)) for _, sv in options[g]] for g in groups} for r in wanted}
+    most = {r: sum(max(v) for v in saved[r].values()) for r in wanted}
+    wanted = {r: min(a, most[r]) for r, a in wanted.items() if most[r] > 0}
+    if not wanted:
+        return {g: max(w for w, _ in options[g]) for g in groups}
+    first, *others = wanted
+    prices = dict.fromkeys(others, 0.0)
+
+    def choose(prices: Mapping[str, float]) -> list[int]:
+        values = [[lost[g][j] - sum(mu * saved[r][g][j] / wanted[r] for r, mu in prices.items())
+                   for j in range(len(options[g]))] for g in groups]
+        picked = _cheapest(values, [saved[first][g] for g in groups], wanted[first], resolution)
+        if picked is None:          # rounding down to bins: take each group's option saving the most
+            picked = [int(np.argmax(saved[first][g])) for g in groups]
+        return picked
+
+    def achieved(picked: list[int], r: str) -> float:
+        return sum(saved[r][g][j] for g, j in zip(groups, picked))
+
+    picked = choose(prices)
+    for _ in range(3 if len(others) > 1 else 1):
+        for r in others:
+            if achieved(choose({**prices, r: 0.0}), r) >= wanted[r] * (1 - 1e-9):
+                prices[r] = 0.0
+                continue
+            low, high = 0.0, 1.0
+            while achieved(choose({**prices, r: high}), r) < wanted[r] * (1 - 1e-9) and high < 1e6:
+                low, high = high, high * 8
+            for _ in range(24):
+                mid = (low + high) / 2
+                low, high = (mid, high) if achieved(choose({**prices, r: mid}), r) < wanted[r] * (1 - 1e-9) else (low, mid)
+            prices[r] = high
+        picked = choose(prices)
+    return {g: options[g][j][0] for g, j in zip(groups, picked)}

@@ -38,7 +38,8 @@ from .functions import (ADD, CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, MUL, ca
 from .layer_types import DENSE, FLATTENS, MIXES, PASSES, PER_CHANNEL, flow_of, layer_type
 from .trace import trace
 
-__all__ = ["ChannelGroup", "Member", "channel_groups", "describe", "group_of", "group_widths"]
+__all__ = ["ChannelGroup", "GroupTrace", "Layout", "Member", "channel_groups", "describe", "group_of", "group_widths",
+           "trace_groups"]
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,9 @@ class _Groups:
         self.refused[g] = self.refused[g] or why
 
 
-Layout = tuple[tuple[int, int], ...]        # ((group id, channels), ...) in channel order
+_IdLayout = tuple[tuple[int, int], ...]     # ((group id, channels), ...) in channel order, during the walk
+#: Where a tensor's channels come from: ``((group name, channels), ...)`` in channel order.
+Layout = tuple[tuple[str, int], ...]
 
 
 def _describe_node(node: fx.Node, modules: Mapping[str, nn.Module]) -> str:
@@ -137,15 +140,15 @@ class _Tracer:
         self.modules = dict(model.named_modules())
         self.graph = graph
         self.groups = _Groups()
-        self.layout: dict[fx.Node, Layout | None] = {}
-        self.flat: dict[fx.Node, Layout] = {}       # flattened (N, C*S) tensors: the layout of their channels
+        self.layout: dict[fx.Node, _IdLayout | None] = {}
+        self.flat: dict[fx.Node, _IdLayout] = {}       # flattened (N, C*S) tensors: the layout of their channels
         self.calls: dict[str, int] = {}
         for node in graph.nodes:
             if node.op == "call_module":
                 self.calls[node.target] = self.calls.get(node.target, 0) + 1
 
     # -- helpers
-    def _refuse(self, layout: Layout | None, why: str) -> None:
+    def _refuse(self, layout: _IdLayout | None, why: str) -> None:
         for g, _ in layout or ():
             self.groups.refuse(g, why)
 
@@ -157,7 +160,7 @@ class _Tracer:
             self._refuse(self.layout.get(a), why)
             self._refuse(self.flat.get(a), why)
 
-    def _members_at(self, layout: Layout, module: str, role: str, span: int = 1) -> None:
+    def _members_at(self, layout: _IdLayout, module: str, role: str, span: int = 1) -> None:
         offset = 0
         for g, size in layout:
             self.groups.add(g, Member(module, role, offset, span))
@@ -221,7 +224,7 @@ class _Tracer:
     def _out_channels(m: nn.Module) -> int:
         return getattr(m, layer_type(m).rows[0]).shape[0]
 
-    def _dense(self, m: nn.Module, name: str, layout: Layout | None, flat: Layout | None) -> None:
+    def _dense(self, m: nn.Module, name: str, layout: _IdLayout | None, flat: _IdLayout | None) -> None:
         """A Linear (or another DENSE type) reading the flattened channels as column blocks."""
         if flat:
             channels, inputs = sum(s for _, s in flat), getattr(m, layer_type(m).columns).shape[1]
@@ -284,7 +287,7 @@ class _Tracer:
         self._refuse_inputs(node, f"{_describe_node(node, self.modules)} couples channels in a way the surgery does not handle")
         self.layout[node] = None
 
-    def _spatial_mean(self, node: fx.Node, layouts: list[Layout | None]) -> bool:
+    def _spatial_mean(self, node: fx.Node, layouts: list[_IdLayout | None]) -> bool:
         """``x.mean([2, 3])`` / ``torch.mean(x, (2, 3))``: a pooled (N, C) tensor, read like a flattened one."""
         is_mean = (node.op == "call_method" and node.target == "mean") or \
                   (node.op == "call_function" and node.target is torch.mean)
@@ -301,7 +304,7 @@ class _Tracer:
             self.flat[node] = layouts[0]
         return True
 
-    def _merge(self, node: fx.Node, layouts: list[Layout | None], what: str) -> Layout | None:
+    def _merge(self, node: fx.Node, layouts: list[_IdLayout | None], what: str) -> _IdLayout | None:
         """Tie the inputs' channels segment by segment (their segments must line up)."""
         tensors = [lay for lay in layouts if lay]
         if not tensors:
@@ -321,7 +324,7 @@ class _Tracer:
             merged = tuple((self.groups.union(g, h), s) for (g, s), (h, _) in zip(merged, other))
         return merged
 
-    def _scale(self, node: fx.Node, args: list[fx.Node], layouts: list[Layout | None]) -> Layout | None:
+    def _scale(self, node: fx.Node, args: list[fx.Node], layouts: list[_IdLayout | None]) -> _IdLayout | None:
         """x * s: a per-channel scale s (squeeze-and-excitation) ties s's producer to x's channels."""
         if len(args) == 1 and layouts[0]:
             return layouts[0]                    # multiplication by a constant
@@ -329,6 +332,13 @@ class _Tracer:
             return self._merge(node, layouts, "per-channel multiplication")
         self._refuse_inputs(node, f"multiplication {node.name} mixes channels with a tensor of unknown origin")
         return None
+
+    def named(self, groups: Mapping[int, str]) -> tuple[dict[str, Layout], dict[str, Layout]]:
+        """Every node's layout, and every flattened tensor's, by node name, in group names."""
+        def name(layout):
+            return tuple((groups[self.groups.find(g)], s) for g, s in layout)
+        return ({n.name: name(lay) for n, lay in self.layout.items() if lay},
+                {n.name: name(lay) for n, lay in self.flat.items() if lay})
 
     def result(self) -> dict[str, ChannelGroup]:
         out: dict[str, ChannelGroup] = {}
@@ -343,8 +353,23 @@ class _Tracer:
         return out
 
 
-def channel_groups(model: nn.Module, graph: fx.Graph | None = None) -> dict[str, ChannelGroup]:
-    """Trace `model` (or read `graph`, its trace) and return its channel groups, keyed by their first producer conv.
+@dataclass(frozen=True)
+class GroupTrace:
+    """The groups of a traced network and where every tensor's channels come from.
+
+    ``layouts[node]``: the channels of a node's (N, C, ...) output, as ``((group name, channels), ...)`` in
+    channel order; ``flat[node]``: the same for a flattened (N, C·S) tensor (S positions per channel).  A node
+    in neither holds no channels of a group (the input image, a shape, the logits of a refused head).
+    """
+
+    graph: fx.Graph
+    groups: dict[str, ChannelGroup]
+    layouts: dict[str, Layout]
+    flat: dict[str, Layout]
+
+
+def trace_groups(model: nn.Module, graph: fx.Graph | None = None) -> GroupTrace:
+    """Trace `model` (or read `graph`, its trace): its channel groups and every node's channel layout.
 
     Raises:
         NotImplementedError: ``torch.fx`` cannot trace the model (the message names the call).
@@ -354,7 +379,21 @@ def channel_groups(model: nn.Module, graph: fx.Graph | None = None) -> dict[str,
         graph = trace(model)                  # refuses wrappers (DataParallel, torch.compile) first
     tracer = _Tracer(model, graph)
     tracer.run()
-    return tracer.result()
+    groups = tracer.result()
+    names = {tracer.groups.find(g): None for g in range(len(tracer.groups.parent))}
+    names = {r: tracer.groups.members[r][0].module for r in names}
+    layouts, flat = tracer.named(names)
+    return GroupTrace(graph, groups, layouts, flat)
+
+
+def channel_groups(model: nn.Module, graph: fx.Graph | None = None) -> dict[str, ChannelGroup]:
+    """Trace `model` (or read `graph`, its trace) and return its channel groups, keyed by their first producer conv.
+
+    Raises:
+        NotImplementedError: ``torch.fx`` cannot trace the model (the message names the call).
+        TypeError: a wrapper (DataParallel, torch.compile) instead of the network.
+    """
+    return trace_groups(model, graph).groups
 
 
 def group_widths(model: nn.Module) -> dict[str, int]:

@@ -11,7 +11,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["FORMS", "ChannelsLast", "deployment_form", "fold_batchnorm"]
+__all__ = ["FORMS", "ChannelsLast", "deployment_form", "deployment_parts", "fold_batchnorm"]
 
 
 #: How a model can be run when it is timed. Every form computes the same function as ``"eager"``
@@ -72,6 +72,20 @@ class ChannelsLast(nn.Module):
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
+
+
+def deployment_parts(model: nn.Module, form: str = "deploy") -> tuple[nn.Module, torch.memory_format]:
+    """`model` in `form` without the input conversion: ``(module, memory format its inputs must have)``.
+
+    For timing a piece of a network (`latency`): inside the network its input is already in that format, so the
+    conversion `deployment_form` times once per forward pass is not the piece's cost.
+    """
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; choose one of {FORMS}")
+    module = fold_batchnorm(model) if form in ("fold_bn", "deploy") else copy.deepcopy(model).eval()
+    if form in ("channels_last", "deploy"):
+        return module.to(memory_format=torch.channels_last), torch.channels_last
+    return module, torch.contiguous_format
 
 
 def deployment_form(model: nn.Module, form: str = "deploy") -> nn.Module:

@@ -19,6 +19,7 @@ from .. import runtime
 from .checks import make_input, resolve_device, validate_input_shape, validate_num_threads, validate_positive
 from .counting import count_flops, count_parameters, size_on_disk_mb
 from .deploy import FORMS, deployment_form
+from .harness import interleaved, paired_speedup
 from .runtimes import RUNTIMES, checked_runner
 
 # torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on CPU-only
@@ -26,7 +27,7 @@ from .runtimes import RUNTIMES, checked_runner
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 
-__all__ = ["measure_latency", "profile"]
+__all__ = ["forward_runner", "measure_latency", "measured_speedup", "profile"]
 
 
 def measure_latency(
@@ -148,3 +149,34 @@ def profile(model: nn.Module, input_shape: Sequence[int], **latency_kwargs: Any)
         "latency_iqr_ms": latency["iqr_ms"],
         "throughput": latency["throughput"],
     }
+
+
+def forward_runner(model: nn.Module, x: torch.Tensor, form: str = "deploy", num_threads: int = 1) -> Any:
+    """One forward pass of `model` on `x` in `form` (a PyTorch form of `FORMS` or a registered runtime), as a
+    function of nothing: what the timing harness (`harness.interleaved`) calls.  Call it under ``torch.no_grad()``
+    with the thread count set (`runtime.num_threads`)."""
+    if form in RUNTIMES:
+        run, batch = checked_runner(model, x, form, num_threads=num_threads), x.detach().cpu().numpy()
+        return lambda: run(batch)
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; choose one of {FORMS + RUNTIMES}")
+    deployed = deployment_form(model.eval(), form)
+    return lambda: deployed(x)
+
+
+def measured_speedup(reference: nn.Module, model: nn.Module, input_shape: Sequence[int], *, form: str = "deploy",
+                     num_threads: int = 1, rounds: int = 9, calls: int = 5, seed: int = 0) -> dict[str, float]:
+    """How much faster `model` runs than `reference`, end to end, both timed in one interleaved harness.
+
+    Each round times both `calls` times in a random order; the speedup is the median of the rounds' ratios
+    (paired: a slow moment of the machine hits both).  Returns `harness.paired_speedup`'s ``speedup``, ``noise``,
+    ``low``, ``high``, ``reference_ms`` and ``ms`` (medians per batch of `input_shape`).  Both run on the CPU.
+    """
+    shape = validate_input_shape(input_shape)
+    x = make_input(reference, shape, torch.device("cpu"))
+    with runtime.mode(reference, training=False), runtime.mode(model, training=False), \
+            runtime.num_threads(num_threads), torch.no_grad():
+        runners = {"reference": forward_runner(reference, x, form, num_threads),
+                   "model": forward_runner(model, x, form, num_threads)}
+        timed = interleaved(runners, rounds=rounds, calls=calls, seed=seed)
+    return paired_speedup(timed, "reference", "model")

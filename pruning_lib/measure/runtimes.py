@@ -38,7 +38,7 @@ from torch import nn
 from ..checkpoints import fingerprint
 from .deploy import FORMS
 
-__all__ = ["EXPORT_PACKAGES", "RUNTIMES", "MissingRuntimeError", "OnnxExportError", "OnnxMismatchError",
+__all__ = ["EXPORTERS", "EXPORT_PACKAGES", "RUNTIMES", "MissingRuntimeError", "OnnxExportError", "OnnxMismatchError",
            "OutputMismatchError", "Runner", "Runtime", "available_runtimes", "check_onnx", "checked_runner",
            "export_onnx", "get_runtime", "onnx_session", "register_runtime", "require", "runner",
            "unregister_runtime"]
@@ -222,11 +222,27 @@ def _leaf_inputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module
     return seen
 
 
-def _export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool) -> None:
-    require("onnxscript")
-    shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+#: How a model is exported: ``"dynamo"`` (torch's recommended exporter) or ``"torchscript"`` (the older one, about
+#: fifty times faster for a small module: what the latency model uses for its blocks; the dynamo exporter is used
+#: where torch no longer has it).
+EXPORTERS = ("dynamo", "torchscript")
+
+
+def _export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, exporter: str = "dynamo") -> None:
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}; got {exporter!r}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
+            try:
+                torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"], dynamo=False,
+                                  dynamic_axes=axes)
+                return
+            except Exception:  # noqa: BLE001 - a torch without the old exporter, or a module it cannot export
+                pass
+        require("onnxscript")
+        shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
         torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"], dynamo=True,
                           dynamic_shapes=shapes, external_data=False, verbose=False)
 
@@ -246,11 +262,13 @@ def _failing_layer(model: nn.Module, x: torch.Tensor) -> str:
     return "every layer exports on its own, so the failure is in the model's forward code between layers"
 
 
-def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], *, dynamic_batch: bool = True) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], *, dynamic_batch: bool = True,
+                exporter: str = "dynamo") -> Path:
     """Export a CPU copy of `model` (eval mode) to one self-contained ONNX file; returns its path.
 
     Args:
         input_shape: a batch shape ``(N, C, H, W)`` to trace with; with `dynamic_batch` the file accepts any N.
+        exporter: ``"dynamo"`` (torch's recommended exporter) or ``"torchscript"`` (`EXPORTERS`).
 
     Raises:
         OnnxExportError: the export failed; the message names the first layer that does not export.
@@ -261,7 +279,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], 
     cpu = copy.deepcopy(model).cpu().eval()
     x = torch.randn(*input_shape)
     try:
-        _export(cpu, x, path, dynamic_batch)
+        _export(cpu, x, path, dynamic_batch, exporter)
     except MissingRuntimeError:
         raise
     except Exception as err:
@@ -420,17 +438,18 @@ def _exported(key: str) -> Path | None:
     return path if path is not None and _signature(path) == signature else None
 
 
-def _export_for(model: nn.Module, key: str, x: torch.Tensor) -> Path:
+def _export_for(model: nn.Module, key: str, x: torch.Tensor, exporter: str = "dynamo") -> Path:
     """The file exported for `key`: the one remembered if unchanged, else a new export into a temporary folder."""
     global _EXPORT_DIR
     if not _exported(key):
         _EXPORT_DIR = _EXPORT_DIR or tempfile.TemporaryDirectory(prefix="pruning_onnx_")
-        export_onnx(model, Path(_EXPORT_DIR.name) / f"{key[:16]}.onnx", (min(len(x), 2), *x.shape[1:]))  # remembered
+        export_onnx(model, Path(_EXPORT_DIR.name) / f"{key[:16]}.onnx", (min(len(x), 2), *x.shape[1:]),
+                    exporter=exporter)                                      # remembered
     return _exported(key)
 
 
 def checked_runner(model: nn.Module, x: torch.Tensor, runtime: str, *, num_threads: int = 1,
-                   rtol: float = 1e-4, atol: float = 1e-5) -> Runner:
+                   rtol: float = 1e-4, atol: float = 1e-5, exporter: str = "dynamo") -> Runner:
     """`model` as a runner of the registered `runtime`, its outputs checked against PyTorch's on `x[:8]`.
 
     Built once per process for the same weights, image shape, runtime and threads (the last few are kept), so
@@ -450,7 +469,7 @@ def checked_runner(model: nn.Module, x: torch.Tensor, runtime: str, *, num_threa
     if entry.from_onnx is not None:
         if run is not None and _exported(key):
             return run
-        path = _export_for(model, key, x)
+        path = _export_for(model, key, x, exporter)
         run, _ = _checked(lambda: entry.from_onnx(path, num_threads), model, x[:8], what=str(path),
                           runtime=runtime, error=OnnxMismatchError, rtol=rtol, atol=atol)
     else:

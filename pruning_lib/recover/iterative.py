@@ -39,10 +39,10 @@ from ..checkpoints import fingerprint, plain_value, save_pruned
 from .distill import KnowledgeDistillation
 from .evaluation import evaluate
 from ..graph.groups import group_widths
-from ..latency_table import latency_table, measured_speedup
+from ..cost.budgets import BudgetPlanner, Targets
 from ..measure.counting import count_flops, count_parameters
-from ..plan import (flops_per_channel, layer_floors, plan_from_scores, plan_keeping, regularised_scores,
-                    widths_for_latency)
+from ..measure.latency import measured_speedup
+from ..plan import flops_per_channel, layer_floors, plan_from_scores, plan_keeping, regularised_scores
 from ..rank.criteria import rank_filters
 from ..runtime import iteration_seed
 from ..surgery import load_pruned, prune_filters
@@ -70,11 +70,15 @@ class PruningSchedule:
             iteration removes fewer filters to land on it exactly).
         target_gflops: ... or once GFLOPs per image are at most this (may overshoot by one iteration).
         target_speedup: ... or once the network runs this many times faster than the starting one, measured end
-            to end on this machine beyond the noise (`latency_table.measured_speedup`, in `latency_form` at batch
-            `latency_batch` with `latency_threads` threads).  Each iteration then removes what a measured latency
-            table (`latency_table.latency_table`) says saves ``fraction_per_iteration`` (default 0.1) of the
-            current latency, choosing one width per group at the least importance (`plan.widths_for_latency`),
-            instead of the globally lowest filters (time is the cost, so `flops_lambda` must be 0).
+            to end on this machine beyond the noise (`measure.measured_speedup`, in `latency_form` at batch
+            `latency_batch` with `latency_threads` threads) ...
+        target_params_reduction: ... and/or once it has this many times fewer parameters.  With either of these
+            two every iteration's cut is planned for all the targets given at once (`cost.budgets.BudgetPlanner`:
+            time by a latency model of the network's blocks measured on this machine, parameters and FLOPs
+            counted exactly; `target_gflops` then joins as a third budget): one width per group, in steps of
+            `multiple_of` (or `latency_step` when `multiple_of` is 1), chosen at the least importance so that each
+            target covers ``fraction_per_iteration`` (default 0.1) of its remaining way per iteration, all arriving
+            together; the time saved is checked end to end before the cut is made.  `flops_lambda` must be 0.
         min_accuracy: ... or before validation accuracy after fine-tuning falls below this fraction:
             the iteration that breaks the floor is recorded, but the model returned (and
             checkpointed) is the one from the iteration before it.
@@ -101,6 +105,7 @@ class PruningSchedule:
     target_fraction: float | None = None
     target_gflops: float | None = None
     target_speedup: float | None = None
+    target_params_reduction: float | None = None
     min_accuracy: float | None = None
     flops_lambda: float = 0.0
     min_keep: int = 1
@@ -116,13 +121,17 @@ class PruningSchedule:
 
     def __post_init__(self):
         if (self.target_fraction is None and self.target_gflops is None and self.min_accuracy is None
-                and self.target_speedup is None):
-            raise ValueError("give a target: target_fraction, target_gflops, target_speedup or min_accuracy")
+                and self.target_speedup is None and self.target_params_reduction is None):
+            raise ValueError("give a target: target_fraction, target_gflops, target_speedup, target_params_reduction "
+                             "or min_accuracy")
         if self.target_speedup is not None and not self.target_speedup > 1:
             raise ValueError(f"target_speedup is how many times faster, > 1; got {self.target_speedup}")
-        if self.target_speedup is not None and self.flops_lambda:
-            raise ValueError("target_speedup weighs each cut by measured time; flops_lambda would weigh it by FLOPs as "
-                             "well: set flops_lambda=0")
+        if self.target_params_reduction is not None and not self.target_params_reduction > 1:
+            raise ValueError(f"target_params_reduction is how many times fewer parameters, > 1; got "
+                             f"{self.target_params_reduction}")
+        if self.budgeted and self.flops_lambda:
+            raise ValueError("target_speedup and target_params_reduction weigh each cut by what it saves; flops_lambda "
+                             "would weigh it by FLOPs as well: set flops_lambda=0")
         if self.target_fraction is not None and not 0 < self.target_fraction < 1:
             raise ValueError(f"target_fraction must be in (0, 1), got {self.target_fraction}")
         if self.target_gflops is not None and self.target_gflops <= 0:
@@ -146,6 +155,12 @@ class PruningSchedule:
             raise ValueError(f"flops_lambda must be >= 0, got {self.flops_lambda}")
         if not 0 <= self.distill <= 1 or self.temperature <= 0:
             raise ValueError(f"distill must be in [0, 1] and temperature > 0, got {self.distill}, {self.temperature}")
+
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether each cut is planned for budgets (a speedup or a parameter reduction) by `cost.budgets`."""
+        return self.target_speedup is not None or self.target_params_reduction is not None
 
 
 class CheckpointMismatchError(ValueError):
@@ -174,11 +189,18 @@ def _below_floor(schedule: PruningSchedule, row: Mapping) -> bool:
     return schedule.min_accuracy is not None and row["accuracy_after_finetune"] < schedule.min_accuracy
 
 
-def _done(schedule: PruningSchedule, row: Mapping) -> bool:
-    return ((schedule.target_fraction is not None and row["fraction_removed"] >= schedule.target_fraction - 1e-9)
-            or (schedule.target_gflops is not None and row["gflops"] <= schedule.target_gflops)
-            or (schedule.target_speedup is not None and row.get("speedup_low", 0.0) >= schedule.target_speedup)
-            or _below_floor(schedule, row))
+def _row_widths(row: Mapping) -> dict[str, int]:
+    return {c.removeprefix("filters:"): int(v) for c, v in row.items() if str(c).startswith("filters:")}
+
+
+def _done(schedule: PruningSchedule, row: Mapping, planner: BudgetPlanner | None = None) -> bool:
+    if _below_floor(schedule, row):
+        return True
+    if schedule.target_fraction is not None and row["fraction_removed"] >= schedule.target_fraction - 1e-9:
+        return True
+    if planner is not None:                     # every budget at once: the speedup less its noise, exact counts
+        return planner.met(_row_widths(row), row.get("speedup_low"))
+    return schedule.target_gflops is not None and row["gflops"] <= schedule.target_gflops
 
 
 def _speed(reference: nn.Module, model: nn.Module, schedule: PruningSchedule, input_shape) -> dict[str, float]:
@@ -186,19 +208,26 @@ def _speed(reference: nn.Module, model: nn.Module, schedule: PruningSchedule, in
                             num_threads=schedule.latency_threads)
 
 
-def _latency_plan(model: nn.Module, scores, floors, schedule: PruningSchedule, input_shape, last: Mapping) -> dict:
-    """This iteration's cut for a speed target: save a share of the current latency (by a measured table), no more
-    than the target needs, at the least importance."""
-    share = schedule.fraction_per_iteration or 0.1
-    table = latency_table(model, (schedule.latency_batch, *input_shape), form=schedule.latency_form,
-                          num_threads=schedule.latency_threads, step=schedule.latency_step,
-                          min_fraction=max(0.0, 1 - 4 * share), progress=False)   # one cut never goes deeper
-    goal_ms = last["latency_ms"] * last["speedup"] / schedule.target_speedup        # the starting latency / target
-    needed = table.reference_ms - goal_ms
-    saving = share * table.reference_ms if needed <= 0 else min(share * table.reference_ms, 1.1 * needed)
-    most = sum(max(s for w, s in zip(table.widths[g], table.saved_ms[g]) if w >= floors[g]) for g in scores)
-    widths = widths_for_latency(scores, table, min(saving, most), min_keep=floors)
-    return plan_keeping(scores, widths)
+def budget_planner(model: nn.Module, schedule: PruningSchedule, input_shape: Sequence[int],
+                   progress: bool = False) -> BudgetPlanner | None:
+    """The planner of a run with a speedup or parameter target (None otherwise), from the starting model."""
+    if not schedule.budgeted:
+        return None
+    flops = (count_flops(model, (1, *input_shape)) / 1e9 / schedule.target_gflops
+             if schedule.target_gflops is not None else None)
+    targets = Targets(speedup=schedule.target_speedup, params_reduction=schedule.target_params_reduction,
+                      flops_reduction=flops if flops and flops > 1 else None)
+    return BudgetPlanner(model, (schedule.latency_batch, *input_shape), targets, form=schedule.latency_form,
+                         num_threads=schedule.latency_threads, share=schedule.fraction_per_iteration or 0.1,
+                         step=schedule.multiple_of if schedule.multiple_of > 1 else schedule.latency_step,
+                         progress=progress)
+
+
+def _budget_plan(planner: BudgetPlanner, model: nn.Module, scores, floors, last: Mapping) -> dict:
+    """This iteration's cut for the run's budgets (`cost.budgets.BudgetPlanner.plan`), as a plan."""
+    widths = planner.plan(model, scores, _row_widths(last), floors, speedup=last.get("speedup"),
+                          latency_ms=last.get("latency_ms"))
+    return plan_keeping(scores, {g: w for g, w in widths.items() if g in scores})
 
 
 def _history_dict(history: pd.DataFrame) -> dict[str, list]:
@@ -348,6 +377,7 @@ def prune_train_repeat(
         except CheckpointMismatchError:
             if not restart_stale:
                 raise
+    planner = budget_planner(model, schedule, input_shape)
     if current is None:
         current = copy.deepcopy(model)
         acc = metric(current, val_loader)
@@ -359,7 +389,7 @@ def prune_train_repeat(
     model_iteration = history.attrs["model_iteration"]
     train.notify(callbacks, "on_start", history.copy(), current)
     bar = tqdm(desc=f"prune-train-repeat ({schedule.criterion})", unit="iter", disable=not progress or collective.rank > 0)
-    while not _done(schedule, history.iloc[-1]):
+    while not _done(schedule, history.iloc[-1], planner):
         iteration = int(history["iteration"].iloc[-1]) + 1
         removed = int(history["filters_removed"].iloc[-1])
         k = (schedule.filters_per_iteration if schedule.fraction_per_iteration is None
@@ -377,8 +407,7 @@ def prune_train_repeat(
                               loss_fn=rank_loss, collective=collective)
         cost = flops_per_channel(current, input_shape) if schedule.flops_lambda else {}
         scores = regularised_scores(scores, cost, schedule.flops_lambda)
-        plan = (_latency_plan(current, scores, floors, schedule, input_shape, history.iloc[-1])
-                if schedule.target_speedup is not None else
+        plan = (_budget_plan(planner, current, scores, floors, history.iloc[-1]) if planner is not None else
                 plan_from_scores(scores, k, min_keep=floors, multiple_of=schedule.multiple_of))
         plan = collective.broadcast(plan)                 # rank 0's plan is everyone's
         k = sum(map(len, plan.values()))  # with multiple_of > 1, blocks may add up to fewer than asked
