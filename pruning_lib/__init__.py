@@ -30,8 +30,13 @@ Remove
 - `slicing`      indices checked, unsliceable layers refused, rows and columns sliced, tensors swapped in
 - `surgery`      a plan applied to whole groups, atomically and exactly; `with_widths`, `load_pruned`
 
-Cost
-- `latency_table`  each group's widths timed inside the network where it will run; the end-to-end speedup
+Cost (`cost`)
+- `cost.network`   shapes, parameters and FLOPs of the network under any widths, exactly
+- `cost.blocks`    the pieces its time is the sum of (a conv with its BatchNorm and activation, an addition, ...)
+- `cost.entries`   each block's time at its sizes, measured alone on this machine and runtime, kept on disk
+- `cost.latency`   the latency model: the blocks' sum, calibrated by one end-to-end measurement
+- `cost.budgets`   each cut planned for a speedup, a parameter and a FLOPs target at once
+- `cost.validation` the model's predictions against end-to-end measurements; one layer's time surface
 
 Networks (`models`): the small VGG, small and torchvision ResNets, VGG16, ImageNet weights
 

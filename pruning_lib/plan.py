@@ -319,6 +319,7 @@ def widths_for_budgets(scores: Mapping[str, Any], options: Mapping[str, Sequence
         return {g: max(w for w, _ in options[g]) for g in groups}
     first, *others = wanted
     prices = dict.fromkeys(others, 0.0)
+    seen: list[list[int]] = []                 # every choice tried; the best one that meets every ask is returned
 
     def choose(prices: Mapping[str, float]) -> list[int]:
         values = [[lost[g][j] - sum(mu * saved[r][g][j] / wanted[r] for r, mu in prices.items())
@@ -326,23 +327,54 @@ def widths_for_budgets(scores: Mapping[str, Any], options: Mapping[str, Sequence
         picked = _cheapest(values, [saved[first][g] for g in groups], wanted[first], resolution)
         if picked is None:          # rounding down to bins: take each group's option saving the most
             picked = [int(np.argmax(saved[first][g])) for g in groups]
+        seen.append(picked)
         return picked
 
     def achieved(picked: list[int], r: str) -> float:
         return sum(saved[r][g][j] for g, j in zip(groups, picked))
 
-    picked = choose(prices)
-    for _ in range(3 if len(others) > 1 else 1):
-        for r in others:
-            if achieved(choose({**prices, r: 0.0}), r) >= wanted[r] * (1 - 1e-9):
+    def meets(picked: list[int], r: str) -> bool:
+        return achieved(picked, r) >= wanted[r] * (1 - 1e-9)
+
+    choose(prices)
+    for _ in range(8 if len(others) > 1 else 1):
+        for r in others:                       # the smallest price of r that meets r's ask, the others' fixed
+            if meets(choose({**prices, r: 0.0}), r):
                 prices[r] = 0.0
                 continue
             low, high = 0.0, 1.0
-            while achieved(choose({**prices, r: high}), r) < wanted[r] * (1 - 1e-9) and high < 1e6:
+            while not meets(choose({**prices, r: high}), r) and high < 1e6:
                 low, high = high, high * 8
             for _ in range(24):
                 mid = (low + high) / 2
-                low, high = (mid, high) if achieved(choose({**prices, r: mid}), r) < wanted[r] * (1 - 1e-9) else (low, mid)
+                low, high = (mid, high) if not meets(choose({**prices, r: mid}), r) else (low, mid)
             prices[r] = high
-        picked = choose(prices)
-    return {g: options[g][j][0] for g, j in zip(groups, picked)}
+        if all(meets(choose(prices), r) for r in wanted):
+            break
+
+    def total_lost(picked: list[int]) -> float:
+        return sum(lost[g][j] for g, j in zip(groups, picked))
+
+    def shortfall(picked: list[int]) -> float:
+        return sum(max(0.0, 1 - achieved(picked, r) / wanted[r]) for r in wanted)
+
+    feasible = [p for p in seen if shortfall(p) <= 1e-9]
+    if feasible:
+        best = min(feasible, key=total_lost)
+    else:
+        best = _repair(min(seen, key=shortfall), {g: options[g] for g in groups}, shortfall)
+    return {g: options[g][j][0] for g, j in zip(groups, best)}
+
+
+def _repair(picked: list[int], options: Mapping[str, Sequence], shortfall) -> list[int]:
+    """Where no price meets every ask (the Lagrangian's duality gap), change one group's option at a time, each
+    time the change that cuts the summed shortfall most, until none is left or no change helps."""
+    picked = list(picked)
+    while shortfall(picked) > 1e-9:
+        moves = [(shortfall(picked[:i] + [j] + picked[i + 1:]), i, j)
+                 for i, g in enumerate(options) for j in range(len(options[g])) if j != picked[i]]
+        short, i, j = min(moves, default=(math.inf, -1, -1))
+        if short >= shortfall(picked) - 1e-12:
+            break
+        picked[i] = j
+    return picked

@@ -105,6 +105,13 @@ class BudgetPlanner:
         self.start = {"params": float(self.network.params()), "flops": self.network.flops()}
         self.log: list[dict] = []             # one row per cut: asks, the model's and the clock's savings
 
+    def report(self) -> dict:
+        """Each cut's asks, the model's savings and the end-to-end checks (`log`), and the latency entries this
+        planner measured (``entries_measured``, ``entry_seconds``) or found on disk (``entries_stored``)."""
+        store = self.latency.store if self.latency else None
+        return {"log": list(self.log), "entries_measured": store.measured if store else 0,
+                "entry_seconds": round(store.seconds, 2) if store else 0.0, "entries_stored": len(store) if store else 0}
+
     # ---------------------------------------------------------------- where we stand
     def ratios(self, widths: Widths, speedup: float | None = None) -> dict[str, float]:
         """goal / current for every target not met yet (`speedup`: the current measured speedup)."""

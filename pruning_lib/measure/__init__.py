@@ -2,7 +2,10 @@
 
 - `counting`: parameters, size on disk (MB = 10^6 bytes), FLOPs (2 per multiply-add), FLOPs per layer.
 - `deploy`: the forms a model is timed in: ``eager``, ``fold_bn``, ``channels_last``, ``deploy`` (both).
-- `latency`: `measure_latency` (median and spread of one batch's forward pass) and `profile`.
+- `harness`: the one timing harness: several runners timed in turns (`interleaved`), medians and their noise,
+  paired speedups.
+- `latency`: `measure_latency` (median and spread of one batch's forward pass), `profile`, and
+  `measured_speedup` (two networks end to end in the harness: what a speed target is judged by).
 - `runtimes`: the runtime you ship with: ONNX export, the output check, ONNX Runtime (and OpenVINO) sessions;
   ``form="onnxruntime"`` times a model there with the same protocol.  Each runtime is one `Runtime` entry of a
   registry (`register_runtime` adds one).
@@ -20,7 +23,8 @@ measure.compare({...}, (64, 1, 28, 28))``.
 from .comparison import batch_sweep, compare, ratio, runtime_overview, side_by_side, speedup_overview
 from .counting import count_flops, count_macs, count_parameters, flops_per_layer, size_on_disk_mb
 from .deploy import FORMS, ChannelsLast, deployment_form, fold_batchnorm
-from .latency import measure_latency, profile
+from .harness import interleaved, paired_speedup, spread
+from .latency import forward_runner, measure_latency, measured_speedup, profile
 from .layers import conv_width_staircase, explain_gap, layer_times, per_layer_table, per_layer_tables, time_by_type
 from .machine import machine_info
 from .memory import keep_freed_memory, page_faults
@@ -29,6 +33,6 @@ from .runtimes import (RUNTIMES, Runtime, available_runtimes, check_onnx, export
 
 __all__ = ["FORMS", "RUNTIMES", "ChannelsLast", "Runtime", "available_runtimes", "batch_sweep", "check_onnx", "compare",
            "conv_width_staircase", "count_flops", "count_macs", "count_parameters", "deployment_form", "explain_gap",
-           "export_onnx", "flops_per_layer", "fold_batchnorm", "keep_freed_memory", "layer_times", "machine_info",
-           "measure_latency", "page_faults", "per_layer_table", "per_layer_tables", "profile", "ratio",
+           "export_onnx", "flops_per_layer", "fold_batchnorm", "forward_runner", "interleaved", "keep_freed_memory",
+           "layer_times", "machine_info", "measure_latency", "measured_speedup", "paired_speedup", "spread", "page_faults", "per_layer_table", "per_layer_tables", "profile", "ratio",
            "register_runtime", "runtime_overview", "side_by_side", "size_on_disk_mb", "speedup_overview", "time_by_type", "unregister_runtime"]

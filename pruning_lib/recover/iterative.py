@@ -450,4 +450,6 @@ def prune_train_repeat(
         if processes.any_rank(collective, stop):
             break
     bar.close()
+    if planner is not None:                                  # what the cuts asked for, and what the tables cost
+        history.attrs["budgets"] = planner.report()
     return current.eval(), history

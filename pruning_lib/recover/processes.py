@@ -45,7 +45,7 @@ def for_processes(collective: distributed.Collective, schedule, train_loader: It
     if schedule.target_speedup is not None:
         raise ValueError(f"target_speedup times the network on this machine, which {collective.world_size} processes "
                          "training at once would disturb: under torchrun prune to flops_reduction (or a fraction), then "
-                         "time the result in one process (latency_table.measured_speedup)")
+                         "time the result in one process (measure.measured_speedup)")
     train_loader = distributed.sharded(train_loader, collective, train=True, seed=schedule.seed)
     if metric is None:
         val_loader, metric = distributed.sharded(val_loader, collective, train=False), accuracy_over_processes(collective)

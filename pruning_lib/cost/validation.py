@@ -1,0 +1,91 @@
+"""Does the latency model add up?  Its predictions against end-to-end measurements, and one layer's time surface.
+
+- `random_widths`: width patterns to test it on (each group at a random share of its width);
+- `predicted_vs_measured`: every pattern's network built (random weights: a dense layer's time does not depend on
+  them) and timed end to end in one interleaved harness with the network as it is; the model is calibrated on
+  the network as it is, from that same harness, and predicts every pattern;
+- `layer_surface`: one conv block's time over a grid of input and output channels, the staircase in two
+  dimensions (the entries the model is made of).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from .. import runtime
+from ..measure.harness import interleaved, paired_speedup, summarise
+from ..measure.latency import forward_runner
+from ..surgery import with_widths
+from .latency import LatencyModel
+
+__all__ = ["layer_surface", "predicted_vs_measured", "random_widths"]
+
+
+def random_widths(widths: Mapping[str, int], count: int, *, low: float = 0.3, high: float = 1.0,
+                  seed: int = 0) -> list[dict[str, int]]:
+    """`count` patterns, each group at a uniformly random share in [low, high] of its width (at least 1)."""
+    rng = random.Random(seed)
+    return [{g: max(1, round(w * rng.uniform(low, high))) for g, w in widths.items()} for _ in range(count)]
+
+
+def predicted_vs_measured(model: nn.Module, input_shape: Sequence[int], patterns: Sequence[Mapping[str, int]], *,
+                          form: str = "deploy", num_threads: int = 1, rounds: int = 7, calls: int = 3, seed: int = 0,
+                          latency: LatencyModel | None = None) -> pd.DataFrame:
+    """The model's prediction of each width pattern against its measurement, end to end.
+
+    The network as it is and every pattern's network are timed in one interleaved harness (`rounds` rounds of
+    `calls` calls each, a random order per round); the model (`latency`, or a new `LatencyModel`) is calibrated
+    with the network's time from that harness.
+
+    Returns:
+        One row per pattern: ``predicted_ms``, ``measured_ms``, ``noise_ms`` (the measurement's spread),
+        ``error`` (predicted / measured - 1), ``predicted_speedup`` and ``measured_speedup`` (paired, round by
+        round) against the network as it is; ``attrs["reference_ms"]``, ``attrs["sum_ms"]`` (its blocks' sum)
+        and ``attrs["residual_ms"]``.
+    """
+    latency = latency or LatencyModel(model, input_shape, form=form, num_threads=num_threads)
+    latency.ensure([{}, *patterns])
+    nets = {"reference": model, **{f"p{i}": with_widths(model, p) for i, p in enumerate(patterns)}}
+    x = torch.randn(*input_shape)
+    with runtime.num_threads(num_threads), torch.no_grad():
+        runners = {k: forward_runner(m.eval(), x, form, num_threads) for k, m in nets.items()}
+        timed = interleaved(runners, rounds=rounds, calls=calls, seed=seed)
+    times = summarise(timed)
+    reference = times["reference"]["ms"]
+    latency.calibrate(reference)
+    rows = []
+    for i, pattern in enumerate(patterns):
+        predicted, measured = latency.predict(pattern), times[f"p{i}"]["ms"]
+        rows.append({"pattern": i, "predicted_ms": predicted, "measured_ms": measured,
+                     "noise_ms": times[f"p{i}"]["noise_ms"], "error": predicted / measured - 1,
+                     "predicted_speedup": latency.predict() / predicted,
+                     "measured_speedup": paired_speedup(timed, "reference", f"p{i}")["speedup"]})
+    table = pd.DataFrame(rows).set_index("pattern")
+    table.attrs.update(reference_ms=reference, sum_ms=latency.sum_ms(), residual_ms=latency.residual_ms)
+    return table
+
+
+def layer_surface(in_channels: Sequence[int], out_channels: Sequence[int], *, size: int, batch: int,
+                  kernel_size: int = 3, form: str = "deploy", num_threads: int = 1, cache: bool = True) -> pd.DataFrame:
+    """One conv block's time (conv, BatchNorm, ReLU, as the latency model's entries are) at every pair of
+    `in_channels` x `out_channels`, on `size` x `size` maps and batches of `batch`: ms, one row per input width,
+    one column per output width."""
+    c_in, c_out = max(in_channels), max(out_channels)
+    net = nn.Sequential(nn.Conv2d(3, c_in, 1), nn.ReLU(),
+                        nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False),
+                        nn.BatchNorm2d(c_out), nn.ReLU(), nn.Conv2d(c_out, 2, 1)).eval()
+    latency = LatencyModel(net, (batch, 3, size, size), form=form, num_threads=num_threads, cache=cache)
+    targets = {n.name: n.target for n in latency.network.nodes}
+    block = next(b for b in latency.blocks if targets[b.nodes[0]] == "2")
+    patterns = {(i, o): {"0": i, "2": o} for i in in_channels for o in out_channels}
+    latency.ensure(patterns.values())
+    grid = {(i, o): latency.store.get(latency.signature(block, p)).ms for (i, o), p in patterns.items()}
+    table = pd.DataFrame([[grid[i, o] for o in out_channels] for i in in_channels], index=list(in_channels),
+                         columns=list(out_channels))
+    table.index.name, table.columns.name = "input channels", "output channels"
+    return table
