@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 
-from conftest import SHAPE, loaders, tiny_model
+from conftest import SHAPE, loaders
 from test_cost import FlopsClock
 
 from pruning_lib.cost import budgets

@@ -85,19 +85,39 @@ def test_criteria_lesson_needs_the_gap_never_behind_and_the_best_rho():
 
 def test_headline_is_judged_on_the_posts_claim_and_reports_flops_beside_it():
     dense, pruned = torch.ones(1000), torch.ones(1000)
-    pruned[:5] = 0                                               # 0.5 points lost
+    pruned[:5] = 0                                               # 0.5 points lost, noise ±0.45: lost < 1 beyond it
     ok = dict(flops_ratio=3.5, params_ratio=5.0)
     assert not lessons.headline_lesson(dense, pruned, **ok)["shows"]                        # no speedup yet
     assert lessons.headline_lesson(dense, pruned, **ok, speedup=3.0)["shows"]                # 3x faster measured
-    assert not lessons.headline_lesson(dense, pruned, **ok, speedup=2.9)["shows"]
+    assert lessons.headline_lesson(dense, pruned, **ok, speedup=2.9)["outcome"] == "missed"
     assert not lessons.headline_lesson(dense, pruned, flops_ratio=9.0, params_ratio=3.9, speedup=3)["shows"]
     fast = lessons.headline_lesson(dense, pruned, flops_ratio=9.0, params_ratio=5.0, speedup=3.15)
     assert fast["shows"] and fast["measured"]["speedup_per_flops"] == pytest.approx(0.35)    # reported, not judged
     assert set(fast["measured"]["checks"]) == {"speedup", "params_ratio", "points_lost"}
     lost = torch.ones(1000)
-    lost[:20] = 0                                                # 2 points lost
+    lost[:20] = 0                                                # 2 points lost, noise ±0.9: beyond 1
     e = lessons.headline_lesson(dense, lost, **ok, speedup=3.0)
-    assert e["gap_points"] == pytest.approx(2.0) and not e["measured"]["checks"]["points_lost"] and not e["shows"]
+    assert e["gap_points"] == pytest.approx(2.0) and e["measured"]["checks"]["points_lost"] == "missed"
+    assert e["outcome"] == "missed" and not e["shows"]
+
+
+def test_a_gap_inside_the_noise_is_within_the_noise_not_met_or_missed():
+    """Three outcomes: 1.02 points lost ± 0.7 against a limit of 1 is neither met nor missed; 0.56 ± 0.71 is not
+    met either (its upper end is beyond the limit); a speedup of 3.02 ± 0.05 against 3 is within the noise."""
+    assert lessons.against_limit(1.02, 0.7, 1.0, at_least=False) == "within the noise"
+    assert lessons.against_limit(0.56, 0.71, 1.0, at_least=False) == "within the noise"
+    assert lessons.against_limit(0.2, 0.71, 1.0, at_least=False) == "met"
+    assert lessons.against_limit(1.8, 0.7, 1.0, at_least=False) == "missed"
+    assert lessons.against_limit(3.02, 0.05, 3.0, at_least=True) == "within the noise"
+    assert lessons.against_limit(3.1, 0.05, 3.0, at_least=True) == "met"
+    assert lessons.against_limit(2.9, 0.05, 3.0, at_least=True) == "missed"
+    dense, pruned = torch.ones(1000), torch.ones(1000)
+    pruned[:10] = 0                                              # 1.0 point lost, noise ±0.63
+    e = lessons.headline_lesson(dense, pruned, flops_ratio=5.0, params_ratio=5.0, speedup=3.5, speedup_noise=0.1)
+    assert e["measured"]["checks"]["points_lost"] == "within the noise" and e["outcome"] == "within the noise"
+    assert not e["shows"]
+    assert lessons.overall(["met", "within the noise", "missed"]) == "missed"
+    assert lessons.overall(["met", "met"]) == "met"
 
 
 def test_a_speedup_measured_later_completes_the_headline_as_if_measured_at_once():
@@ -105,8 +125,9 @@ def test_a_speedup_measured_later_completes_the_headline_as_if_measured_at_once(
     pruned[:5] = 0
     ok = dict(flops_ratio=3.5, params_ratio=5.0)
     without = lessons.headline_lesson(dense, pruned, **ok)
-    for speedup in (2.0, 3.0):                                   # below and at the post's 3x
-        assert lessons.with_speedup(without, speedup) == lessons.headline_lesson(dense, pruned, **ok, speedup=speedup)
+    for speedup, noise in ((2.0, 0.0), (3.0, 0.0), (3.05, 0.1)):          # below, at and around the post's 3x
+        assert lessons.with_speedup(without, speedup, noise) == lessons.headline_lesson(
+            dense, pruned, **ok, speedup=speedup, speedup_noise=noise)
     assert without["measured"]["speedup"] is None                # the entry given is not changed
     lost = torch.ones(1000)
     lost[:20] = 0

@@ -276,13 +276,6 @@ def test_batch_sweep_rows():
     assert df["ms_per_image"].tolist() == pytest.approx((df["latency_ms"] / df["batch"]).tolist())
 
 
-def test_conv_width_staircase_rows():
-    df = measure.conv_width_staircase([4, 8], in_channels=2, size=4, batch=2, min_run_time=FAST, num_threads=1)
-    assert list(df["out_channels"]) == [4, 8]
-    assert df.loc[1, "gflops"] == pytest.approx(2 * df.loc[0, "gflops"])
-    assert (df["latency_ms"] > 0).all()
-
-
 # --------------------------------------------------------------------------- VGG16 setting helpers
 
 

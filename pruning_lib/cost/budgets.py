@@ -29,6 +29,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
 import torch
 import torch.nn as nn
 
@@ -40,7 +41,7 @@ from ..surgery import prune_filters
 from .latency import LatencyModel
 from .network import Network, Widths
 
-__all__ = ["BudgetPlanner", "Targets", "iterations_left"]
+__all__ = ["BudgetPlanner", "Targets", "cuts_table", "iterations_left"]
 
 RESOURCES = ("latency", "params", "flops")
 
@@ -242,12 +243,16 @@ class BudgetPlanner:
         options = self.options(widths, floors, asks)
         if not options:
             return widths
-        chosen, inner, real = self._meet_by_model(scores, options, asks, widths)
-        row = {"asks": dict(asks), "model": dict(real), "checks": []}
+        now = self._now(widths, asks)
+        chosen, inner, _ = self._meet_by_model(scores, options, asks, widths)
+        row = {"asks": dict(asks), "checks": [], "picked": None}
         if "latency" in asks and self.checks:
             chosen = self._meet_by_clock(model, scores, options, asks, inner, chosen, widths, row)
+        new = {**widths, **chosen}
+        row["model"] = {r: now[r] - self._value(r, new) for r in asks}     # the savings of the widths taken
+        row["widths"] = dict(new)
         self.log.append(row)
-        return {**widths, **chosen}
+        return new
 
     def _meet_by_clock(self, model, scores, options, asks, inner, chosen, widths, row) -> dict[str, int]:
         """Time the candidate end to end; while its measured saving misses the time ask beyond the noise (or
@@ -271,6 +276,27 @@ class BudgetPlanner:
                 new = {**widths, **chosen}
                 if any(now[r] - self._value(r, new) < a * (1 - 1e-6) for r, a in others.items()):
                     break
-        enough = [(c, t) for c, t in tried if t["saved_ms"] >= goal - max(t["noise_ms"], 0.05 * goal)]
-        pick = min(enough, key=lambda ct: ct[1]["saved_ms"]) if enough else max(tried, key=lambda ct: ct[1]["saved_ms"])
-        return pick[0]
+        enough = [k for k, (_, t) in enumerate(tried) if t["saved_ms"] >= goal - max(t["noise_ms"], 0.05 * goal)]
+        pick = (min(enough, key=lambda k: tried[k][1]["saved_ms"]) if enough else
+                max(range(len(tried)), key=lambda k: tried[k][1]["saved_ms"]))
+        row["picked"] = pick
+        return tried[pick][0]
+
+
+def cuts_table(report: Mapping[str, Any]) -> pd.DataFrame:
+    """`BudgetPlanner.report`'s log as a table, one row per cut: what it asked of each resource, what the model
+    said the chosen widths save, and every end-to-end check of the time (measured saving ± noise, ms; ▶: the
+    candidate taken)."""
+    rows = []
+    for i, cut in enumerate(report.get("log", []), start=1):
+        row = {"cut": i}
+        for r, a in cut["asks"].items():
+            unit = " ms" if r == "latency" else ""
+            row[f"{r}: asked{unit}"] = a
+            row[f"{r}: chosen saves{unit}"] = cut["model"].get(r)
+        if cut["checks"]:
+            row["clock: saved ms (each check)"] = ", ".join(
+                ("▶ " if k == cut.get("picked") else "") + f"{c['saved_ms']:.2f} ± {c['noise_ms']:.2f}"
+                for k, c in enumerate(cut["checks"]))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("cut") if rows else pd.DataFrame()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
+import pandas as pd
 import torch.nn as nn
 
 from .blocks import Block, blocks_of, build, signature
@@ -96,6 +97,24 @@ class LatencyModel:
     def predict(self, widths: Widths | None = None) -> float:
         """The network's time per batch under `widths` (ms): the sum of its blocks plus the residual."""
         return self.sum_ms(widths) + self.residual_ms
+
+    def describe(self, widths: Widths | None = None) -> pd.DataFrame:
+        """One row per block under `widths`: its operations, its input shape, its time (ms) and share of the sum."""
+        widths = widths or {}
+        times = self.block_ms(widths)
+        nodes = {n.name: n for n in self.network.nodes}
+
+        def op(name: str) -> str:
+            node = nodes[name]
+            if node.op == "call_module":
+                return type(self.network.modules[node.target]).__name__
+            return getattr(node.target, "__name__", str(node.target))
+
+        total = sum(times.values())
+        rows = [{"block": b.name, "operations": " → ".join(op(n) for n in b.nodes),
+                 "input": "×".join(map(str, self.network.shape(b.inputs[0], widths) or ())),
+                 "ms": times[b.name], "share %": 100 * times[b.name] / total} for b in self.blocks]
+        return pd.DataFrame(rows).set_index("block")
 
     def noise_ms(self, widths: Widths | None = None) -> float:
         """The noise of the sum under `widths`: the entries' noises added in quadrature."""

@@ -17,6 +17,9 @@ iteration (a re-run resumes), and the first network within a budget kept.
 
 `FirstWithin` is a Prune–Train–Repeat callback that keeps the model of the first iteration within a FLOPs
 and parameter budget (the post's 3x and 4x): the network a practitioner with that budget would ship.
+
+`asked_for_the_claim` is notebook 04's run: the loop asked for the post's claim itself, "3× faster and 4× smaller",
+measured on this machine (`cost.budgets`), then the final fine-tune.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from . import experiment, lessons
 from .paths import checkpoints_dir
 from .profiles import Profile
 
-__all__ = ["FirstWithin", "LossAfterPrune", "budget_curve", "checkpointed_run", "from_scratch", "one_shot_same_budget"]
+__all__ = ["FirstWithin", "LossAfterPrune", "asked_for_the_claim", "budget_curve", "checkpointed_run", "from_scratch",
+           "one_shot_same_budget"]
 
 
 def one_shot_same_budget(baseline: nn.Module, history: pd.DataFrame, schedule: PruningSchedule,
@@ -175,3 +179,25 @@ def checkpointed_run(baseline: nn.Module, profile: Profile, criterion: str, trai
                                         callbacks=[keep, *callbacks], progress=False,
                                         checkpoint=checkpoints_dir() / f"{tag}_iterative.pt", restart_stale=True)
     return final, history, keep
+
+
+def asked_for_the_claim(baseline: nn.Module, profile: Profile, *, speedup: float = 3.0, params_reduction: float = 4.0,
+                        form: str = "deploy", batch: int | None = None, threads: int = 1,
+                        callbacks: Sequence = ()) -> tuple[nn.Module, pd.DataFrame]:
+    """Prune–Train–Repeat with Taylor asked for `speedup` times faster (measured here, in `form` at `batch`, with
+    `threads` threads) **and** `params_reduction` times fewer parameters, then the profile's final fine-tune.
+
+    Everything else is the profile's Taylor run (notebook 03's: ranking batches, fine-tune steps, loss, share per
+    iteration, blocks of `multiple_of`); what changes is the cost of a filter: each cut is planned for both targets
+    (`cost.budgets.BudgetPlanner`) instead of by FLOPs.  Returns ``(model in eval mode, history)``; the final
+    fine-tune's steps are in ``history.attrs["final_steps"]``.
+    """
+    loaders = experiment.target_loaders(profile)
+    schedule = experiment.schedule("taylor", profile, target_fraction=None, target_speedup=speedup,
+                                   target_params_reduction=params_reduction, flops_lambda=0.0, latency_form=form,
+                                   latency_batch=batch or profile.benchmark_batch, latency_threads=threads)
+    model, history = prune_train_repeat(baseline, loaders["train"], list(loaders["val"]), schedule,
+                                        input_shape=profile.input_shape, callbacks=callbacks, progress=False)
+    final = experiment.final_fine_tune(model, profile, teacher=baseline)
+    history.attrs["final_steps"] = int(final["step"].max()) if len(final) else 0
+    return model.eval(), history

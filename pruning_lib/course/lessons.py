@@ -24,7 +24,8 @@ import torch
 
 from ..recover.history import compare_at_flops
 
-__all__ = ["compare", "criteria_lesson", "headline_lesson", "noise_points", "points", "verdict", "with_speedup"]
+__all__ = ["MET", "MISSED", "WITHIN", "against_limit", "compare", "criteria_lesson", "headline_lesson", "noise_points",
+           "overall", "points", "verdict", "with_speedup"]
 
 
 def _correct(x: Any) -> torch.Tensor:
@@ -104,36 +105,67 @@ def criteria_lesson(curves: Mapping[str, Mapping[float, Any]], rho: Mapping[str,
             "reported_only": False}
 
 
-def headline_lesson(dense: Any, pruned: Any, *, flops_ratio: float, params_ratio: float,
-                    speedup: float | None = None, min_speedup: float = 3.0, min_params_ratio: float = 4.0,
-                    max_points_lost: float = 1.0) -> dict[str, Any]:
-    """The post's headline, judged on its own claim: the pruned network is at least `min_speedup` times faster
-    (measured), has at least `min_params_ratio` times fewer parameters, and lost at most `max_points_lost` points.
+#: The three outcomes of a claim judged against a limit with its noise.
+MET, WITHIN, MISSED = "met", "within the noise", "missed"
 
-    `speedup` (measured, deploy form) may come later (notebook 04); until then the entry does not show.  How well
-    FLOPs predict time is not part of the claim: ``speedup_per_flops`` (speedup / FLOPs ratio) is reported beside
-    it as a number of its own.  ``gap_points`` is the accuracy *lost* (dense − pruned).
+
+def against_limit(value: float, noise: float, limit: float, *, at_least: bool) -> str:
+    """Is `value` (± `noise`) at least (or at most) `limit`?  ``"met"`` when the whole interval is on the right
+    side of the limit, ``"missed"`` when it is all on the wrong side, ``"within the noise"`` when it straddles it."""
+    low, high = value - noise, value + noise
+    if at_least:
+        return MET if low >= limit else MISSED if high < limit else WITHIN
+    return MET if high <= limit else MISSED if low > limit else WITHIN
+
+
+def overall(outcomes: Sequence[str]) -> str:
+    """Several checks together: missed if any is missed, met if all are met, else within the noise."""
+    return MISSED if MISSED in outcomes else MET if all(o == MET for o in outcomes) else WITHIN
+
+
+def headline_lesson(dense: Any, pruned: Any, *, flops_ratio: float, params_ratio: float,
+                    speedup: float | None = None, speedup_noise: float = 0.0, min_speedup: float = 3.0,
+                    min_params_ratio: float = 4.0, max_points_lost: float = 1.0) -> dict[str, Any]:
+    """The post's headline, judged on its own claim: the pruned network is at least `min_speedup` times faster
+    (measured, ± `speedup_noise`: the spread of the speedup over the harness's rounds), has at least
+    `min_params_ratio` times fewer parameters (counted: no noise), and lost at most `max_points_lost` points of test
+    accuracy (± the paired noise of the two networks on the same images).
+
+    Each check has three outcomes (`against_limit`): met beyond the noise, missed beyond it, or within the noise;
+    ``outcome`` combines them (`overall`) and ``shows`` is True only when it is "met".  `speedup` may come later
+    (notebook 04: `with_speedup`); until then the speed is "not measured" and the entry does not show.  How well
+    FLOPs predict time is not part of the claim: ``speedup_per_flops`` is reported beside it as a number of its own.
+    ``gap_points`` is the accuracy *lost* (dense − pruned).  This noise is the test set's sampling noise only;
+    the run-to-run noise of training (seeds, machines) is what the calibration over seeds shows.
     """
     lost = points(dense) - points(pruned)
-    checks = {"speedup": speedup is not None and speedup >= min_speedup, "params_ratio": params_ratio >= min_params_ratio,
-              "points_lost": lost <= max_points_lost}
+    noise = noise_points(dense, pruned)
+    checks = {"speedup": "not measured" if speedup is None else against_limit(speedup, speedup_noise, min_speedup,
+                                                                             at_least=True),
+              "params_ratio": against_limit(params_ratio, 0.0, min_params_ratio, at_least=True),
+              "points_lost": against_limit(lost, noise, max_points_lost, at_least=False)}
+    outcome = overall([c if c != "not measured" else WITHIN for c in checks.values()])
     return {"claim": f"Prune–Train–Repeat with Taylor: >= {min_speedup:g}x faster (measured), >= {min_params_ratio:g}x "
                      f"fewer parameters, <= {max_points_lost:g} point of accuracy lost",
             "measured": {"dense": points(dense), "pruned": points(pruned), "flops_ratio": float(flops_ratio),
                          "params_ratio": float(params_ratio), "speedup": None if speedup is None else float(speedup),
+                         "speedup_noise": float(speedup_noise),
                          "speedup_per_flops": None if speedup is None else float(speedup) / float(flops_ratio),
-                         "checks": checks, "min_speedup": float(min_speedup)},
-            "gap_points": lost, "noise_points": noise_points(dense, pruned), "threshold_points": float(max_points_lost),
-            "shows": bool(all(checks.values())), "reported_only": False}
+                         "checks": checks, "min_speedup": float(min_speedup),
+                         "min_params_ratio": float(min_params_ratio), "max_points_lost": float(max_points_lost)},
+            "gap_points": lost, "noise_points": noise, "threshold_points": float(max_points_lost),
+            "outcome": outcome, "shows": outcome == MET, "reported_only": False}
 
 
-def with_speedup(entry: Mapping[str, Any], speedup: float) -> dict[str, Any]:
-    """A copy of a `headline_lesson` entry made without a speedup (notebook 03's), with a measured `speedup`
-    added and its checks and ``shows`` computed again (as notebook 04 does with the same models)."""
-    measured = dict(entry["measured"], speedup=float(speedup),
+def with_speedup(entry: Mapping[str, Any], speedup: float, noise: float = 0.0) -> dict[str, Any]:
+    """A copy of a `headline_lesson` entry made without a speedup (notebook 03's), with a measured `speedup` (± its
+    `noise`) added and its checks, ``outcome`` and ``shows`` computed again (as notebook 04 does)."""
+    measured = dict(entry["measured"], speedup=float(speedup), speedup_noise=float(noise),
                     speedup_per_flops=float(speedup) / entry["measured"]["flops_ratio"])
-    measured["checks"] = dict(measured["checks"], speedup=speedup >= measured.get("min_speedup", 3.0))
-    return {**entry, "measured": measured, "shows": bool(all(measured["checks"].values()))}
+    measured["checks"] = dict(measured["checks"], speedup=against_limit(speedup, noise, measured.get("min_speedup", 3.0),
+                                                                        at_least=True))
+    outcome = overall(list(measured["checks"].values()))
+    return {**entry, "measured": measured, "outcome": outcome, "shows": outcome == MET}
 
 
 def verdict(entry: Mapping[str, Any], ahead: str = "ahead", behind: str = "behind") -> str:

@@ -90,11 +90,16 @@ def speed(lesson: Mapping[str, Any], *, form: str, batch: int, threads: int) -> 
     """Notebook 04: the headline with its measured speedup."""
     m = lesson["measured"]
     checks = m["checks"]
-    missed = [k for k, ok in checks.items() if not ok]
-    return (f"Against the dense network ({form} form, batch {batch}, {threads} thread): {m['speedup']:.2f}× faster, "
-            f"{m['params_ratio']:.1f}× fewer parameters, {lesson['gap_points']:+.2f} points of accuracy lost.  The post's "
-            f"claim (at least {m.get('min_speedup', 3.0):g}× faster, 4× fewer parameters, at most 1 point lost) "
-            f"{'is met' if lesson['shows'] else 'is not met'}" + (f" (missed: {', '.join(missed)})." if missed else ".")
+    names = {"speedup": "speed", "params_ratio": "size", "points_lost": "accuracy"}
+    by = {o: [names[k] for k, v in checks.items() if v == o] for o in ("missed", "within the noise")}
+    outcome = lesson.get("outcome", "met" if lesson["shows"] else "missed")
+    said = {"met": "is met beyond the noise", "missed": "is missed", "within the noise": "is within the noise"}[outcome]
+    detail = "; ".join(f"{o}: {', '.join(v)}" for o, v in by.items() if v)
+    return (f"Against the dense network ({form} form, batch {batch}, {threads} thread): {m['speedup']:.2f}× faster "
+            f"(± {m.get('speedup_noise', 0.0):.2f} over the harness's rounds), {m['params_ratio']:.1f}× fewer parameters, "
+            f"{lesson['gap_points']:+.2f} ± {lesson['noise_points']:.2f} points of test accuracy lost.  The post's claim "
+            f"(at least {m.get('min_speedup', 3.0):g}× faster, {m.get('min_params_ratio', 4.0):g}× fewer parameters, at "
+            f"most {m.get('max_points_lost', 1.0):g} point lost) {said}" + (f" ({detail})." if detail else ".")
             + f"  Beside it, how well FLOPs predicted the time: {m['flops_ratio']:.1f}× fewer FLOPs gave "
             f"{m['speedup']:.2f}× the speed, {m['speedup'] / m['flops_ratio']:.2f} of the FLOPs ratio.")
 

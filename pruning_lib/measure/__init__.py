@@ -14,7 +14,7 @@
 - `machine`: `machine_info`, where the numbers were measured.
 - `comparison`: `compare`, one table with ratios against a reference; `side_by_side` and `batch_sweep`;
   `speedup_overview` and `runtime_overview`, a `side_by_side` table per model and per runtime.
-- `layers`: where the time goes, layer by layer; one conv's time against its width.
+- `layers`: where the time goes, layer by layer.
 
 The most used functions are importable from here: ``from pruning_lib import measure;
 measure.compare({...}, (64, 1, 28, 28))``.
@@ -25,14 +25,14 @@ from .counting import count_flops, count_macs, count_parameters, flops_per_layer
 from .deploy import FORMS, ChannelsLast, deployment_form, fold_batchnorm
 from .harness import interleaved, paired_speedup, spread
 from .latency import forward_runner, measure_latency, measured_speedup, profile
-from .layers import conv_width_staircase, explain_gap, layer_times, per_layer_table, per_layer_tables, time_by_type
+from .layers import explain_gap, layer_times, per_layer_table, per_layer_tables, time_by_type
 from .machine import machine_info
 from .memory import keep_freed_memory, page_faults
 from .runtimes import (RUNTIMES, Runtime, available_runtimes, check_onnx, export_onnx, register_runtime,
                        unregister_runtime)
 
 __all__ = ["FORMS", "RUNTIMES", "ChannelsLast", "Runtime", "available_runtimes", "batch_sweep", "check_onnx", "compare",
-           "conv_width_staircase", "count_flops", "count_macs", "count_parameters", "deployment_form", "explain_gap",
+           "count_flops", "count_macs", "count_parameters", "deployment_form", "explain_gap",
            "export_onnx", "flops_per_layer", "fold_batchnorm", "forward_runner", "interleaved", "keep_freed_memory",
            "layer_times", "machine_info", "measure_latency", "measured_speedup", "paired_speedup", "spread", "page_faults", "per_layer_table", "per_layer_tables", "profile", "ratio",
            "register_runtime", "runtime_overview", "side_by_side", "size_on_disk_mb", "speedup_overview", "time_by_type", "unregister_runtime"]

@@ -1,11 +1,11 @@
-"""Where the time goes: per-layer time (forward hooks), FLOPs and parameters side by side, and one conv's width staircase."""
+"""Where the time goes: per-layer time (forward hooks), FLOPs and parameters side by side."""
 
 from __future__ import annotations
 
 import math
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,9 +16,8 @@ from torch import nn
 from .. import runtime
 from .counting import flops_per_layer
 from .deploy import ChannelsLast, deployment_form
-from .latency import measure_latency
 
-__all__ = ["conv_width_staircase", "explain_gap", "layer_times", "per_layer_table", "per_layer_tables", "time_by_type"]
+__all__ = ["explain_gap", "layer_times", "per_layer_table", "per_layer_tables", "time_by_type"]
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -185,34 +184,3 @@ def explain_gap(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                       "other_share": (total - flop_ms) / total, "gflops": gflops,
                       "gflop_per_s": gflops / (flop_ms / 1e3) if flop_ms > 0 else math.nan}
     return pd.DataFrame.from_dict(rows, orient="index")
-
-
-def conv_width_staircase(
-    out_channels: Iterable[int],
-    *,
-    in_channels: int = 32,
-    size: int = 14,
-    batch: int = 64,
-    form: str = "eager",
-    num_threads: int | None = 1,
-    min_run_time: float = 0.1,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Time one ``Conv2d(in_channels, c, 3, padding=1)`` on ``(batch, in_channels, size, size)`` for each c.
-
-    FLOPs grow linearly with c; on a CPU with wide vector registers the time grows in *steps*
-    (a width that is not a multiple of the vector width pays for the next multiple).
-
-    Returns:
-        One row per c: ``out_channels``, ``gflops`` (per batch), ``latency_ms``, ``gflops_per_s``.
-    """
-    rows = []
-    torch.manual_seed(seed)
-    for c in out_channels:
-        conv = nn.Conv2d(in_channels, int(c), 3, padding=1)
-        shape = (batch, in_channels, size, size)
-        r = measure_latency(conv, shape, num_threads=num_threads, min_run_time=min_run_time, form=form)
-        flops = 2 * int(c) * in_channels * 9 * size * size * batch
-        rows.append({"out_channels": int(c), "gflops": flops / 1e9, "latency_ms": r["median_ms"],
-                     "gflops_per_s": flops / 1e9 / (r["median_ms"] / 1e3)})
-    return pd.DataFrame(rows)

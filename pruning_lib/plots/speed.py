@@ -100,26 +100,6 @@ def plot_layer_shares(tables: Mapping[str, pd.DataFrame], *, title: str = "Share
     return fig
 
 
-def plot_width_staircase(stairs: Mapping[str, pd.DataFrame], *, vector_width: int = 16) -> Figure:
-    """Time of one conv against its output channels (one line per form), with the time proportional to
-    FLOPs (through the best-throughput point) and the multiples of `vector_width` marked."""
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    for label, df in stairs.items():
-        line, = ax.plot(df["out_channels"], df["latency_ms"], marker="o", ms=4, label=f"measured, {label}")
-        best = df.loc[df["gflops_per_s"].idxmax()]
-        ax.plot(df["out_channels"], df["gflops"] / best["gflops_per_s"] * 1e3, color=line.get_color(), ls=":",
-                lw=1, label=f"proportional to FLOPs, {label}")
-    lo, hi = int(min(d["out_channels"].min() for d in stairs.values())), int(max(d["out_channels"].max() for d in stairs.values()))
-    for c in range((lo + vector_width - 1) // vector_width * vector_width, hi + 1, vector_width):
-        ax.axvline(c, color="gray", lw=0.6, alpha=0.5)
-    ax.set(xlabel=f"output channels of the conv (grey lines: multiples of {vector_width})",
-           ylabel="time per forward pass (ms)", title="One 3x3 conv: time against width")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def plot_vgg16_shares(per_layer: pd.DataFrame) -> Figure:
     """VGG16 per layer: % of parameters and % of FLOPs (from ``measure.flops_per_layer``)."""
     df = per_layer.copy()
@@ -131,5 +111,44 @@ def plot_vgg16_shares(per_layer: pd.DataFrame) -> Figure:
     ax.set(ylabel="share of the whole network (%)", title="VGG16 (2-class head): where the weights and the FLOPs are")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def plot_predicted_vs_measured(check: pd.DataFrame, *, title: str = "The latency model against the clock") -> Figure:
+    """Each random width pattern (`cost.validation.predicted_vs_measured`): the model's predicted latency against
+    the measured one, with the diagonal and a ±10% band; the dense network is the calibration point."""
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    ax.errorbar(check["measured_ms"], check["predicted_ms"], xerr=check["noise_ms"], fmt="o", ms=5, capsize=2,
+                label="random width patterns")
+    reference = check.attrs.get("reference_ms")
+    if reference:
+        ax.plot([reference], [reference], marker="*", ms=12, ls="", color="black", label="dense (calibration)")
+    top = 1.08 * float(max(check["measured_ms"].max(), check["predicted_ms"].max(), reference or 0))
+    xs = np.linspace(0, top, 10)
+    ax.plot(xs, xs, color="gray", lw=1, label="predicted = measured")
+    ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="gray", alpha=0.15, label="±10%")
+    ax.set(xlabel="measured end to end (ms per batch)", ylabel="predicted: the sum of the blocks + residual (ms)",
+           title=title, xlim=(0, top), ylim=(0, top))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_surface(surface: pd.DataFrame, *, vector_width: int = 16,
+                       title: str = "One conv block's time: input x output channels") -> Figure:
+    """`cost.validation.layer_surface`: time against output channels, one line per input width (the staircase in
+    two dimensions), with the multiples of `vector_width` marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for c_in, row in surface.iterrows():
+        ax.plot(surface.columns, row.to_numpy(), marker="o", ms=3, label=f"{c_in} input channels")
+    lo, hi = int(min(surface.columns)), int(max(surface.columns))
+    for c in range((lo + vector_width - 1) // vector_width * vector_width, hi + 1, vector_width):
+        ax.axvline(c, color="gray", lw=0.6, alpha=0.5)
+    ax.set(xlabel=f"output channels (grey lines: multiples of {vector_width})", ylabel="time per batch (ms)",
+           title=title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
