@@ -41,30 +41,40 @@ def maps_by_hand(model, x):
     return z1, z2, r1, r2, model[8](r2)
 
 
+def _activation_statistics(values):
+    """Mean, population s.d. and 1 − APoZ of each channel over every value of its maps, (C, I) -> three (C,)."""
+    return {"mean_activation": values.mean(dim=1), "std_activation": values.std(dim=1, unbiased=False),
+            "apoz": 1 - (values == 0).float().mean(dim=1)}
+
+
 def hand_scores(model, data):
     """Every data criterion from its formula, by hand: Taylor (Eq. 8) on each conv's map z with each example's
-    own loss; the activation statistics over what the next layer reads (after the pooling)."""
+    own loss; the activation statistics on z (the ReLU's output, before pooling: the papers' definitions) and, under
+    their ``_at_readers`` names, on what the next layer reads (after the pooling)."""
     per_example_taylor = {"0": [], "4": []}
+    maps = {"0": [], "4": []}
     read = {"0": [], "4": []}
     for x, y in data:
         z1, z2, r1, r2, out = maps_by_hand(model, x)
         g1, g2 = torch.autograd.grad(F.cross_entropy(out, y, reduction="sum"), [z1, z2])   # ∂ℓ_n/∂z per example
         for name, z, g, r in (("0", z1, g1, r1), ("4", z2, g2, r2)):
             per_example_taylor[name].append((g * z).mean(dim=(2, 3)).abs())  # |mean_hw(dℓ/dz * z)|, (N, C)
+            maps[name].append(z.detach().reshape(len(z), z.shape[1], -1))
             read[name].append(r.detach().reshape(len(r), r.shape[1], -1))
     result = {}
     for name in ("0", "4"):
-        r = torch.cat(read[name]).transpose(0, 1).flatten(1)  # (C, N*positions)
-        result[name] = {
-            "taylor": torch.cat(per_example_taylor[name]).mean(dim=0),
-            "mean_activation": r.mean(dim=1),
-            "std_activation": r.std(dim=1, unbiased=False),
-            "apoz": 1 - (r == 0).float().mean(dim=1),
-        }
+        z = torch.cat(maps[name]).transpose(0, 1).flatten(1)  # (C, N*positions)
+        r = torch.cat(read[name]).transpose(0, 1).flatten(1)
+        result[name] = {"taylor": torch.cat(per_example_taylor[name]).mean(dim=0), **_activation_statistics(z),
+                        **{f"{c}_at_readers": v for c, v in _activation_statistics(r).items()}}
     return result
 
 
-@pytest.mark.parametrize("criterion", ["taylor", "mean_activation", "std_activation", "apoz"])
+DATA_CRITERIA = ["taylor", "mean_activation", "std_activation", "apoz", "mean_activation_at_readers",
+                 "std_activation_at_readers", "apoz_at_readers"]
+
+
+@pytest.mark.parametrize("criterion", DATA_CRITERIA)
 def test_data_criteria_match_their_formulas(criterion):
     model, data = tiny(), batches()
     expected = hand_scores(model, data)
@@ -73,6 +83,31 @@ def test_data_criteria_match_their_formulas(criterion):
     for name in got:
         assert got[name].dtype == torch.float32 and got[name].device.type == "cpu"
         torch.testing.assert_close(got[name], expected[name][criterion].float(), rtol=1e-4, atol=1e-7)
+
+
+def test_mean_activation_and_apoz_are_those_of_the_relu_map_not_of_the_pooled_one():
+    """Mean activation and APoZ by hand on a chain with max pooling (conv 0) and a global average pool (conv 4):
+    the papers' statistics of the ReLU's output.  The same statistics after the pooling are different numbers (the
+    max-pooled mean is larger; after the global pool a channel's share of zeros is 0 or 1 per example)."""
+    model, data = tiny(), batches()
+    z = {"0": [], "4": []}
+    with torch.no_grad():
+        for x, _ in data:
+            z1 = torch.clamp(model[1](model[0](x)), min=0)                     # ReLU by hand
+            z2 = torch.clamp(model[4](F.max_pool2d(z1, 2)), min=0)
+            z["0"].append(z1), z["4"].append(z2)
+    got = rank_all(model, data, ["mean_activation", "apoz", "mean_activation_at_readers", "apoz_at_readers"],
+                   normalize=None)
+    for name, maps in z.items():
+        maps = torch.cat(maps)                                                    # (N, C, H, W)
+        mean = maps.sum(dim=(0, 2, 3)) / (maps.shape[0] * maps.shape[2] * maps.shape[3])
+        zeros = (maps == 0).sum(dim=(0, 2, 3)) / (maps.shape[0] * maps.shape[2] * maps.shape[3])
+        torch.testing.assert_close(got["mean_activation"][name], mean, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(got["apoz"][name], 1 - zeros, rtol=1e-5, atol=1e-7)
+        assert 0 < float(zeros.min()) and float(zeros.max()) < 1                  # a ReLU map: some zeros, not all
+    assert (got["mean_activation_at_readers"]["0"] > got["mean_activation"]["0"]).all()     # max pooling's maxima
+    pooled = torch.cat([F.adaptive_avg_pool2d(m, 1) for m in z["4"]]).flatten(1)  # (N, C) after the global pool
+    torch.testing.assert_close(got["apoz_at_readers"]["4"], 1 - (pooled == 0).float().mean(0))
 
 
 def test_taylor_takes_abs_per_example_not_of_the_mean():

@@ -127,7 +127,16 @@ def test_the_readmes_extension_examples_run_as_written(restore_registries):
         for block in (blocks[0], timed_briefly):
             exec(compile(block, "README.md", "exec"), scope)
         assert layer_types.layer_type(scope["ChannelScale"](4)).rows == ("gain",)
-        assert "linf" in criteria.CRITERIA and "numpy_io" in runtimes.RUNTIMES
+        assert "bn_scale" in criteria.CRITERIA and "numpy_io" in runtimes.RUNTIMES
+        model = scope["model"]
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        with torch.no_grad():
+            for bn in bns:
+                bn.weight.uniform_(-1, 1)
+        got = rank_filters(model, None, "bn_scale", normalize=None)
+        assert len(got) == len(bns) > 0
+        for scores, bn in zip(got.values(), bns):                  # a chain: one BatchNorm per group, in order
+            torch.testing.assert_close(scores, bn.weight.detach().abs())
     finally:
         if "numpy_io" in runtimes.RUNTIMES:
             runtimes.unregister_runtime("numpy_io")

@@ -1,21 +1,20 @@
-"""Criteria for channel groups: Taylor against a hand computation, the oracle against real surgery, norms, planning."""
+"""Criteria for channel groups: Taylor and the activation statistics against hand computations, the oracle against a
+masked forward written here, norms, a criterion that sees the whole group, planning."""
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pruning_lib.rank.criteria import rank_filters
-from pruning_lib.rank.oracle import oracle
 from pruning_lib.measure import count_flops
-from pruning_lib.rank.oracle import spearman
 from pruning_lib.plan import flops_per_channel, plan_from_scores
+from pruning_lib.rank import criteria
+from pruning_lib.rank.criteria import rank_all, rank_filters, register_criterion
+from pruning_lib.rank.oracle import oracle, spearman
 from pruning_lib.surgery import prune_filters
-from test_groups import MobileLike, TinyResNet, randomised
+from test_groups import READERS, MobileLike, TinyResNet, masked, randomised
 
 
 class Residual(nn.Module):
@@ -59,7 +58,56 @@ def test_group_taylor_equals_the_hand_computation():
     torch.testing.assert_close(got["stem"], want.float(), rtol=1e-4, atol=1e-7)
 
 
-def test_group_oracle_is_the_loss_change_of_real_surgery():
+def test_group_activation_statistics_are_those_of_the_maps_by_hand():
+    """The group {stem, body}: its channels leave their per-channel chain twice, as the stem's map x (read by body)
+    and as the sum y = x + body(x) (read by the mean): mean and s.d. over every value of both; at the readers,
+    over what body and the head read (x, and y's mean over positions)."""
+    torch.manual_seed(0)
+    model, data = Residual(), batches()
+    maps, read = [], []
+    with torch.no_grad():
+        for img, _ in data:
+            x = model.stem(img)
+            y = x + model.body(x)
+            maps += [x.transpose(0, 1).flatten(1), y.transpose(0, 1).flatten(1)]            # (4, values)
+            read += [x.transpose(0, 1).flatten(1), y.mean((2, 3)).transpose(0, 1)]
+    maps, read = torch.cat(maps, 1), torch.cat(read, 1)
+    got = rank_all(model, data, ["mean_activation", "std_activation", "mean_activation_at_readers",
+                                 "std_activation_at_readers"], normalize=None)
+    for name, values in (("mean_activation", maps), ("mean_activation_at_readers", read)):
+        torch.testing.assert_close(got[name]["stem"], values.mean(1), rtol=1e-5, atol=1e-6)
+    for name, values in (("std_activation", maps), ("std_activation_at_readers", read)):
+        torch.testing.assert_close(got[name]["stem"], values.std(1, unbiased=False), rtol=1e-5, atol=1e-6)
+
+
+def test_a_residual_stages_maps_are_the_stems_and_every_blocks_output_before_pooling():
+    """TinyResNet by hand (torch.relu after the stem, after each block's first conv and after each addition):
+    the stem's group is the stem and both blocks' last convs; its maps are the stem's output and each block's output
+    after the addition and the ReLU, never the pooled map.  Mean activation and APoZ of every group."""
+    model, data = randomised(TinyResNet()).eval(), batches()
+    maps: dict[str, list] = {g: [] for g in READERS[TinyResNet]}
+    with torch.no_grad():
+        for x, _ in data:
+            s = torch.relu(model.stem(x))
+            h1 = torch.relu(model.b1.conv1(s))
+            o1 = torch.relu(model.b1.conv2(h1) + s)
+            h2 = torch.relu(model.b2.conv1(o1))
+            o2 = torch.relu(model.b2.conv2(h2) + o1)
+            h3 = torch.relu(model.b3.conv1(o2))
+            o3 = torch.relu(model.b3.conv2(h3) + model.b3.down(o2))
+            for group, tensors in (("stem.0", [s, o1, o2]), ("b1.conv1.0", [h1]), ("b2.conv1.0", [h2]),
+                                   ("b3.conv1.0", [h3]), ("b3.conv2.0", [o3])):
+                maps[group] += [t.transpose(0, 1).flatten(1) for t in tensors]
+    got = rank_all(model, data, ["mean_activation", "apoz"], normalize=None)
+    for group, parts in maps.items():
+        values = torch.cat(parts, 1)
+        torch.testing.assert_close(got["mean_activation"][group], values.mean(1), rtol=1e-5, atol=1e-6, msg=group)
+        torch.testing.assert_close(got["apoz"][group], 1 - (values == 0).float().mean(1), msg=group)
+
+
+def test_group_oracle_is_the_loss_change_of_the_masked_forward():
+    """The reference: the model with channel k zeroed at the input of each reader of its group, the readers written
+    out by hand in test_groups.READERS (no library code)."""
     model, data = randomised(TinyResNet()).eval(), batches(n=2)
 
     def loss(m):
@@ -70,8 +118,46 @@ def test_group_oracle_is_the_loss_change_of_real_surgery():
     base = loss(model)
     for group in ("stem.0", "b3.conv2.0"):
         for k in (0, 3):
-            pruned = prune_filters(copy.deepcopy(model), {group: [k]})
-            assert abs(abs(loss(pruned) - base) - float(measured[group][k])) < 1e-5
+            reference = masked(model, {group: [k]}, READERS[TinyResNet])
+            assert abs(abs(loss(reference) - base) - float(measured[group][k])) < 1e-5
+
+
+@pytest.fixture
+def restore_criteria():
+    saved = dict(criteria.CRITERIA)
+    yield
+    criteria.CRITERIA.clear()
+    criteria.CRITERIA.update(saved)
+
+
+def test_a_criterion_that_sees_the_whole_group_batchnorm_scale(restore_criteria):
+    """Network slimming (Liu et al. 2017): |γ_k| of the BatchNorm after each producer, registered from here as one
+    entry and summed over the group's BatchNorms; by hand from the modules' names."""
+    register_criterion("bn_scale", lambda g: sum(g.rows(bn, bn.module.weight).detach().abs() for bn in g.batchnorms),
+                       needs="weights")
+    model = randomised(TinyResNet()).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(-1.5, 1.5)                    # signs too: |γ| must be taken
+    got = rank_filters(model, None, "bn_scale", normalize=None)
+    gamma = {n: m.weight.detach().abs() for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    want = {"stem.0": gamma["stem.1"] + gamma["b1.conv2.1"] + gamma["b2.conv2.1"],
+            "b1.conv1.0": gamma["b1.conv1.1"], "b2.conv1.0": gamma["b2.conv1.1"], "b3.conv1.0": gamma["b3.conv1.1"],
+            "b3.conv2.0": gamma["b3.conv2.1"] + gamma["b3.down.1"]}
+    assert set(got) == set(want)
+    for group, scores in want.items():
+        torch.testing.assert_close(got[group], scores, msg=group)
+    group_parts = {}
+
+    def keep(g):
+        group_parts[g.name] = {(p.name, p.role) for p in g.parts}
+        return torch.ones(g.size)
+
+    register_criterion("parts", keep, needs="weights")
+    rank_filters(model, None, "parts")
+    assert group_parts["b3.conv2.0"] == {("b3.conv2.0", "out"), ("b3.conv2.1", "through"), ("b3.down.0", "out"),
+                                         ("b3.down.1", "through"), ("fc", "in")}
 
 
 def test_weight_norms_sum_over_the_groups_producers():

@@ -25,8 +25,9 @@ from pruning_lib.rank.criteria import CRITERIA, rank_filters
 from pruning_lib.rank.oracle import oracle
 from pruning_lib.surgery import prune_filters
 
-ALL_CRITERIA = ["taylor", "mean_activation", "std_activation", "apoz", "l1", "l2", "random"]
-DATA_CRITERIA = ["taylor", "mean_activation", "std_activation", "apoz"]
+DATA_CRITERIA = ["taylor", "mean_activation", "std_activation", "apoz", "mean_activation_at_readers",
+                 "std_activation_at_readers", "apoz_at_readers"]
+ALL_CRITERIA = [*DATA_CRITERIA, "l1", "l2", "random"]
 
 
 # ---------------------------------------------------------------- test-side references

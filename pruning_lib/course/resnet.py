@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 
 from ..graph.groups import ChannelGroup
+from ..rank.masking import masked
 from . import arms
 from .profiles import Profile
 from .reports import read_json, report_path, write_json
@@ -88,20 +88,10 @@ def block_last_conv(model: nn.Module, groups: Mapping[str, ChannelGroup]) -> tup
     return conv, min(bns, key=order.index)
 
 
-@torch.no_grad()
 def mask_group_channels(model: nn.Module, groups: Mapping[str, ChannelGroup], plan: Mapping[str, list[int]]) -> nn.Module:
-    """`model` (changed in place) with the planned channels of each group zeroed where they are made: the scale
-    and shift of every BatchNorm of the group.  After conv -> BN each removed channel is then 0 everywhere it
-    is read, which is what removing it computes (for ResNets, whose producers are all followed by a BN)."""
-    modules = dict(model.named_modules())
-    for name, channels in plan.items():
-        for member in groups[name].members:
-            if isinstance(modules[member.module], nn.BatchNorm2d):
-                bn = modules[member.module]
-                index = torch.as_tensor([member.offset + c for c in channels], dtype=torch.long)
-                bn.weight[index] = 0
-                bn.bias[index] = 0
-    return model
+    """`model` (unchanged, not copied) wrapped so that every call zeroes the planned channels of each group wherever
+    a reader reads them (`rank.masking.masked`), which is what removing them computes."""
+    return masked(model, plan, groups)
 
 
 def check_resnet_targets(dense_accuracy: float, pruned_accuracy: float, *, flops_ratio: float,

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..graph.groups import channel_groups
 from ..models.resnets import small_resnet
+from ..rank.masking import masked
 from ._guard import without_library
 from ._verdict import Wrong, close, verdict
 from .ranking import tiny_chain
@@ -32,12 +33,12 @@ def flat_head_chain(seed: int = 0) -> nn.Module:
 
 
 def _masked(model: nn.Module, bn: str, k: int) -> nn.Module:
-    """`model` with channel k zeroed after the BatchNorm `bn` (then ReLU(0) = 0: what removing filter k computes)."""
+    """A copy of `model` with channel k of the group of the BatchNorm `bn` zeroed wherever it is read
+    (`rank.masking.masked`): what removing filter k computes."""
     ref = copy.deepcopy(model)
-    with torch.no_grad():
-        ref.get_submodule(bn).weight[k] = 0
-        ref.get_submodule(bn).bias[k] = 0
-    return ref
+    groups = channel_groups(ref)
+    group = next(g for g in groups.values() if bn in {m.module for m in g.members})
+    return masked(ref, {group.name: [k]}, groups)
 
 
 def _same_output(got: nn.Module, ref: nn.Module, x: torch.Tensor, what: str, hint: str) -> None:
