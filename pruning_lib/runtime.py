@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["autocast_dtype", "iteration_seed", "mode", "model_device", "num_threads", "pick_device", "seed_everything"]
+__all__ = ["Inputs", "autocast_dtype", "batch_size", "call", "describe_inputs", "first_examples", "iteration_seed", "mode",
+           "model_device", "move", "num_threads", "pick_device", "random_state", "seed_everything"]
 
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
@@ -102,3 +103,86 @@ def autocast_dtype(device: torch.device, policy: str = "auto") -> torch.dtype | 
     if policy == "bf16" or (policy == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return torch.float16
+
+
+#: What a model takes: one tensor, a tuple of positional tensors, or a dict of keyword tensors (batch first in each).
+Inputs = torch.Tensor | tuple | list | dict
+
+
+def call(model: nn.Module, inputs: Inputs):
+    """``model(inputs)``, ``model(*inputs)`` or ``model(**inputs)`` for a tensor, a tuple (list) or a dict."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _tensors(inputs: Inputs) -> list[torch.Tensor]:
+    values = inputs.values() if isinstance(inputs, dict) else inputs if isinstance(inputs, (tuple, list)) else [inputs]
+    return [v for v in values if isinstance(v, torch.Tensor)]
+
+
+def move(inputs: Inputs, device: torch.device | str, **kwargs) -> Inputs:
+    """The same inputs on `device` (tensors moved, other values kept; ``kwargs`` go to ``Tensor.to``)."""
+    def to(v):
+        return v.to(device, **kwargs) if isinstance(v, torch.Tensor) else v
+    if isinstance(inputs, dict):
+        return {k: to(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(to(v) for v in inputs)
+    return to(inputs)
+
+
+def batch_size(inputs: Inputs) -> int:
+    """The batch size: dim 0 of the (first) tensor."""
+    tensors = _tensors(inputs)
+    if not tensors or tensors[0].dim() == 0:
+        raise ValueError(f"the inputs hold no tensor with a batch dimension: {describe_inputs(inputs)}")
+    return int(tensors[0].shape[0])
+
+
+def first_examples(inputs: Inputs, n: int) -> Inputs:
+    """The first `n` examples of every tensor (other values kept)."""
+    def cut(v):
+        return v[:n] if isinstance(v, torch.Tensor) and v.dim() > 0 else v
+    if isinstance(inputs, dict):
+        return {k: cut(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(cut(v) for v in inputs)
+    return cut(inputs)
+
+
+def describe_inputs(inputs) -> str:
+    """Shapes and dtypes, for an error message: ``"a tensor (1, 3, 32, 32) float32"``, ``"a dict {'x': ...}"``."""
+    def one(v):
+        if isinstance(v, torch.Tensor):
+            return f"{tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}"
+        return type(v).__name__
+    if isinstance(inputs, torch.Tensor):
+        return f"a tensor {one(inputs)}"
+    if isinstance(inputs, dict):
+        return "a dict {" + ", ".join(f"{k!r}: {one(v)}" for k, v in inputs.items()) + "}"
+    if isinstance(inputs, (tuple, list)):
+        return f"a {type(inputs).__name__} (" + ", ".join(one(v) for v in inputs) + ")"
+    return f"a {type(inputs).__name__}"
+
+
+@contextmanager
+def random_state(*generators: torch.Generator | None) -> Iterator[None]:
+    """Run a block, then put back Python's, NumPy's and torch's random states (CPU and CUDA) and those of
+    `generators` (a DataLoader's, say): whatever the block seeds, the caller's random streams are as they were."""
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+             torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+             [(g, g.get_state()) for g in generators if g is not None])
+    try:
+        yield
+    finally:
+        py, numpy_state, cpu, cuda, gens = saved
+        random.setstate(py)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        for g, state in gens:
+            g.set_state(state)

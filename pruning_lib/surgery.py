@@ -162,13 +162,16 @@ def slice_member(module: nn.Module, name: str, role: str, removed: list[int], sp
     return new
 
 
-def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Module:
+def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]],
+                  groups: Mapping[str, ChannelGroup] | None = None) -> nn.Module:
     """Remove the planned channels from their whole channel groups, in place, exactly.
 
     Args:
         model: any network `torch.fx` can trace (VGG, ResNets, DenseNets, MobileNets, ...).
         plan: ``{conv name: [indices]}``; a conv stands for its whole group (the group's name is its first
             producer; any producer may be named, and two producers of one group must name the same channels).
+        groups: the model's channel groups (`graph.groups.channel_groups`) when the caller has them, so that the
+            model is not traced again; they must be those of the model as it is.
 
     Returns:
         The same ``model``, smaller; parameters keep dtype, device and ``requires_grad``, modules their
@@ -180,7 +183,7 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> nn.Mod
     _check_entries(model, plan)                               # names and indices first, without tracing
     if not any(len(v) for v in plan.values()):
         return model
-    groups = channel_groups(model)
+    groups = channel_groups(model) if groups is None else groups
     removed = _removals(model, plan, groups)
     if not removed:
         return model

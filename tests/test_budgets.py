@@ -119,9 +119,9 @@ def flops_clock(monkeypatch, tmp_path):
         now, after = ms(model, self.input_shape[0]), ms(candidate, self.input_shape[0])
         return {"saved_ms": now - after, "noise_ms": 0.0, "now_ms": now, "cut_ms": after}
 
-    from pruning_lib.recover import iterative
+    from pruning_lib.recover import steps
 
-    monkeypatch.setattr(iterative, "measured_speedup", speedup)
+    monkeypatch.setattr(steps, "measured_speedup", speedup)
     monkeypatch.setattr(BudgetPlanner, "_time_cut", time_cut)
     return ms
 

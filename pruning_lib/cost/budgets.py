@@ -91,14 +91,16 @@ class BudgetPlanner:
         depth: one cut keeps at least ``1 - depth`` of a group's channels (or ``1 - 4 x`` the iteration's share).
         checks: end-to-end timings allowed per cut.
         cache: keep the latency model's entries on disk.
+        exclude: groups kept whole (never given fewer channels).
     """
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int], targets: Targets, *, form: str = "deploy",
                  num_threads: int = 1, share: float = 0.1, step: int = 8, depth: float | None = None,
-                 checks: int = 3, cache: bool = True, progress: bool = False) -> None:
+                 checks: int = 3, cache: bool = True, progress: bool = False, exclude: Sequence[str] = ()) -> None:
         if not 0 < share < 1:
             raise ValueError(f"share must be in (0, 1); got {share}")
         self.targets, self.share, self.step, self.depth, self.checks = targets, share, step, depth, checks
+        self.exclude = frozenset(exclude)
         self.form, self.num_threads, self.input_shape = form, num_threads, tuple(input_shape)
         self.latency = (LatencyModel(model, input_shape, form=form, num_threads=num_threads, cache=cache,
                                      progress=progress) if targets.speedup else None)
@@ -158,7 +160,8 @@ class BudgetPlanner:
         """Each group's widths and what each saves of every resource asked for, the others at `widths`."""
         share = max(a / now for a, now in zip(asks.values(), self._now(widths, asks).values()))
         deepest = self.depth if self.depth is not None else min(0.9, max(0.25, 4 * share))
-        grids = {g: self.grid(w, floors.get(g, 1), deepest) for g, w in widths.items() if g in self.network.widths}
+        grids = {g: self.grid(w, floors.get(g, 1), deepest) for g, w in widths.items()
+                 if g in self.network.widths and g not in self.exclude}
         grids = {g: ws for g, ws in grids.items() if len(ws) > 1}
         time = self.latency.savings(grids, widths) if "latency" in asks else {}
         out = {}

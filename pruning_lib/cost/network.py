@@ -179,6 +179,12 @@ class Network:
                     total -= round(t.numel() * (1 - scale))
         return int(total)
 
+    def flops_per_channel(self) -> dict[str, float]:
+        """GFLOPs per image one channel of each prunable group costs (`plan.flops_per_channel`'s numbers, from this
+        analysis: a group's FLOPs are linear in its width, so one channel costs what removing one saves)."""
+        total = self.flops()
+        return {g: (total - self.flops({g: w - 1})) / 1e9 for g, w in self.widths.items()}
+
     def flops(self, widths: Widths | None = None) -> float:
         """FLOPs per image under `widths` (2 per multiply-add, convs and Linears: `measure.counting`), exactly."""
         total = sum(self._flops.values())

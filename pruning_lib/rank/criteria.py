@@ -503,11 +503,13 @@ def _group(g: ChannelGroup, modules: Mapping[str, nn.Module], stats: ChannelStat
 
 def rank_all(model: nn.Module, batches: Batches | None, criteria: Sequence[str], *, loss_fn: Callable = F.cross_entropy,
              normalize: str | None = "l2", seed: int = 0, max_batches: int | None = None,
-             progress: bool = False, collective: distributed.Collective | None = None) -> dict[str, Scores]:
+             progress: bool = False, collective: distributed.Collective | None = None,
+             traced: GroupTrace | None = None) -> dict[str, Scores]:
     """Score every prunable group's channels with several criteria in one pass over the data.
 
     Returns ``{criterion: {group name: (size,) float32 CPU scores}}``, higher = more important; each criterion's
-    entry says whether the per-group normalisation applies to it (random's does not).
+    entry says whether the per-group normalisation applies to it (random's does not).  `traced` is the model's
+    analysis (`graph.groups.trace_groups`) when the caller has it: then the model is not traced again.
     """
     unknown = [c for c in criteria if c not in CRITERIA]
     if unknown:
@@ -517,7 +519,7 @@ def rank_all(model: nn.Module, batches: Batches | None, criteria: Sequence[str],
     data = [c for c in criteria if CRITERIA[c].needs != "weights"]
     if data and batches is None:
         raise ValueError(f"criteria {data} need batches of (inputs, targets)")
-    traced = trace_groups(model)
+    traced = trace_groups(model) if traced is None else traced
     prunable = {n: g for n, g in traced.groups.items() if not g.refused}
     stats = (collect_stats(model, batches, gradients="gradients" in needs, loss_fn=loss_fn, max_batches=max_batches,
                            traced=traced, progress=progress, collective=collective) if data else dict.fromkeys(prunable))
@@ -538,7 +540,8 @@ def rank_all(model: nn.Module, batches: Batches | None, criteria: Sequence[str],
 
 def rank_filters(model: nn.Module, batches: Batches | None, criterion: str, *, loss_fn: Callable = F.cross_entropy,
                  normalize: str | None = "l2", seed: int = 0, max_batches: int | None = None,
-                 progress: bool = False, collective: distributed.Collective | None = None) -> Scores:
+                 progress: bool = False, collective: distributed.Collective | None = None,
+                 traced: GroupTrace | None = None) -> Scores:
     """Score the channels of every prunable group: ``{group name: (size,) float CPU tensor}``.
 
     Args:
@@ -551,6 +554,7 @@ def rank_filters(model: nn.Module, batches: Batches | None, criterion: str, *, l
         seed: for "random".
         collective: the processes whose shards add up (`distributed`); by default those of torchrun's process
             group when there is one, else this process alone.
+        traced: the model's analysis (`graph.groups.trace_groups`), when the caller has one.
     """
     return rank_all(model, batches, [criterion], loss_fn=loss_fn, normalize=normalize, seed=seed,
-                    max_batches=max_batches, progress=progress, collective=collective)[criterion]
+                    max_batches=max_batches, progress=progress, collective=collective, traced=traced)[criterion]
