@@ -3,12 +3,12 @@
 A checkpoint holds only plain data (tensors, numbers, strings, lists, dicts), so
 ``torch.load(path, weights_only=True)`` reads it and no code is ever unpickled:
 
-    {"format": "pruning_lib.checkpoint/2", "widths": {conv: filters}, "state_dict": ...,
+    {"format": "pruning_lib.checkpoint/2", "state_dict": ...,
      "optimizer": state or None, "history": {column: values} or None, "meta": {...}}
 
 - `save_checkpoint` / `load_checkpoint`: a model of a known architecture (the baseline).
-- `save_pruned`: a pruned model; ``widths`` lets `surgery.load_pruned` rebuild its architecture from a
-  freshly built unpruned model.
+- `save_pruned`: a pruned model; its tensors' shapes let `surgery.load_pruned` rebuild its architecture from a
+  freshly built unpruned model (older files also hold a ``widths`` map, no longer needed).
 - `atomic_write`: every file the library writes (checkpoints and JSON reports) goes to a hidden
   temporary file in the same folder, is flushed to disk (fsync) and then renamed over the target,
   so an interrupted write never leaves a broken file.  Files are readable by others (mode 0644).
@@ -108,14 +108,9 @@ def plain_value(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _widths(model: nn.Module) -> dict[str, int]:
-    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-
-
 def _save(path: str | os.PathLike, model: nn.Module, optimizer, history, meta) -> Path:
     payload = {
         "format": FORMAT,
-        "widths": _widths(model),
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "history": history.to_dict(orient="list") if isinstance(history, pd.DataFrame) else history,
@@ -143,7 +138,8 @@ def save_checkpoint(
 
 def save_pruned(model: nn.Module, path: str | os.PathLike, *, meta: Mapping[str, Any] | None = None,
                 optimizer: torch.optim.Optimizer | None = None) -> Path:
-    """Save a (pruned) model's widths and weights; restore it with `load_pruned` and an unpruned model."""
+    """Save a (pruned) model's weights (their shapes are its widths); restore it with `load_pruned` and an unpruned
+    model."""
     return _save(path, model, optimizer, None, meta)
 
 

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .graph.groups import channel_groups
+from .graph.groups import ChannelGroup, channel_groups
+from .graph.layer_types import channels_of, layer_type
 from .measure.counting import flops_per_layer
 
 Plan = dict[str, list[int]]
@@ -152,27 +153,29 @@ def plan_from_widths(current: Mapping[str, int], widths: Mapping[str, int]) -> P
     return plan
 
 
-def flops_per_channel(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+def flops_per_channel(model: nn.Module, input_shape: Sequence[int],
+                      groups: Mapping[str, ChannelGroup] | None = None) -> dict[str, float]:
     """GFLOPs per image that removing one channel of each prunable group saves, ``{group: GFLOPs}``.
 
     Every member's FLOPs are linear in the group's channels (FLOPs count only convs and Linears): a producer's
     output rows, a depthwise conv's channels, a reader's input columns (a Linear's column blocks), so one
     channel costs the sum over members of the member's FLOPs divided by its channels.  In a chain that is the
-    conv's FLOPs per filter plus the next layer's per input channel.  ``input_shape`` is one image's ``(C, H, W)``.
+    conv's FLOPs per filter plus the next layer's per input channel.  ``input_shape`` is one image's ``(C, H, W)``;
+    `groups` the model's channel groups when the caller has them (the model is not traced again).
     """
     flops = flops_per_layer(model, (1, *input_shape)).set_index("module")["flops"]
     modules = dict(model.named_modules())
     cost = {}
-    for g in channel_groups(model).values():
+    for g in (channel_groups(model) if groups is None else groups).values():
         if g.refused:
             continue
         total = 0.0
         for m in dict.fromkeys(g.members):
-            module = modules[m.module]
+            module, entry = modules[m.module], layer_type(modules[m.module])
             if m.role == "in":
-                channels = module.weight.shape[1] // m.span if isinstance(module, nn.Linear) else module.in_channels
+                channels = getattr(module, entry.columns).shape[entry.column_dim] // m.span
             else:
-                channels = module.out_channels if isinstance(module, nn.Conv2d) else 0
+                channels = channels_of(module) // m.span
             total += flops.get(m.module, 0) / channels if channels else 0.0
         cost[g.name] = total / 1e9
     return cost

@@ -15,7 +15,7 @@ import torch.nn as nn
 from .graph.layer_types import layer_type
 from .graph.trace import refuse_wrappers
 
-__all__ = ["Tensors", "check_indices", "check_model", "kept", "slice_columns", "swap_in", "unsliceable"]
+__all__ = ["Tensors", "check_indices", "check_model", "kept", "slice_blocks", "slice_columns", "swap_in", "unsliceable"]
 
 Tensors = dict[tuple[str, str], torch.Tensor]
 
@@ -88,11 +88,18 @@ def kept(n: int, removed: list[int], device: torch.device) -> torch.Tensor:
     return mask.nonzero().flatten().to(device)
 
 
+def slice_blocks(tensor: torch.Tensor, keep: torch.Tensor, span: int = 1, dim: int = 0) -> torch.Tensor:
+    """Keep the channels `keep` of a tensor whose `dim` holds them in blocks of `span`: a conv's rows (dim 0) or input
+    columns (dim 1), or a Linear's (O, C·span) after a channel-major flatten, where columns c·span .. c·span + span − 1
+    belong to channel c."""
+    shape = tensor.shape
+    blocks = tensor.reshape(*shape[:dim], shape[dim] // span, span, *shape[dim + 1:])
+    return blocks.index_select(dim, keep).reshape(*shape[:dim], -1, *shape[dim + 1:])
+
+
 def slice_columns(weight: torch.Tensor, keep: torch.Tensor, span: int = 1) -> torch.Tensor:
-    """Keep the input channels `keep` of a weight whose dim 1 holds them: a conv's (O, C, kh, kw), or a Linear's
-    (O, C·span) after a channel-major flatten, where columns c·span .. c·span + span − 1 belong to channel c."""
-    blocks = weight.reshape(weight.shape[0], -1, span, *weight.shape[2:])
-    return blocks.index_select(1, keep).reshape(weight.shape[0], -1, *weight.shape[2:])
+    """Keep the input channels `keep` of a weight whose dim 1 holds them (`slice_blocks` along dim 1)."""
+    return slice_blocks(weight, keep, span, 1)
 
 
 def swap_in(model: nn.Module, new: Mapping[tuple[str, str], torch.Tensor],

@@ -31,12 +31,13 @@ import torch.nn as nn
 
 from .checkpoints import CheckpointError, load_state, read_checkpoint
 from .graph.groups import ChannelGroup, channel_groups
-from .graph.layer_types import layer_type
+from .graph.layer_types import (DENSE, FLATTENS, MIXES, PASSES, PER_CHANNEL, channels_of, flow_of, layer_type,
+                                producers)
 from .plan import plan_from_widths
 from .runtime import model_device
-from .slicing import Tensors, check_indices, check_model, kept, slice_columns, swap_in, unsliceable
+from .slicing import Tensors, check_indices, check_model, kept, slice_blocks, swap_in, unsliceable
 
-__all__ = ["group_removals", "load_pruned", "prune_filters", "slice_member", "validate_plan", "with_widths"]
+__all__ = ["group_removals", "load_pruned", "prune_filters", "slice_member", "validate_plan", "widths_in", "with_widths"]
 
 
 def _owners(groups: Mapping[str, ChannelGroup]) -> dict[str, list[tuple[str, int, int]]]:
@@ -79,13 +80,22 @@ def _check_entries(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> None:
     if not isinstance(plan, Mapping):
         raise TypeError(f"a plan maps conv names to filter indices, e.g. {{'features.0': [3, 17]}}; got {type(plan).__name__}")
     modules = dict(model.named_modules())
-    convs = [name for name, m in modules.items() if isinstance(m, nn.Conv2d)]
+    makers = list(producers(model))
     for name, indices in plan.items():
         if name not in modules:
-            raise KeyError(f"{name!r} is not a module of {type(model).__name__}; its convs are {convs}")
-        if not isinstance(modules[name], nn.Conv2d):
-            raise ValueError(f"{name!r} is a {type(modules[name]).__name__}, not a Conv2d; its convs are {convs}")
-        check_indices(name, indices, modules[name].out_channels)
+            raise KeyError(f"{name!r} is not a module of {type(model).__name__}; the layers that make channels are "
+                           f"{makers}")
+        if not _plannable(modules[name]):
+            raise ValueError(f"{name!r} is a {type(modules[name]).__name__}, not a layer that makes channels; the "
+                             f"layers that make channels are {makers}")
+        check_indices(name, indices, channels_of(modules[name]))
+
+
+def _plannable(module: nn.Module) -> bool:
+    """A module a plan may name: a registered layer with per-channel rows (one that makes channels, a depthwise
+    conv, or one whose refusal `_removals` explains), not an activation, pooling or flatten."""
+    entry = layer_type(module)
+    return entry is not None and bool(entry.rows) and flow_of(module) not in (PASSES, FLATTENS)
 
 
 def _removals(model: nn.Module, plan: Mapping[str, Sequence[int]],
@@ -97,7 +107,7 @@ def _removals(model: nn.Module, plan: Mapping[str, Sequence[int]],
     for name, indices in plan.items():
         if name not in owners:
             raise ValueError(f"{name!r} makes no channels of a prunable group; prunable convs are {_prunable(groups)}")
-        removed = check_indices(name, indices, modules[name].out_channels)
+        removed = check_indices(name, indices, channels_of(modules[name]))
         for group, offset, size in owners[name]:
             ks = [i - offset for i in removed if offset <= i < offset + size]
             if group in claims and claims[group][1] != ks:
@@ -154,11 +164,8 @@ def slice_member(module: nn.Module, name: str, role: str, removed: list[int], sp
         t = current(name, attr)
         if t is None:
             continue
-        if role == "in":
-            channels = t.shape[1] // span
-            new[name, attr] = slice_columns(t, kept(channels, removed, t.device), span)
-        else:
-            new[name, attr] = t.index_select(0, kept(t.shape[0], removed, t.device))
+        dim = entry.column_dim if role == "in" else entry.row_dim(attr)
+        new[name, attr] = slice_blocks(t, kept(t.shape[dim] // span, removed, t.device), span, dim)
     return new
 
 
@@ -198,18 +205,11 @@ def prune_filters(model: nn.Module, plan: Mapping[str, Sequence[int]],
         for (name, role), (indices, span) in group_removals(groups, removed).items():
             new.update(slice_member(modules[name], name, role, indices, span, current))
             if role == "through":
-                channels[name] = _rows(modules[name]) - len(indices)
+                channels[name] = channels_of(modules[name]) - len(indices) * span
     swap_in(model, new, channels)
     return model
 
 
-def _rows(module: nn.Module) -> int:
-    """How many channels a per-channel layer holds now (BatchNorm without tensors: ``num_features``)."""
-    for attr in layer_type(module).rows:
-        t = getattr(module, attr, None)
-        if t is not None:
-            return t.shape[0]
-    return int(module.num_features)
 
 
 def with_widths(model: nn.Module, widths: Mapping[str, int]) -> nn.Module:
@@ -224,16 +224,37 @@ def with_widths(model: nn.Module, widths: Mapping[str, int]) -> nn.Module:
         ValueError: a width outside ``1..n``, a conv the model lacks, or widths that do not fit together
             (a depthwise conv, or two convs of one channel group, with different widths).
     """
-    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    planned = {name: w for name, w in widths.items() if name not in convs or convs[name].groups == 1}
-    plan = plan_from_widths({name: m.out_channels for name, m in convs.items()}, planned)
+    makers = producers(model)
+    planned = {name: w for name, w in widths.items() if name in makers or not _has_rows(model, name)}
+    plan = plan_from_widths({name: channels_of(m) for name, m in makers.items()}, planned)
     pruned = prune_filters(copy.deepcopy(model), plan)
-    got = {name: m.out_channels for name, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    got = {name: channels_of(m) for name, m in pruned.named_modules() if _has_rows(pruned, name)}
     wrong = {name: (w, got[name]) for name, w in widths.items() if got[name] != w}
     if wrong:
         raise ValueError("these widths do not fit together (asked, got): " + ", ".join(
             f"{name} {w} -> {g}" for name, (w, g) in wrong.items()) + "; depthwise convs follow the conv that feeds them")
     return pruned
+
+
+def _has_rows(model: nn.Module, name: str) -> bool:
+    module = dict(model.named_modules()).get(name)
+    entry = layer_type(module) if module is not None else None
+    return entry is not None and bool(entry.rows) and flow_of(module) in (PER_CHANNEL, MIXES, DENSE)
+
+
+def widths_in(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, int]:
+    """The widths a state dict's tensors give the producers of `model`'s prunable groups (its architecture),
+    ``{name: channels}``."""
+    prunable = {p for g in channel_groups(model).values() if not g.refused for p in g.producers}
+    out = {}
+    for name, m in producers(model).items():
+        if name not in prunable:
+            continue
+        entry = layer_type(m)
+        attr = next((a for a in entry.rows if f"{name}.{a}" in state), None)
+        if attr is not None:
+            out[name] = int(state[f"{name}.{attr}"].shape[entry.row_dim(attr)])
+    return out
 
 
 def load_pruned(path: str | os.PathLike, model: nn.Module) -> tuple[nn.Module, dict]:
@@ -252,9 +273,9 @@ def load_pruned(path: str | os.PathLike, model: nn.Module) -> tuple[nn.Module, d
         raise ValueError(f"{type(model).__name__} has no parameters: pass a freshly built model of the unpruned "
                          "architecture that was pruned (e.g. small_vgg(...)), not an empty module")
     payload = read_checkpoint(path, map_location=model_device(model))
-    widths = payload["widths"]
-    if not isinstance(widths, dict):
-        raise CheckpointError(f"{path} holds no conv widths: it was not written by save_pruned or save_checkpoint")
+    if not isinstance(payload.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path} holds no weights: it was not written by save_pruned or save_checkpoint")
+    widths = widths_in(payload["state_dict"], model)
     try:
         pruned = with_widths(model, widths)
     except ValueError as err:

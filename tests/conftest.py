@@ -47,7 +47,7 @@ def zeroed_where_read(model: nn.Module, plan: dict, reader_of: dict, x: torch.Te
     modules = dict(model.named_modules())
     hooks = []
     for conv, idx in plan.items():
-        channels = modules[conv].out_channels
+        channels = modules[conv].weight.shape[0]                # a conv's filters, a Linear's hidden units
 
         def zero(module, args, idx=list(idx), channels=channels):
             r = args[0].clone()

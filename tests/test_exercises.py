@@ -386,7 +386,7 @@ LIBRARY_ONLY = [
     (exercises.check_remove_filter, lambda model, conv, k: surgery.prune_filters(model, {conv: [k]}) or model,
      "pruning_lib.surgery.prune_filters"),
     (exercises.check_remove_last_filter, _remove_last, "pruning_lib.surgery.prune_filters"),
-    (exercises.check_prune_train_repeat, _library_loop, "pruning_lib.recover.iterative.PruningSchedule"),
+    (exercises.check_prune_train_repeat, _library_loop, "pruning_lib.recover.schedule.PruningSchedule"),
     (exercises.check_latency, lambda m, x: measure_latency(m, tuple(x.shape), min_run_time=0.05)["median_ms"],
      "pruning_lib.measure.latency.measure_latency"),
     (exercises.check_fold_batchnorm, lambda conv, bn: fold_batchnorm(nn.Sequential(conv, bn))[0],
@@ -415,7 +415,7 @@ def test_the_loop_may_not_call_the_library_loop_even_with_its_own_schedule(capsy
     def hands_over(model, train_batches, val_batches, **kwargs):
         return prune_train_repeat(model, train_batches, val_batches, schedule, input_shape=(1, 8, 8), progress=False)
 
-    rejected(exercises.check_prune_train_repeat, delegates, capsys, "pruning_lib.recover.iterative")
+    rejected(exercises.check_prune_train_repeat, delegates, capsys, "pruning_lib.recover.schedule.PruningSchedule")
     rejected(exercises.check_prune_train_repeat, hands_over, capsys,
              "your function calls pruning_lib.recover.iterative.prune_train_repeat", "only its pieces")
 

@@ -85,24 +85,26 @@ def test_a_registered_criterion_ranks_and_drives_prune_train_repeat(restore_regi
                        needs="weights")
 
     model = tiny_model()
-    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    by_hand = {n: m.weight.detach().abs().amax(dim=(1, 2, 3)) for n, m in convs.items()}
+    # the groups: three convs' filters and the hidden Linear's units (every layer whose rows are channels but the logits)
+    makers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "classifier.3"}
+    by_hand = {n: m.weight.detach().abs().flatten(1).amax(dim=1) for n, m in makers.items()}
     got = rank_filters(model, None, "linf", normalize=None)
     assert list(got) == list(by_hand)
     for name in by_hand:
         torch.testing.assert_close(got[name], by_hand[name])
 
-    # the first cut removes the 3 filters with the lowest L2-normalised linf scores (Eq. 9), over all convs
+    # the first cut removes the 3 channels with the lowest L2-normalised linf scores (Eq. 9), over all groups
     normed = pd.Series({(n, k): float(v) for n, s in by_hand.items() for k, v in enumerate(s / s.norm())})
     first_cut = normed.nsmallest(3).index.get_level_values(0).value_counts()
     schedule = PruningSchedule(criterion="linf", filters_per_iteration=3, finetune_steps=2, rank_batches=1,
-                               target_fraction=0.3, seed=0)
+                               target_fraction=0.2, seed=0)
     train_dl, val_dl = loaders()
     pruned, history = prune_train_repeat(model, train_dl, val_dl, schedule, input_shape=SHAPE, progress=False)
-    assert list(history["filters_removed"]) == [0, 3, 6]                              # round(0.3 * 20) in two cuts
-    assert {n: history.loc[1, f"filters:{n}"] for n in convs} == {
-        n: m.out_channels - first_cut.get(n, 0) for n, m in convs.items()}
-    assert sum(m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)) == 20 - 6
+    total = sum(m.weight.shape[0] for m in makers.values())
+    assert total == 28 and list(history["filters_removed"]) == [0, 3, 6]             # round(0.2 * 28) in two cuts
+    assert {n: history.loc[1, f"filters:{n}"] for n in makers} == {
+        n: m.weight.shape[0] - first_cut.get(n, 0) for n, m in makers.items()}
+    assert sum(dict(pruned.named_modules())[n].weight.shape[0] for n in makers) == total - 6
 
 
 # ---------------------------------------------------------------- a runtime
@@ -134,9 +136,10 @@ def test_the_readmes_extension_examples_run_as_written(restore_registries):
             for bn in bns:
                 bn.weight.uniform_(-1, 1)
         got = rank_filters(model, None, "bn_scale", normalize=None)
-        assert len(got) == len(bns) > 0
-        for scores, bn in zip(got.values(), bns):                  # a chain: one BatchNorm per group, in order
+        assert len(got) == len(bns) + 1 and len(bns) > 0          # the hidden Linear's group has no BatchNorm
+        for scores, bn in zip(got.values(), bns):                  # a chain: one BatchNorm per conv group, in order
             torch.testing.assert_close(scores, bn.weight.detach().abs())
+        assert float(got["classifier.0"].abs().sum()) == 0.0
     finally:
         if "numpy_io" in runtimes.RUNTIMES:
             runtimes.unregister_runtime("numpy_io")

@@ -64,16 +64,17 @@ def test_flops_never_increase_and_history_is_complete(baseline):
     before = fingerprint(baseline)
     pruned, h = run(baseline, schedule())
     assert fingerprint(baseline) == before, "the starting model must be left unchanged"
-    assert list(h["iteration"]) == list(range(len(h))) and len(h) == 5       # 12 filters, 3 per iteration
+    total = sum(group_widths(baseline).values())                            # 28: 4 + 8 + 8 filters, 8 hidden units
+    assert list(h["iteration"]) == list(range(len(h))) and len(h) == 1 + math.ceil(round(0.6 * total) / 3)
     assert set(HISTORY_COLUMNS) <= set(h.columns)
     layer_cols = [c for c in h.columns if c.startswith("filters:")]
     assert [c.removeprefix("filters:") for c in layer_cols] == list(group_widths(baseline))
     assert not h[list(HISTORY_COLUMNS)].isna().any().any()
     assert (h["gflops"].diff().dropna() < 0).all(), "every iteration removes FLOPs"
     assert (h["params"].diff().dropna() < 0).all()
-    assert (h[layer_cols].sum(axis=1) == 20 - h["filters_removed"]).all()
-    assert h["filters_removed"].iloc[-1] == round(0.6 * 20)
-    assert h["fraction_removed"].iloc[-1] == pytest.approx(0.6)
+    assert (h[layer_cols].sum(axis=1) == total - h["filters_removed"]).all()
+    assert h["filters_removed"].iloc[-1] == round(0.6 * total)
+    assert h["fraction_removed"].iloc[-1] == pytest.approx(round(0.6 * total) / total)
     assert (h["finetune_steps"].iloc[1:] == 3).all() and h["finetune_steps"].iloc[0] == 0
     assert h["accuracy_before_finetune"].between(0, 1).all() and h["accuracy_after_finetune"].between(0, 1).all()
     # the last row describes the returned model
@@ -91,7 +92,7 @@ def test_no_layer_is_emptied(baseline, min_keep):
                                        min_keep=min_keep, criterion="random"))
     layer_cols = [c for c in h.columns if c.startswith("filters:")]
     assert (h[layer_cols] >= min_keep).all().all()
-    assert h[layer_cols].iloc[-1].sum() == 3 * min_keep, "it prunes down to the floor, then stops"
+    assert h[layer_cols].iloc[-1].sum() == len(layer_cols) * min_keep, "it prunes down to the floor, then stops"
     assert pruned(torch.randn(2, *SHAPE)).shape == (2, 3)
 
 
@@ -112,9 +113,10 @@ def test_callbacks_see_every_iteration(baseline):
         def on_iteration(self, row, model):
             seen.append(("iteration", row["iteration"]))
 
-    run(baseline, schedule(target_fraction=0.3), callbacks=[Spy()])
-    assert seen == [("start", 1), ("prune", 1), ("step", 1), ("step", 2), ("step", 3), ("iteration", 1),
-                    ("prune", 2), ("step", 1), ("step", 2), ("step", 3), ("iteration", 2)]
+    _, h = run(baseline, schedule(target_fraction=0.3), callbacks=[Spy()])
+    assert len(h) == 1 + math.ceil(round(0.3 * sum(group_widths(baseline).values())) / 3)
+    each = [[("prune", i), ("step", 1), ("step", 2), ("step", 3), ("iteration", i)] for i in range(1, len(h))]
+    assert seen == [("start", 1), *(event for iteration in each for event in iteration)]
 
 
 def test_a_callback_can_end_the_run(baseline):
@@ -240,8 +242,8 @@ def test_resume_keeps_frozen_layers_frozen(tmp_path):
 
 # ---------------------------------------------------------------- targets
 def test_target_fraction_lands_exactly(baseline):
-    _, h = run(baseline, schedule(filters_per_iteration=5, target_fraction=0.45))   # 9 filters: 5 + 4
-    assert list(h["filters_removed"]) == [0, 5, 9]
+    _, h = run(baseline, schedule(filters_per_iteration=5, target_fraction=0.45))   # 13 of 28 channels: 5 + 5 + 3
+    assert list(h["filters_removed"]) == [0, 5, 10, 13]
 
 
 def test_target_gflops_stops_at_the_first_iteration_under_budget(baseline):
@@ -345,7 +347,7 @@ def test_layer_widths_and_compare_at_flops(baseline):
     rel = layer_widths(h)
     assert list(rel.index) == list(group_widths(baseline)) and list(rel.columns) == list(h["iteration"])
     assert (rel.iloc[:, 0] == 1).all() and (rel.to_numpy() <= 1).all()
-    assert (layer_widths(h, relative=False).iloc[:, 0] == [4, 8, 8]).all()
+    assert (layer_widths(h, relative=False).iloc[:, 0] == [4, 8, 8, 8]).all()
     g = h["gflops"]
     table = compare_at_flops({"a": h}, [g.iloc[1], (g.iloc[1] + g.iloc[2]) / 2, g.iloc[-1] / 2])
     acc = h["accuracy_after_finetune"]
@@ -411,8 +413,8 @@ def test_live_sawtooth_updates_one_display_per_iteration(baseline, monkeypatch):
     live = LiveSawtooth()
     _, h = run(baseline, schedule(target_fraction=0.3), callbacks=[live])
     live.finish(h)
-    # drawn at the start, after each of the 2 iterations, and once more at the end, always in one display
-    assert [kind for kind, _ in shown] == ["display", "update", "update", "update"]
+    # drawn at the start, after each iteration, and once more at the end, always in one display
+    assert [kind for kind, _ in shown] == ["display"] + ["update"] * (len(h) - 1) + ["update"]
     assert all(isinstance(obj, IPython.display.Image) and obj.data[:4] == b"\x89PNG" for _, obj in shown)
 
 

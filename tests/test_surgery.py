@@ -13,6 +13,7 @@ import torchvision
 from pruning_lib.checkpoints import save_pruned
 from pruning_lib.surgery import load_pruned
 from pruning_lib.graph.groups import channel_groups, group_widths
+from conftest import zeroed_where_read
 from pruning_lib.plan import plan_from_scores
 from pruning_lib.surgery import prune_filters
 
@@ -69,9 +70,10 @@ def random_plan(model, seed, max_fraction=0.8):
 
 # ---------------------------------------------------------------- independent reference
 def consumers_in_order(model):
-    """Test-side consumer map: the next Conv2d/Linear in module order (true for chain models)."""
+    """Test-side consumer map: the next Conv2d/Linear in module order (true for chain models); a hidden Linear's
+    units are read by the next Linear."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    return {n: layers[i + 1][0] for i, (n, m) in enumerate(layers[:-1]) if isinstance(m, nn.Conv2d)}
+    return {n: layers[i + 1][0] for i, (n, m) in enumerate(layers[:-1])}
 
 
 def masked_reference(model, plan, *, inplace=False):
@@ -79,7 +81,7 @@ def masked_reference(model, plan, *, inplace=False):
     ref = model if inplace else copy.deepcopy(model)
     modules = dict(ref.named_modules())
     for name, removed in plan.items():
-        channels = modules[name].out_channels
+        channels = modules[name].weight.shape[0]
         mask = torch.ones(channels, dtype=modules[name].weight.dtype)
         mask[removed] = 0
         consumer = modules[consumers_in_order(ref)[name]]
@@ -186,7 +188,7 @@ def snapshot(model):
     "plan, error, words",
     [
         ({"nope": [0]}, KeyError, "not a module"),
-        ({"2": [0]}, ValueError, "not a Conv2d"),
+        ({"2": [0]}, ValueError, "not a layer that makes channels"),
         ({"0": [1, 1]}, ValueError, "duplicate"),
         ({"0": [-1]}, ValueError, "out of range"),
         ({"0": [8]}, ValueError, "0..7"),
@@ -264,14 +266,38 @@ def test_residual_concat_and_depthwise_prune_through_their_channel_groups():
     assert (dw[1].in_channels, dw[1].out_channels, dw[1].groups, dw[3].in_features) == (3, 3, 3, 3)
 
 
-def test_every_conv_of_vgg16_is_a_group_with_one_producer_and_one_reader():
+def test_every_conv_and_hidden_linear_of_vgg16_is_a_group_with_one_producer_and_one_reader():
     model = torchvision.models.vgg16()
     groups = channel_groups(model)
-    assert len(group_widths(model)) == 13 and sum(group_widths(model).values()) == 4224
-    assert all(len(g.producers) == 1 and len(g.readers) == 1 and not g.refused for g in groups.values())
+    widths = group_widths(model)
+    convs = {g: w for g, w in widths.items() if g.startswith("features")}
+    assert len(convs) == 13 and sum(convs.values()) == 4224
+    assert {g: w for g, w in widths.items() if g not in convs} == {"classifier.0": 4096, "classifier.3": 4096}
+    assert "classifier.6" not in groups                          # the logits: nothing reads them
+    assert all(len(g.producers) == 1 and len(g.readers) == 1 for g in groups.values() if not g.refused)
     assert groups["features.0"].readers == ["features.2"]
     last = groups["features.28"]
     assert last.readers == ["classifier.0"] and [m.span for m in last.members if m.role == "in"] == [49]
+    assert groups["classifier.0"].readers == ["classifier.3"] and groups["classifier.3"].readers == ["classifier.6"]
+
+
+def test_the_hidden_units_of_vgg16s_classifier_are_pruned_exactly():
+    """The classifier's hidden units are channels like a conv's filters: Linear rows out, the next Linear's columns
+    out; checked against the dense network with those units zeroed where the next Linear reads them (hooks
+    written here), in eval mode (dropout off)."""
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(num_classes=5).eval()
+    plan = {"classifier.0": list(range(0, 4096, 3)), "classifier.3": list(range(1, 4096, 5)),
+            "features.28": list(range(0, 512, 7))}
+    reader = {"classifier.0": "classifier.3", "classifier.3": "classifier.6", "features.28": "classifier.0"}
+    x = torch.randn(2, 3, 64, 64)
+    want = zeroed_where_read(model, plan, reader, x)
+    pruned = prune_filters(copy.deepcopy(model), plan)
+    assert pruned.classifier[0].weight.shape == (4096 - len(plan["classifier.0"]), (512 - 74) * 49)
+    assert pruned.classifier[3].weight.shape == (4096 - len(plan["classifier.3"]), 4096 - len(plan["classifier.0"]))
+    assert pruned.classifier[6].in_features == 4096 - len(plan["classifier.3"])
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), want, atol=1e-5, rtol=1e-4)
 
 
 def test_empty_plan_entries_are_noops():
@@ -320,7 +346,7 @@ def test_save_and_load_pruned_round_trip(tmp_path):
 
 def test_load_pruned_rejects_other_architectures(tmp_path):
     path = save_pruned(prune_filters(chain(), {"0": [0]}), tmp_path / "p.pt")
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match="does not match FunctionalNet"):
         load_pruned(path, FunctionalNet())
     with pytest.raises(FileNotFoundError, match="save_pruned"):
         load_pruned(tmp_path / "missing.pt", chain())
@@ -343,7 +369,8 @@ def test_same_outputs_as_torch_pruning_on_vgg16():
     modules = dict(theirs.named_modules())
     for name, idxs in plan.items():
         if idxs:
-            graph.get_pruning_group(modules[name], tp.prune_conv_out_channels, idxs=idxs).prune()
+            pruner = tp.prune_linear_out_channels if isinstance(modules[name], nn.Linear) else tp.prune_conv_out_channels
+            graph.get_pruning_group(modules[name], pruner, idxs=idxs).prune()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)

@@ -64,13 +64,16 @@ def torch_pruned(model: nn.Module, plan: dict[str, list[int]], x: torch.Tensor) 
     ref = copy.deepcopy(model)
     graph = tp.DependencyGraph().build_dependency(ref, example_inputs=x)
     modules = dict(ref.named_modules())
-    for conv, indices in plan.items():
-        graph.get_pruning_group(modules[conv], tp.prune_conv_out_channels, idxs=list(indices)).prune()
+    for name, indices in plan.items():
+        pruner = tp.prune_linear_out_channels if isinstance(modules[name], nn.Linear) else tp.prune_conv_out_channels
+        graph.get_pruning_group(modules[name], pruner, idxs=list(indices)).prune()
     return ref
 
 
-def conv_widths(model: nn.Module) -> dict[str, tuple[int, int, int]]:
-    return {n: (m.in_channels, m.out_channels, m.groups) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+def conv_widths(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Every conv's and Linear's weight shape and groups (a Linear's hidden units are channels too)."""
+    return {n: (*m.weight.shape[:2], getattr(m, "groups", 1)) for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -85,7 +88,7 @@ def test_zoo_model_prunes_exactly_or_refuses(name, tmp_path):
     theirs = torch_pruned(model, removed, x)
     pruned = prune_filters(copy.deepcopy(model), removed)
     assert conv_widths(pruned) == conv_widths(theirs)
-    assert all(conv_widths(pruned)[n][1] == conv_widths(model)[n][1] - len(ks) for n, ks in removed.items())
+    assert all(conv_widths(pruned)[n][0] == conv_widths(model)[n][0] - len(ks) for n, ks in removed.items())
     with torch.no_grad():
         got, want, unpruned = pruned(x), theirs(x), model(x)
     torch.testing.assert_close(got, want, atol=1e-4 * float(want.abs().max()), rtol=1e-4)

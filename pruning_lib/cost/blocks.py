@@ -95,15 +95,20 @@ def resized(module: nn.Module, rows: list[int] | None, columns: list[int] | None
     `columns` (dim 1 of its ``columns`` tensor); None keeps all.  The original's tensors are never copied whole."""
     entry = layer_type(module)
     sliced: dict[str, torch.Tensor] = {}
+
+    def cut(t: torch.Tensor, keep: list[int], dim: int) -> torch.Tensor:
+        return t.index_select(dim, torch.tensor(keep, device=t.device)) if clone else t.narrow(dim, 0, len(keep))
+
     if entry is not None:
         for attr in entry.rows:
             t = getattr(module, attr, None)
-            if isinstance(t, torch.Tensor) and rows is not None and t.shape[0] > len(rows):
-                sliced[attr] = t[rows] if clone else t[: len(rows)]
+            if isinstance(t, torch.Tensor) and rows is not None and t.shape[entry.row_dim(attr)] > len(rows):
+                sliced[attr] = cut(t, rows, entry.row_dim(attr))
         if entry.columns and columns is not None:
             t = sliced.get(entry.columns, getattr(module, entry.columns, None))
-            if isinstance(t, torch.Tensor) and t.dim() > 1 and t.shape[1] > len(columns):
-                sliced[entry.columns] = t[:, columns] if clone else t[:, : len(columns)]
+            dim = entry.column_dim
+            if isinstance(t, torch.Tensor) and t.dim() > dim and t.shape[dim] > len(columns):
+                sliced[entry.columns] = cut(t, columns, dim)
     memo: dict[int, Any] = {}
     if not clone:                              # a description only: share every tensor that is not sliced
         for t in (*module.parameters(), *module.buffers()):

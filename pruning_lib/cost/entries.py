@@ -170,8 +170,13 @@ class EntryStore:
         `ROUND_MS` per round (its calls adapt to its time), `ROUNDS` rounds."""
         with runtime.num_threads(self.num_threads), torch.no_grad():
             size = max(int(np.prod(shape)) for _, shape in built.values())
-            pool = torch.randn(size)
-            runners = {s: self._runner(module, shape, pool) for s, (module, shape) in built.items()}
+            pools: dict[torch.dtype, torch.Tensor] = {}
+
+            def pool_of(module: nn.Module) -> torch.Tensor:
+                dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+                return pools.setdefault(dtype, torch.randn(size, dtype=dtype))
+
+            runners = {s: self._runner(module, shape, pool_of(module)) for s, (module, shape) in built.items()}
             calls = {}
             for s, run in runners.items():                      # warm-up, and the calls per round
                 run()

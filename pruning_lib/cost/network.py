@@ -73,7 +73,8 @@ class Network:
         for node in self.trace.graph.nodes:                      # a copy: ShapeProp writes into the nodes' meta
             env[node] = graph.node_copy(node, lambda n: env[n])
         module = fx.GraphModule(self.model, graph)
-        x = torch.randn(self.input_shape, device=model_device(self.model))
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+        x = torch.randn(self.input_shape, device=model_device(self.model), dtype=dtype)
         with mode(self.model, training=False), torch.no_grad():
             ShapeProp(module).propagate(x)
         out = {}

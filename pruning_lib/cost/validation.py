@@ -70,19 +70,22 @@ def predicted_vs_measured(model: nn.Module, input_shape: Sequence[int], patterns
     return table
 
 
-def layer_surface(in_channels: Sequence[int], out_channels: Sequence[int], *, size: int, batch: int,
-                  kernel_size: int = 3, form: str = "deploy", num_threads: int = 1, cache: bool = True) -> pd.DataFrame:
-    """One conv block's time (conv, BatchNorm, ReLU, as the latency model's entries are) at every pair of
-    `in_channels` x `out_channels`, on `size` x `size` maps and batches of `batch`: ms, one row per input width,
-    one column per output width."""
-    c_in, c_out = max(in_channels), max(out_channels)
-    net = nn.Sequential(nn.Conv2d(3, c_in, 1), nn.ReLU(),
-                        nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False),
-                        nn.BatchNorm2d(c_out), nn.ReLU(), nn.Conv2d(c_out, 2, 1)).eval()
-    latency = LatencyModel(net, (batch, 3, size, size), form=form, num_threads=num_threads, cache=cache)
+def layer_surface(model: nn.Module, input_shape: Sequence[int], conv: str, in_channels: Sequence[int],
+                  out_channels: Sequence[int], *, form: str = "deploy", num_threads: int = 1,
+                  cache: bool = True) -> pd.DataFrame:
+    """The time of `conv`'s block (the conv with its BatchNorm, activation and pooling, as the latency model's
+    entries are) at every pair of `in_channels` x `out_channels`, in `model` run on batches of `input_shape`:
+    ms, one row per input width, one column per output width.  `conv` reads one group and makes another (e.g.
+    `models.probe_chain`'s ``"2"``)."""
+    latency = LatencyModel(model, input_shape, form=form, num_threads=num_threads, cache=cache)
     targets = {n.name: n.target for n in latency.network.nodes}
-    block = next(b for b in latency.blocks if targets[b.nodes[0]] == "2")
-    patterns = {(i, o): {"0": i, "2": o} for i in in_channels for o in out_channels}
+    block = next((b for b in latency.blocks if targets[b.nodes[0]] == conv), None)
+    groups = latency.network.trace.groups
+    made = next((g.name for g in groups.values() if conv in g.producers and not g.refused), None)
+    read = [g.name for g in groups.values() if conv in g.readers and not g.refused]
+    if block is None or made is None or len(read) != 1:
+        raise ValueError(f"{conv!r} must be a conv that reads one prunable group and makes another")
+    patterns = {(i, o): {read[0]: i, made: o} for i in in_channels for o in out_channels}
     latency.ensure(patterns.values())
     grid = {(i, o): latency.store.get(latency.signature(block, p)).ms for (i, o), p in patterns.items()}
     table = pd.DataFrame([[grid[i, o] for o in out_channels] for i in in_channels], index=list(in_channels),

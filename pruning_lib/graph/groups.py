@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from .functions import (ADD, CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, MUL, cat_dim, flattens_batch, is_flatten_call,
                         is_in_place, reads_only_shape)
-from .layer_types import DENSE, FLATTENS, MIXES, PASSES, PER_CHANNEL, flow_of, layer_type
+from .layer_types import DENSE, FLATTENS, MIXES, PASSES, PER_CHANNEL, channels_of, flow_of, is_producer, layer_type
 from .trace import trace
 
 __all__ = ["ChannelGroup", "GroupTrace", "Layout", "Member", "channel_groups", "describe", "group_of", "group_widths",
@@ -195,44 +195,63 @@ class _Tracer:
         elif shared and flow != FLATTENS:
             why = f"{name} is called {self.calls[name]} times (shared weights)"
             self._refuse_inputs(node, why)
-            if flow == MIXES:
-                g = self.groups.new(self._out_channels(m), name)
+            if flow == MIXES or (flow == DENSE and is_producer(m) and flat):
+                g = self.groups.new(channels_of(m), name)
                 self.groups.refuse(g, why)
-                self.layout[node] = ((g, self._out_channels(m)),)
+                self._output(node, flow, ((g, channels_of(m)),))
         elif flow == MIXES:
             if layout:
                 self._members_at(layout, name, "in")
-            g = self.groups.new(self._out_channels(m), name)
-            self.layout[node] = ((g, self._out_channels(m)),)
+            g = self.groups.new(channels_of(m), name)
+            self.layout[node] = ((g, channels_of(m)),)
         elif flow == PER_CHANNEL:
             if layout:
                 self._members_at(layout, name, "through")
+            elif flat:
+                self._per_channel_flat(m, name, node, flat)
             self.layout[node] = layout
         elif flow == FLATTENS:
             if layout:
                 self.flat[node] = layout
         elif flow == DENSE:
-            self._dense(m, name, layout, flat)
+            self._dense(m, name, node, layout, flat)
         else:                                                    # a refusal sentence from the layer type
             self._refuse_inputs(node, f"{name}: {flow}")
             if layer_type(m).rows:
-                g = self.groups.new(self._out_channels(m), name)
+                g = self.groups.new(channels_of(m), name)
                 self.groups.refuse(g, f"{name}: {flow}")
-                self.layout[node] = ((g, self._out_channels(m)),)
+                self.layout[node] = ((g, channels_of(m)),)
 
-    @staticmethod
-    def _out_channels(m: nn.Module) -> int:
-        return getattr(m, layer_type(m).rows[0]).shape[0]
+    def _output(self, node: fx.Node, flow: str, layout: _IdLayout) -> None:
+        if flow == DENSE:
+            self.flat[node] = layout                             # (N, features): one column per channel
+        else:
+            self.layout[node] = layout
 
-    def _dense(self, m: nn.Module, name: str, layout: _IdLayout | None, flat: _IdLayout | None) -> None:
-        """A Linear (or another DENSE type) reading the flattened channels as column blocks."""
+    def _per_channel_flat(self, m: nn.Module, name: str, node: fx.Node, flat: _IdLayout) -> None:
+        """A per-channel layer on a flattened tensor (BatchNorm1d after a Linear): one row per column, so a
+        channel's rows are its column block."""
+        channels, rows = sum(s for _, s in flat), channels_of(m)
+        if rows % channels:
+            self._refuse(flat, f"{name} has {rows} rows, not a multiple of the {channels} channels it reads")
+            return
+        self._members_at(flat, name, "through", rows // channels)
+        self.flat[node] = flat
+
+    def _dense(self, m: nn.Module, name: str, node: fx.Node, layout: _IdLayout | None, flat: _IdLayout | None) -> None:
+        """A Linear (or another DENSE type) reading the flattened channels as column blocks; when it names rows, its
+        outputs (hidden units) are a group of their own, read by what follows as one column each."""
         if flat:
-            channels, inputs = sum(s for _, s in flat), getattr(m, layer_type(m).columns).shape[1]
+            entry = layer_type(m)
+            channels, inputs = sum(s for _, s in flat), getattr(m, entry.columns).shape[entry.column_dim]
             if inputs % channels:
                 self._refuse(flat, f"{name} has {inputs} inputs, not a multiple of the {channels} channels "
                                    "flattened into it")
             else:
                 self._members_at(flat, name, "in", inputs // channels)
+            if is_producer(m):
+                g = self.groups.new(channels_of(m), name)
+                self._output(node, DENSE, ((g, channels_of(m)),))
         if layout:
             self._refuse(layout, f"{name} ({type(m).__name__}) couples channels with positions: it reads a 4-D map "
                                  "directly")
@@ -347,6 +366,8 @@ class _Tracer:
             members = self.groups.members[r]
             name = members[0].module
             group = ChannelGroup(name, self.groups.size[r], list(dict.fromkeys(members)), self.groups.refused[r])
+            if not group.readers and all(flow_of(self.modules[p]) == DENSE for p in group.producers):
+                continue                                     # a Linear's outputs nothing reads: the logits
             if not group.readers and not group.refused:
                 group.refused = "nothing reads its channels"
             out[name] = group

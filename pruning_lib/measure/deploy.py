@@ -28,10 +28,10 @@ FORMS = ("eager", "fold_bn", "channels_last", "deploy")
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) with every ``Conv2d -> BatchNorm2d`` pair folded into one conv.
+    """A copy of ``model`` (eval mode) with every conv -> BatchNorm pair folded into one conv (1-, 2- and 3-d).
 
-    The pair is found by tracing with ``torch.fx``: a BatchNorm2d module whose only input is a
-    Conv2d module's output, and that conv's output has no other reader. The conv then gets
+    The pair is found by tracing with ``torch.fx``: a BatchNorm module whose only input is a
+    (not transposed) conv module's output, and that conv's output has no other reader. The conv then gets
     ``w' = w * gamma / sqrt(var + eps)`` and ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``
     (inference statistics), and the BatchNorm becomes ``nn.Identity``. The copy computes the same
     function as ``model`` in eval mode. Models that ``torch.fx`` cannot trace raise the tracer's error.
@@ -44,11 +44,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     modules = dict(folded.named_modules())
     pairs = []
     for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.modules.batchnorm._BatchNorm):
             continue
         src = node.args[0] if node.args else None
-        if (isinstance(src, fx.Node) and src.op == "call_module"
-                and isinstance(modules.get(src.target), nn.Conv2d) and len(src.users) == 1):
+        conv = modules.get(src.target) if isinstance(src, fx.Node) and src.op == "call_module" else None
+        if isinstance(conv, nn.modules.conv._ConvNd) and not conv.transposed and len(src.users) == 1:
             pairs.append((src.target, node.target))
     for conv_name, bn_name in pairs:
         _set_submodule(folded, conv_name, fuse_conv_bn_eval(modules[conv_name], modules[bn_name]))

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..surgery import with_widths
+from ..surgery import widths_in, with_widths
 
 __all__ = [
+    "probe_chain",
     "DEFAULT_WIDTHS",
     "SmallVGG",
     "check_positive_int",
@@ -195,9 +196,8 @@ def scratch_model(pruned: nn.Module, template: nn.Module, *, seed: int = 0) -> n
     Returns a copy of `template` cut to `pruned`'s widths (`surgery.with_widths`), then
     re-initialised as torchvision's VGG is (`init_weights`), in train mode.
     """
-    widths = {n: m.out_channels for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
     try:
-        small = with_widths(template, widths)
+        small = with_widths(template, widths_in(pruned.state_dict(), template))
     except ValueError as err:
         raise ValueError(f"the pruned model does not fit the template ({err}); pass a freshly built "
                          "unpruned model of the architecture that was pruned") from None
@@ -265,3 +265,12 @@ def freeze_features(model: nn.Module, frozen: bool = True) -> nn.Module:
     for p in features.parameters():
         p.requires_grad_(not frozen)
     return model
+
+
+def probe_chain(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Module:
+    """``1x1 conv (3 -> in_channels) -> ReLU -> conv (in -> out, kernel_size) -> BatchNorm -> ReLU -> 1x1 conv (-> 2)``:
+    a network whose middle block is one conv block at every pair of widths its two groups can take (the latency
+    model's surface of one layer, `cost.validation.layer_surface`)."""
+    return nn.Sequential(nn.Conv2d(3, in_channels, 1), nn.ReLU(),
+                         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(), nn.Conv2d(out_channels, 2, 1))

@@ -30,8 +30,8 @@ def plot_channel_groups(model: nn.Module, groups: Mapping[str, ChannelGroup], *,
     (its filters), ○ it reads them (its input channels); red rows are residual streams, blue rows groups
     inside a block.  The first Linear, reading the last stream, is the last column."""
     kept = [g for g in groups.values() if not g.refused]
-    columns = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-               and any(n in g.producers or n in g.readers for g in kept)]
+    members = {n for g in kept for n in (*g.producers, *g.readers)}
+    columns = [n for n, _ in model.named_modules() if n in members]
     x = {n: i for i, n in enumerate(columns)}
     fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(columns) + 2.5), 0.42 * len(kept) + 1.8))
     for row, g in enumerate(kept):

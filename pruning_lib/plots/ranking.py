@@ -7,7 +7,6 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 
 from ..rank.criteria import Scores
 from ..recover.oneshot import OneShot

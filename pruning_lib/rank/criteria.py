@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..graph.functions import ADD, CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, MUL, cat_dim, reads_only_shape
 from ..graph.groups import ChannelGroup, GroupTrace, trace_groups
-from ..graph.layer_types import PASSES, PER_CHANNEL, flow_of
+from ..graph.layer_types import keeps_positions
 from ..runtime import mode, model_device
 
 __all__ = ["CRITERIA", "ChannelStats", "Criterion", "Group", "Part", "Sums", "check_scores", "collect_stats",
@@ -234,16 +234,12 @@ def register_criterion(name: str, score: Callable[[Group], torch.Tensor], *, nee
 
 
 # ---------------------------------------------------------------- where the pass looks
-_POOLING = tuple(getattr(nn, name) for name in nn.modules.pooling.__all__)
-
-
 def _continues(node: fx.Node, modules: Mapping[str, nn.Module]) -> bool:
     """Whether a per-channel chain goes on through `node`: it keeps every value of channel k at its position
     (BatchNorm, an activation, dropout, a residual addition, a per-channel scale, a concatenation along channels).
     A conv (a depthwise one too: it mixes positions), pooling, flatten, a mean, a Linear end the chain."""
     if node.op == "call_module":
-        m = modules[node.target]
-        return flow_of(m) in (PASSES, PER_CHANNEL) and not isinstance(m, (nn.Conv2d, *_POOLING))
+        return keeps_positions(modules[node.target])
     if node.op == "call_function":
         if node.target in ADD or node.target in MUL:
             return True
@@ -271,8 +267,11 @@ def group_maps(model: nn.Module, traced: GroupTrace | None = None) -> dict[str, 
     modules = dict(model.named_modules())
     producer_of = {p: g.name for g in traced.groups.values() if not g.refused for p in g.producers}
 
+    def layout(node: fx.Node):                       # (N, C, ...) maps, or (N, C) units of a Linear's group
+        return traced.layouts.get(node.name) or traced.flat.get(node.name) or ()
+
     def holds(node: fx.Node) -> set[str]:
-        return {g for g, _ in traced.layouts.get(node.name, ())}
+        return {g for g, _ in layout(node)}
 
     on: dict[fx.Node, set[str]] = {}                  # node -> the groups whose chain it is on
     continued: dict[fx.Node, set[str]] = {}           # node -> the groups whose chain goes on through it
@@ -288,7 +287,7 @@ def group_maps(model: nn.Module, traced: GroupTrace | None = None) -> dict[str, 
         for g in sorted(chains):
             if any(g not in continued[u] for u in users):     # read by something else (a producer of G too)
                 offset = 0
-                for held, size in traced.layouts[node.name]:
+                for held, size in layout(node):
                     if held == g:
                         out.setdefault(g, []).append((node.name, offset))
                     offset += size
