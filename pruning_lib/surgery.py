@@ -85,6 +85,9 @@ def _check_entries(model: nn.Module, plan: Mapping[str, Sequence[int]]) -> None:
         if name not in modules:
             raise KeyError(f"{name!r} is not a module of {type(model).__name__}; the layers that make channels are "
                            f"{makers}")
+        if layer_type(modules[name]) is None:
+            raise ValueError(f"{name!r} is a {type(modules[name]).__name__}, a layer type the library does not know: "
+                             "register it with graph.layer_types.register_layer_type")
         if not _plannable(modules[name]):
             raise ValueError(f"{name!r} is a {type(modules[name]).__name__}, not a layer that makes channels; the "
                              f"layers that make channels are {makers}")

@@ -143,3 +143,95 @@ def test_the_readmes_extension_examples_run_as_written(restore_registries):
     finally:
         if "numpy_io" in runtimes.RUNTIMES:
             runtimes.unregister_runtime("numpy_io")
+
+
+# ---------------------------------------------------------------- a producer type
+class MyConv(nn.Module):
+    """A conv written by hand (weight (out, in, 3, 3), F.conv2d): unknown until registered."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3) * 0.3)
+        self.bias = nn.Parameter(torch.randn(cout) * 0.1)
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, self.weight, self.bias, padding=1)
+
+
+def my_resize(conv: MyConv, channels):
+    """Nothing to resize: its sizes are its tensors' shapes."""
+
+
+def my_chain() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict(a=MyConv(3, 6), relu=nn.ReLU(), b=MyConv(6, 5), pool=nn.AdaptiveAvgPool2d(1),
+                                     flat=nn.Flatten(), fc=nn.Linear(5, 2))).eval()
+
+
+def test_a_registered_producer_type_makes_groups_and_is_pruned_exactly(restore_registries):
+    from pruning_lib.graph.layer_types import MIXES
+
+    with pytest.raises(ValueError, match="MyConv, a layer type the library does not know: register it"):
+        prune_filters(my_chain(), {"a": [0]})
+    register_layer_type(MyConv, LayerType(MIXES, rows=("weight", "bias"), columns="weight", resize=my_resize,
+                                          keeps_positions=False))
+    model = my_chain()
+    groups = channel_groups(model)
+    assert {n: (g.producers, g.readers) for n, g in groups.items() if not g.refused} == {
+        "a": (["a"], ["b"]), "b": (["b"], ["fc"])}
+    plan = {"a": [0, 4], "b": [1]}
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    want = zeroed_where_read(model, plan, {"a": "b", "b": "fc"}, x)
+    pruned = prune_filters(copy.deepcopy(model), plan)
+    assert pruned.a.weight.shape == (4, 3, 3, 3) and pruned.b.weight.shape == (4, 4, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), want, atol=1e-5, rtol=1e-4)
+
+
+def zeroed_columns(model: nn.Module, plan: dict, reader: dict, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The model's output with each planned group's channels zeroed in dim `dim` of its reader's input (hooks)."""
+    modules = dict(model.named_modules())
+    hooks = []
+    for name, idx in plan.items():
+        def zero(module, args, idx=list(idx)):
+            r = args[0].clone()
+            r.index_fill_(dim, torch.tensor(idx), 0.0)
+            return (r,)
+        hooks.append(modules[reader[name]].register_forward_pre_hook(zero))
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def test_conv1d_and_transposed_convs_are_producers_pruned_exactly():
+    """Each is one entry of the registry: a Conv1d's filters (weight rows), a transposed conv's output channels
+    (weight dim 1: its weight is (C_in, C_out, k, k)), each checked against its reader's input zeroed by hand."""
+    torch.manual_seed(0)
+    one_d = nn.Sequential(OrderedDict(a=nn.Conv1d(2, 6, 3, padding=1), bn=nn.BatchNorm1d(6), relu=nn.ReLU(),
+                                      b=nn.Conv1d(6, 4, 3), flat=nn.Flatten(), fc=nn.Linear(4 * 8, 3))).eval()
+    with torch.no_grad():
+        one_d.bn.running_mean.uniform_(-1, 1)
+        one_d.bn.running_var.uniform_(0.5, 1.5)
+    plan = {"a": [1, 5], "b": [2]}
+    x = torch.randn(3, 2, 10)
+    pruned = prune_filters(copy.deepcopy(one_d), plan)
+    assert pruned.bn.num_features == 4 and pruned.fc.in_features == 3 * 8
+    want = zeroed_where_read(one_d, plan, {"a": "b", "b": "fc"}, x)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), want, atol=1e-5, rtol=1e-4)
+
+    up = nn.Sequential(OrderedDict(a=nn.Conv2d(3, 6, 3, padding=1), relu=nn.ReLU(),
+                                   up=nn.ConvTranspose2d(6, 5, 2, stride=2), bn=nn.BatchNorm2d(5), relu2=nn.ReLU(),
+                                   b=nn.Conv2d(5, 2, 1))).eval()
+    groups = channel_groups(up)
+    assert groups["up"].readers == ["b"] and groups["a"].readers == ["up"]
+    plan = {"a": [0, 3], "up": [1, 4]}
+    x = torch.randn(2, 3, 6, 6)
+    pruned = prune_filters(copy.deepcopy(up), plan)
+    assert pruned.up.weight.shape == (4, 3, 2, 2) and (pruned.up.in_channels, pruned.up.out_channels) == (4, 3)
+    want = zeroed_columns(up, plan, {"a": "up", "up": "b"}, x)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), want, atol=1e-5, rtol=1e-4)
