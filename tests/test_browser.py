@@ -14,6 +14,11 @@ moves the sliders, clicks, and checks in the page that the plot and the numbers 
   (``.ci/run`` sets it once it has Chromium) a missing browser is a failure instead, and
   ``PRUNING_BROWSER_TEST=skip`` skips it on purpose.
 - Screenshots go to ``build/browser_NN_before.png`` / ``_after.png`` (``_failure.png`` on failure).
+- The notebook is found by its path among JupyterLab's open documents and activated by its id; its cells run
+  through ``notebook:run-cell`` aimed at that notebook.  JupyterLab's "current widget" is not used: it follows
+  the page's focus (a DOM ``focus`` event inside the notebook), which a browser may never deliver.
+- No verdict depends on the machine's speed: every wait is a hang bound that fails only when nothing it watches
+  (the page's state, the kernel, the widget) has changed for minutes, and then says what it saw.
 """
 
 from __future__ import annotations
@@ -74,8 +79,12 @@ NOTEBOOKS = {
                widget="one_shot_widget("),
 }
 
-# generous but bounded waits, in seconds (2 shared CPU cores)
-SERVER_START_S, PAGE_LOAD_S, SETUP_CELLS_S, WIDGET_UPDATE_S, PRUNE_RUN_S = 90, 120, 300, 90, 240
+# Hang bounds, not speed bounds (the slowest step seen takes 160 s on one shared core; nothing here times it):
+# a wait fails when what it watches has not changed for QUIET_S, or for HANG_S while the kernel (or the widget's
+# background run) is busy, e.g. in notebook 02's oracle cell.  PAGE_LOAD_S bounds `driver.get` (the load event),
+# SERVER_S one request to JupyterLab, SCRIPT_S one script run in the page.
+QUIET_S, HANG_S, PAGE_LOAD_S, SERVER_S, SCRIPT_S = 180, 20 * 60, 600, 60, 120
+BUSY_KERNEL = ("busy", "starting", "restarting", "autorestarting")
 
 
 # ---------------------------------------------------------------- availability
@@ -107,11 +116,26 @@ def chrome_paths() -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- helpers
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+def wait_for(predicate: Callable[[], Any], what: str, *, page: Page | None = None,
+             watch: Callable[[], Any] | None = None, busy: Callable[[Any], bool] | None = None,
+             quiet_s: float = QUIET_S, interval: float = 0.25) -> Any:
+    """Poll `predicate` until it returns something truthy, and return that.
+
+    A hang bound, not a speed bound: it fails (naming `what`) only when neither the predicate's value nor the
+    state of `page` (its notebook, kernel and cells: `Page.state`), or else what `watch()` returns, has changed
+    for `quiet_s` seconds, or for HANG_S while `busy(state)` says work goes on (by default: the kernel is busy)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
-    deadline, last = time.monotonic() + timeout, None
+    def watched() -> Any:
+        try:
+            return page.state() if page is not None else watch() if watch is not None else None
+        except WebDriverException as err:
+            return f"{type(err).__name__}: {first_line(err)}"
+
+    busy = busy or kernel_busy
+    start = changed = time.monotonic()
+    last, seen, state = None, None, None
     while True:
         try:
             last = predicate()
@@ -120,9 +144,33 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         else:
             if last:
                 return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}")
+        state = watched()
+        now = time.monotonic()
+        if (repr(last), state) != seen:
+            seen, changed = (repr(last), state), now
+        working = busy(state)
+        limit = HANG_S if working else quiet_s
+        if now - changed > limit:
+            raise AssertionError(
+                f"gave up waiting for {what}: nothing changed for {now - changed:.0f} s "
+                f"({'while busy: ' + busy_text(state) if working else 'with nothing busy'}; "
+                f"{now - start:.0f} s in all); last seen: {last!r}"
+                + (f"\n--- the page ---\n{describe(state)}" if page is not None else ""))
         time.sleep(interval)
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:300]
+
+
+def kernel_busy(state: Any) -> bool:
+    panel = state.get("panel") if isinstance(state, dict) else None
+    return bool(panel and panel.get("kernel") in BUSY_KERNEL)
+
+
+def busy_text(state: Any) -> str:
+    panel = (state.get("panel") if isinstance(state, dict) else None) or {}
+    return f"the kernel is {panel.get('kernel')}" if panel.get("kernel") in BUSY_KERNEL else "the widget's run"
 
 
 class Timeline:
@@ -189,7 +237,7 @@ class Lab:
     process: subprocess.Popen
     log: Path
 
-    def api(self, method: str, path: str, timeout: float = 10) -> Any:
+    def api(self, method: str, path: str, timeout: float = SERVER_S) -> Any:
         request = urllib.request.Request(f"{self.url}{path}", method=method,
                                          headers={"Authorization": f"token {self.token}"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -211,7 +259,7 @@ class Lab:
         with contextlib.suppress(OSError, ValueError):
             for session in self.api("GET", "/api/sessions"):
                 with contextlib.suppress(OSError, ValueError):
-                    self.api("DELETE", f"/api/sessions/{session['id']}", timeout=30)
+                    self.api("DELETE", f"/api/sessions/{session['id']}")
 
 
 def _write_lab_settings(folder: Path) -> None:
@@ -263,8 +311,8 @@ def lab(chrome_paths, tmp_path_factory) -> Lab:
                 return server.api("GET", "/api/status", timeout=2) is not None
             return False
 
-        try:
-            wait_for(ready, SERVER_START_S, f"JupyterLab to answer on port {port}", interval=0.5)
+        try:          # progress: its log grows while it starts
+            wait_for(ready, f"JupyterLab to answer on port {port}", watch=lambda: log.stat().st_size, interval=0.5)
         except AssertionError as err:
             raise AssertionError(f"{err}\n--- JupyterLab log (tail) ---\n{server.log_tail()}") from None
         spec = server.api("GET", "/api/kernelspecs")["kernelspecs"].get("python3", {}).get("spec", {})
@@ -332,7 +380,7 @@ def browser(chrome_paths, lab, notebooks_unchanged, tmp_path):
         except Exception as err:  # noqa: BLE001 - report whatever chromedriver says
             _unavailable(f"Chromium did not start ({type(err).__name__}: {str(err).strip()[:500]})")
         driver.set_page_load_timeout(PAGE_LOAD_S)
-        driver.set_script_timeout(30)
+        driver.set_script_timeout(SCRIPT_S)
         try:
             yield driver
         finally:
@@ -371,6 +419,8 @@ def explained(driver, lab: Lab, name: str):
             if widget_cell:
                 notes.append("--- the widget cell's text ---\n" + widget_cell[-2000:])
         with contextlib.suppress(Exception):
+            notes.append("--- the page ---\n" + describe(Page(driver, NOTEBOOKS[name]["path"]).state()))
+        with contextlib.suppress(Exception):
             notes.append("--- page text (tail) ---\n" + page_text(driver)[-1200:])
         with contextlib.suppress(Exception):
             console = [f"{e['level']}: {e['message']}" for e in driver.get_log("browser")
@@ -380,19 +430,44 @@ def explained(driver, lab: Lab, name: str):
         raise AssertionError(f"{err}\n\n" + "\n\n".join(notes)) from err
 
 
-# JavaScript run in the page (JupyterLab exposes `window.jupyterapp` with --LabApp.expose_app_in_browser)
-NOTEBOOK_STATE_JS = """
-const app = window.jupyterapp, panel = app && app.shell.currentWidget;
-if (!panel || !panel.context || !panel.sessionContext) return null;
-const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
-return {path: panel.context.path, ready: panel.context.isReady && panel.sessionContext.isReady,
-        cells: panel.content.widgets.length, kernel: kernel ? kernel.status : null};
+# JavaScript run in the page (JupyterLab exposes `window.jupyterapp` with --LabApp.expose_app_in_browser).
+# The notebook is looked up by its path among the main area's widgets, never as `app.shell.currentWidget`:
+# that is JupyterLab's focus tracker's widget, set only when a DOM `focus` event reaches a widget in the main area.
+FIND_PANEL_JS = """
+const findPanel = (app, path) => Array.from(app.shell.widgets('main'))
+  .find(w => w.context && w.context.path === path && w.sessionContext && w.content && w.content.widgets);
 """
 
-RUN_CELLS_JS = """
+PAGE_STATE_JS = FIND_PANEL_JS + """
+const [path] = arguments, app = window.jupyterapp;
+if (!app) return {app: false, document: document.readyState};
+const name = w => w ? (w.context ? w.context.path : `${w.title.label || w.id} (${w.constructor.name})`) : null;
+const panel = findPanel(app, path), current = app.shell.currentWidget, element = document.activeElement;
+const state = {app: true, open: Array.from(app.shell.widgets('main')).map(name), current: name(current),
+               focus: {page: document.hasFocus(),
+                       element: element ? `${element.tagName.toLowerCase()}.${element.className}`.slice(0, 60) : null,
+                       inNotebook: !!(panel && element && panel.node.contains(element))},
+               panel: null};
+if (panel) {
+  const session = panel.sessionContext, kernel = session.session && session.session.kernel;
+  state.panel = {id: panel.id, contextReady: panel.context.isReady, sessionReady: session.isReady,
+                 cells: panel.content.widgets.length, kernel: kernel ? kernel.status : null,
+                 kernelName: kernel ? kernel.name : null, shown: panel.isVisible, current: current === panel};
+  const run = window.__browserTest;
+  if (run) {
+    const cell = run.current === null ? null : panel.content.widgets[run.current];
+    state.run = {state: run.state, ran: run.ran.slice(), current: run.current,
+                 outputs: cell && cell.model.outputs ? cell.model.outputs.length : null};
+  }
+}
+return state;
+"""
+
+RUN_CELLS_JS = FIND_PANEL_JS + """
 const [path, setup, widget] = arguments;
-const app = window.jupyterapp, panel = app.shell.currentWidget;
-if (!panel || !panel.context || panel.context.path !== path) return {error: `the open tab is not ${path}`};
+const app = window.jupyterapp, panel = findPanel(app, path);
+if (!panel) return {error: `${path} is not open in JupyterLab's main area`};
+app.shell.activateById(panel.id);        // shown, whatever the focus tracker says
 const cells = panel.content.widgets, source = c => c.model.sharedModel.getSource();
 const code = cells.map((c, i) => [c, i]).filter(([c]) => c.model.type === 'code');
 const tags = c => c.model.getMetadata('tags') || [];
@@ -417,14 +492,18 @@ const state = window.__browserTest = {state: 'running', cells: todo, ran: [], se
       state.current = i;
       panel.content.deselectAll();
       panel.content.activeCellIndex = i;
+      cells[i].model.executionCount = null;            // a number again only if this run executes it
       const start = performance.now();
-      const ok = await app.commands.execute('notebook:run-cell');
+      // aimed at this notebook (`widgetId`), not at the notebook tracker's current one
+      const ok = await app.commands.execute('notebook:run-cell', {widgetId: panel.id, activate: false});
       state.seconds.push([i, Math.round((performance.now() - start) / 100) / 10]);
       const errors = cells[i].model.outputs.toJSON().filter(o => o.output_type === 'error');
       state.ran.push(i);
-      if (ok === false || errors.length) {
+      if (ok === false || errors.length || cells[i].model.executionCount === null) {
         state.failed = {cell: i, source: source(cells[i]).slice(0, 400),
                         errors: errors.map(e => (e.traceback || []).join('\\n') || `${e.ename}: ${e.evalue}`)};
+        if (!errors.length && cells[i].model.executionCount === null)
+          state.failed.errors.push(`notebook:run-cell returned ${ok} but did not execute cell ${i} of ${path}`);
         state.state = 'failed';
         return;
       }
@@ -439,15 +518,69 @@ return {cells: todo, widget: widgetIndex};
 """
 
 
-def open_and_run_widget(driver, lab: Lab, spec: dict, timeline: Timeline):
-    """Open the notebook, run the cells its widget needs, return the widget cell (a WebElement)."""
+@dataclass
+class Page:
+    """The JupyterLab page with one notebook, `path`, as this test sees it."""
+    driver: Any
+    path: str
+
+    def state(self) -> dict | str:
+        """What the page shows: the open documents, JupyterLab's current widget, the focus, and the notebook's
+        panel (context and session ready, cells, kernel status) with the cells run so far."""
+        from selenium.common.exceptions import WebDriverException
+
+        try:
+            return self.driver.execute_script(PAGE_STATE_JS, self.path)
+        except WebDriverException as err:
+            return f"{type(err).__name__}: {first_line(err)}"
+
+
+def describe(state: Any) -> str:
+    """A page state (`Page.state`) in words, for a failure message."""
+    if not isinstance(state, dict):
+        return f"no state from the page: {state!r}"
+    if not state.get("app"):
+        return f"JupyterLab's app is not in the page yet (document {state.get('document')})"
+    focus = state["focus"]
+    lines = [f"open in the main area: {state['open'] or 'nothing'}",
+             (f"JupyterLab's current widget (it follows the focus): {state['current']}; the page "
+              f"{'has' if focus['page'] else 'does not have'} the focus, on {focus['element']}")]
+    panel = state.get("panel")
+    if panel is None:
+        lines.append("the notebook is not open")
+    else:
+        lines.append(f"the notebook: context {'ready' if panel['contextReady'] else 'not ready'}, session "
+                     f"{'ready' if panel['sessionReady'] else 'not ready'}, {panel['cells']} cells, kernel "
+                     f"{panel['kernelName']} {panel['kernel']}, {'shown' if panel['shown'] else 'hidden'}")
+    if state.get("run"):
+        run = state["run"]
+        lines.append(f"cells run: {run['ran']}; at cell {run['current']} ({run['outputs']} outputs so far): "
+                     f"{run['state']}")
+    return "\n".join(lines)
+
+
+def notebook_ready(state: Any) -> dict | None:
+    panel = state.get("panel") if isinstance(state, dict) else None
+    ready = panel and panel["contextReady"] and panel["sessionReady"] and panel["cells"] and panel["kernel"] == "idle"
+    return state if ready else None
+
+
+def open_and_run_widget(driver, lab: Lab, spec: dict, timeline: Timeline) -> tuple[Any, Page]:
+    """Open the notebook, run the cells its widget needs; return the widget cell (a WebElement) and the page."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
 
-    driver.get(lab.page(spec["path"], workspace=f"browser-test-{secrets.token_hex(4)}"))
-    wait_for(lambda: (s := driver.execute_script(NOTEBOOK_STATE_JS)) and s["path"] == spec["path"]
-             and s["ready"] and s["cells"] > 0 and s["kernel"] == "idle" and s,
-             PAGE_LOAD_S, f"{spec['path']} to open with an idle kernel")
-    timeline("notebook open, kernel idle")
+    page = Page(driver, spec["path"])
+    try:
+        driver.get(lab.page(spec["path"], workspace=f"browser-test-{secrets.token_hex(4)}"))
+    except TimeoutException:
+        raise AssertionError(f"the page of {spec['path']} did not finish loading (its load event) in {PAGE_LOAD_S} s"
+                             f"\n--- the page ---\n{describe(page.state())}") from None
+    state = wait_for(lambda: notebook_ready(page.state()), f"{spec['path']} to open with an idle kernel", page=page)
+    current = state["current"]
+    timeline("notebook open, kernel idle" + ("" if state["panel"]["current"] else
+             f" (JupyterLab's current widget is {current}, not the notebook: the page's focus "
+             f"{'never reached it' if current is None else 'is elsewhere'}; the notebook is used by its path)"))
     plan = driver.execute_script(RUN_CELLS_JS, spec["path"], spec["setup"], spec["widget"])
     assert "error" not in plan, f"{spec['path']}: {plan['error']} (the cells were renamed? update NOTEBOOKS)"
 
@@ -455,23 +588,18 @@ def open_and_run_widget(driver, lab: Lab, spec: dict, timeline: Timeline):
         state = driver.execute_script("return window.__browserTest")
         return state if state["state"] != "running" else None
 
-    try:
-        state = wait_for(finished, SETUP_CELLS_S, f"cells {plan['cells']} of {spec['path']} to run", interval=0.5)
-    except AssertionError:
-        state = driver.execute_script("return window.__browserTest")
-        raise AssertionError(f"cells {plan['cells']} of {spec['path']} did not finish in {SETUP_CELLS_S} s; "
-                             f"ran {state['ran']}, still at cell {state['current']}") from None
+    state = wait_for(finished, f"cells {plan['cells']} of {spec['path']} to run", page=page, interval=0.5)
     if state["state"] != "done":
         failed = state["failed"] or {}
         raise AssertionError(f"{spec['path']}: cell {failed.get('cell')} failed:\n{failed.get('source', '')}\n"
                              + strip_ansi("\n".join(failed.get("errors", [])) or failed.get("exception", "")))
     timeline(f"cells run (seconds per cell: {', '.join(f'[{i}] {t}' for i, t in state['seconds'])})")
     cell = driver.find_element(By.CSS_SELECTOR, "[data-browser-test='widget-cell']")
-    wait_for(lambda: cell.find_elements(By.CSS_SELECTOR, ".jupyter-widgets .widget-slider"), WIDGET_UPDATE_S,
-             "the widget to render (a .widget-slider in the widget cell's output)")
+    wait_for(lambda: cell.find_elements(By.CSS_SELECTOR, ".jupyter-widgets .widget-slider"),
+             "the widget to render (a .widget-slider in the widget cell's output)", page=page)
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", cell)
     timeline("widget rendered")
-    return cell
+    return cell, page
 
 
 def assert_no_broken_widgets(driver) -> None:
@@ -500,18 +628,18 @@ def slider_value(element) -> float:
     return value[0] / 100 if text.endswith("%") else value[0]
 
 
-def press_key_on_slider(element, key: str) -> float:
+def press_key_on_slider(element, key: str, page: Page) -> float:
     """Press `key` on the slider's handle (noUiSlider moves it by the widget's step); return the new value."""
     from selenium.webdriver.common.by import By
 
     before = slider_value(element)
     element.find_element(By.CSS_SELECTOR, ".noUi-handle").send_keys(key)
-    changed = wait_for(lambda: [v for v in [slider_value(element)] if v != before], WIDGET_UPDATE_S,
-                       f"the slider's readout to move from {before} after pressing a key on its handle")
+    changed = wait_for(lambda: [v for v in [slider_value(element)] if v != before],
+                       f"the slider's readout to move from {before} after pressing a key on its handle", page=page)
     return changed[0]
 
 
-def set_slider(element, target: float, max_presses: int = 60) -> float:
+def set_slider(element, target: float, page: Page, max_presses: int = 60) -> float:
     """Move a slider to `target` with the arrow keys, one step per press."""
     from selenium.webdriver.common.keys import Keys
 
@@ -519,7 +647,7 @@ def set_slider(element, target: float, max_presses: int = 60) -> float:
     for _ in range(max_presses):
         if value == pytest.approx(target):
             return value
-        value = press_key_on_slider(element, Keys.ARROW_LEFT if value > target else Keys.ARROW_RIGHT)
+        value = press_key_on_slider(element, Keys.ARROW_LEFT if value > target else Keys.ARROW_RIGHT, page)
     raise AssertionError(f"the slider is at {value} after {max_presses} key presses, not at {target}")
 
 
@@ -560,21 +688,20 @@ def test_one_shot_widget_in_the_browser(browser, lab, nb):
     from selenium.webdriver.support.select import Select
 
     with explained(browser, lab, nb) as timeline:
-        cell = open_and_run_widget(browser, lab, NOTEBOOKS[nb], timeline)
+        cell, page = open_and_run_widget(browser, lab, NOTEBOOKS[nb], timeline)
         assert_no_broken_widgets(browser)
         summary = lambda: cell.find_element(By.CSS_SELECTOR, ".widget-html").text  # noqa: E731
-        wait_for(lambda: image_digest(cell) and "amount" in summary(), WIDGET_UPDATE_S,
-                 "the first drawing (chart + summary)")
+        wait_for(lambda: image_digest(cell) and "amount" in summary(), "the first drawing (chart + summary)", page=page)
         before_image, before_table = image_digest(cell), html_table(cell)
         screenshot(browser, f"{nb}_before")
         timeline("first drawing")
 
         amount = slider(cell, "amount")
         for _ in range(2):
-            press_key_on_slider(amount, Keys.ARROW_RIGHT)                        # e.g. 0.50 -> 0.60
+            press_key_on_slider(amount, Keys.ARROW_RIGHT, page)                  # e.g. 0.50 -> 0.60
         shown = f"amount {slider_value(amount):.2f}"
         wait_for(lambda: shown in summary() and image_digest(cell) not in ("", before_image),
-                 WIDGET_UPDATE_S, f"the summary ({shown!r}) and a new chart")
+                 f"the summary ({shown!r}) and a new chart", page=page)
         timeline(f"{shown} drawn")
         after_table = html_table(cell)
         removed_before = numbers(before_table["filters removed"][0])   # "352 of 704"
@@ -592,7 +719,7 @@ def test_one_shot_widget_in_the_browser(browser, lab, nb):
         choice = "random" if "random" in options and current != "random" else next(o for o in options if o != current)
         dropdown.select_by_visible_text(choice)
         wait_for(lambda: summary().startswith(choice) and image_digest(cell) not in ("", slider_image),
-                 WIDGET_UPDATE_S, f"the summary and chart for the criterion {choice!r}")
+                 f"the summary and chart for the criterion {choice!r}", page=page)
         timeline(f"criterion {choice!r} drawn")
         assert_no_broken_widgets(browser)
         browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", cell)
@@ -605,7 +732,7 @@ def test_recovery_widget_in_the_browser(browser, lab):
     from selenium.webdriver.common.keys import Keys
 
     with explained(browser, lab, "03") as timeline:
-        cell = open_and_run_widget(browser, lab, NOTEBOOKS["03"], timeline)
+        cell, page = open_and_run_widget(browser, lab, NOTEBOOKS["03"], timeline)
         assert_no_broken_widgets(browser)
         button = cell.find_element(By.XPATH, ".//button[contains(., 'Prune & fine-tune')]")
 
@@ -613,8 +740,8 @@ def test_recovery_widget_in_the_browser(browser, lab):
             htmls = cell.find_elements(By.CSS_SELECTOR, ".widget-html")
             return next(h.text.strip() for h in htmls if not h.find_elements(By.CSS_SELECTOR, "table"))
 
-        wait_for(lambda: image_digest(cell) and status() == "ready", WIDGET_UPDATE_S,
-                 "the baseline plot and the 'ready' status")
+        wait_for(lambda: image_digest(cell) and status() == "ready", "the baseline plot and the 'ready' status",
+                 page=page)
         before_image, before = image_digest(cell), html_table(cell)
         assert before["FLOPs / image"][1] == "–" and before["val. accuracy"][1] == "–", before
         screenshot(browser, "03_before")
@@ -623,23 +750,29 @@ def test_recovery_widget_in_the_browser(browser, lab):
         amount = slider(cell, "amount")
         amount_before = slider_value(amount)
         for _ in range(2):
-            amount_after = press_key_on_slider(amount, Keys.ARROW_LEFT)             # e.g. 50% -> 40%
-        steps = int(set_slider(slider(cell, "fine-tune steps"), 20))                # fewer steps: a shorter run
+            amount_after = press_key_on_slider(amount, Keys.ARROW_LEFT, page)       # e.g. 50% -> 40%
+        steps = int(set_slider(slider(cell, "fine-tune steps"), 20, page))          # fewer steps: a shorter run
         assert button.is_enabled(), "the button is disabled before any run"
         button.click()
-        wait_for(lambda: not button.is_enabled() or status().startswith("done"), WIDGET_UPDATE_S,
-                 "the run to start (button disabled)")
+        wait_for(lambda: not button.is_enabled() or status().startswith("done"), "the run to start (button disabled)",
+                 page=page)
         timeline("sliders moved, button pressed")
 
         def ended() -> str | None:
             text = status()
             return text if re.match(r"(done|stopped|error)", text) else None
 
-        final = wait_for(ended, PRUNE_RUN_S, "'done: …' in the status")
+        def progress() -> dict:       # the run is in a thread of the kernel: its status and progress bar move
+            bars = cell.find_elements(By.CSS_SELECTOR, ".widget-progress .progress-bar")
+            return {"page": page.state(), "status": status(),
+                    "progress": bars[0].get_attribute("style") if bars else None, "running": not button.is_enabled()}
+
+        final = wait_for(ended, "'done: …' in the status", watch=progress,
+                         busy=lambda seen: isinstance(seen, dict) and (kernel_busy(seen["page"]) or seen["running"]))
         match = re.fullmatch(r"done: (\d+(?:\.\d+)?)% after (\d+) steps", final)
         assert match, f"the run did not end well: status {final!r}"
         assert int(match.group(2)) == steps, f"the steps slider ({steps}) did not reach the kernel: {final!r}"
-        wait_for(button.is_enabled, WIDGET_UPDATE_S, "the button to be enabled again")
+        wait_for(button.is_enabled, "the button to be enabled again", page=page)
         timeline("prune & fine-tune done")
 
         after_image, after = image_digest(cell), html_table(cell)

@@ -1,10 +1,16 @@
 """make demo's two lanes (`course.lanes`): notebook 03's Prune–Train–Repeat runs train first (`course.loops`) and
-the notebook reads them back, while a second lane runs notebook 02 and trains notebook 05's runs."""
+the notebook reads them back, while a second lane runs notebook 02 and trains notebook 05's runs.
+
+The order of the lanes is tested by events, not by timing: a second-lane action is held until the first lane is
+seen waiting for it (its thread blocked in `SecondLane.wait_for_loops` or `finish`), or has gone past it.  No
+verdict depends on the machine's speed; HANG_S only bounds a hang, and the failure says what hung.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +26,8 @@ from pruning_lib.course.paths import REPO_ROOT
 from pruning_lib.course.profiles import get_profile
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
+HANG_S = 600          # a hang bound, never a speed bound: what these tests wait for takes well under a second
+LOOPS_HANG_S = 3600   # the same for a real `course.loops` run (about 100 s on 2 cores)
 
 
 def code(stem: str) -> str:
@@ -83,20 +91,46 @@ def test_the_loops_module_refuses_runs_the_notebook_does_not_have(runs, capsys):
     assert "notebook 03 has runs 0 to 2" in capsys.readouterr().err
 
 
+def blocked_in(thread: threading.Thread, function: str) -> bool:
+    """Whether `thread` is waiting on a lock or a condition inside `function` (a frame on its stack)."""
+    frame, names = sys._current_frames().get(thread.ident), []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return function in names and bool({"wait", "join", "_wait_for_tstate_lock"} & set(names[:3]))
+
+
+def hold_until(what: str, condition) -> None:
+    """Wait until `condition()` is true: an event, polled; fail naming `what` after HANG_S (a hang)."""
+    deadline = time.monotonic() + HANG_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {HANG_S} s waiting for {what}")
+        time.sleep(0.01)
+
+
 def test_two_lanes_run_in_the_plans_order(folders, monkeypatch):
-    events, lock = [], threading.Lock()
+    events, lock, main = [], threading.Lock(), threading.main_thread()
+    started = {name: threading.Event() for name in ("03", "04")}      # the first lane has started notebook NN
+    held = []
 
     def record(kind, name):
         with lock:
-            events.append((kind, name, threading.current_thread() is threading.main_thread()))
+            events.append((kind, name, threading.current_thread() is main))
 
     def run_notebook(nb, profile, overrides=""):
         record("notebook", nb.name[:2])
+        started.get(nb.name[:2], threading.Event()).set()
         return nb, 1.0
 
     def child_run(self):
-        if threading.current_thread() is not threading.main_thread() and self.action[0] == "loops":
-            time.sleep(0.5)                         # slower than the first lane: notebook 03 must wait for it
+        if threading.current_thread() is not main and self.action[0] == "loops":
+            # the second lane's loops end only once the first lane waits for them (or went on without waiting):
+            # notebook 03 for notebook 03's loops, the end of the step (`finish`) for notebook 05's
+            waits_in, ahead = ("wait_for_loops", "03") if self.action[1] == "03" else ("finish", "04")
+            hold_until(f"the first lane to wait in SecondLane.{waits_in} for {self.action[:2]} or to start notebook "
+                       f"{ahead}", lambda: blocked_in(main, waits_in) or started[ahead].is_set())
+            held.append((self.action[:2], "ahead" if started[ahead].is_set() else waits_in))
         record(*self.action[:2])
         return 2.0
 
@@ -107,6 +141,8 @@ def test_two_lanes_run_in_the_plans_order(folders, monkeypatch):
     assert main_lane == [("notebook", "01"), ("loops", "03"), ("notebook", "03"), ("notebook", "04"), ("notebook", "05")]
     second = [(k, n) for k, n, main in events if not main]
     assert second == [("loops", "03"), ("notebook", "02"), ("loops", "05")]
+    assert held == [(("loops", "03"), "wait_for_loops"), (("loops", "05"), "finish")], (
+        "the first lane went on without waiting for the second lane's loops (notebook 03) or its end (notebook 04)")
     order = [(k, n, main) for k, n, main in events]
     assert order.index(("loops", "03", False)) < order.index(("notebook", "03", True)), "notebook 03 waited for its loops"
     assert order.index(("notebook", "01", True)) < order.index(("notebook", "02", False))
@@ -125,20 +161,33 @@ def test_a_failing_child_stops_the_demo_with_the_end_of_its_log(folders, monkeyp
 
 
 def test_a_notebook_that_fails_stops_the_second_lane(folders, monkeypatch):
-    def command(action, **how):
-        return [sys.executable, "-c", "import time; time.sleep(60)" if action == ("notebook", "02") else "pass"]
+    marker, children = folders / "notebook-02-started", {}
+    waits = f"from pathlib import Path; import time; Path({str(marker)!r}).touch(); time.sleep({HANG_S})"
+
+    class Recorded(lanes.Child):
+        def __init__(self, action, **how):
+            super().__init__(action, **how)
+            children[action] = self
+
+    def command(action, **how):      # notebook 02's child says it started, then would run for HANG_S
+        return [sys.executable, "-c", waits if action == ("notebook", "02") else "pass"]
 
     def run_notebook(nb, profile, overrides=""):
-        if nb.name.startswith("03"):
+        if nb.name.startswith("03"):  # fails while notebook 02's child runs
+            hold_until("notebook 02's child to start", marker.exists)
             raise ValueError("a cell of notebook 03 raised")
         return nb, 1.0
 
+    monkeypatch.setattr(lanes, "Child", Recorded)
     monkeypatch.setattr(lanes, "command", command)
     monkeypatch.setattr(demo, "run_notebook", run_notebook)
-    start = time.monotonic()
     with pytest.raises(ValueError, match="a cell of notebook 03 raised"):
         demo.main(["--lanes", "2"])
-    assert time.monotonic() - start < 30, "the demo waited for notebook 02's child instead of stopping it"
+    child = children[("notebook", "02")].process
+    assert child.returncode == -signal.SIGTERM, (
+        f"notebook 02's child ended with {child.returncode}, not by the demo's SIGTERM: the demo waited for it "
+        "instead of stopping it")
+    assert ("loops", "05") not in children, "the second lane went on after it was stopped"
 
 
 @pytest.mark.slow
@@ -148,12 +197,25 @@ def test_notebook_05s_loops_from_the_loops_module_are_read_back_by_its_calls(tmp
     profile = loops.notebook_profile("05", "quick")
     torch.manual_seed(0)
     experiment.save_baseline(experiment.architecture(profile), pd.DataFrame(), profile)   # stands for notebook 05's
-    done = subprocess.run([sys.executable, "-m", "pruning_lib.course.loops", "--notebook", "05", "--profile", "quick"],
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    done = run_loops(["--notebook", "05", "--profile", "quick"])
     assert done.returncode == 0, done.stderr[-4000:]
     assert "(1 processes)" in done.stdout
     assert loops.NOTEBOOKS["05"] == (loops.notebook_05_runs, resnet.pruning_run)
     assert_loops_read_back("05", profile)
+
+
+def run_loops(arguments: list[str]) -> subprocess.CompletedProcess:
+    """`python -m pruning_lib.course.loops ARGUMENTS` with one torch thread; a hang (LOOPS_HANG_S) fails with the end
+    of its output."""
+    command = [sys.executable, "-m", "pruning_lib.course.loops", *arguments]
+    try:
+        return subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=LOOPS_HANG_S)
+    except subprocess.TimeoutExpired as err:
+        out, errors = (text.decode(errors="replace") if isinstance(text, bytes) else text or ""
+                       for text in (err.stdout, err.stderr))
+        pytest.fail(f"`{' '.join(command[1:])}` did not end within {LOOPS_HANG_S} s (a hang bound); its output "
+                    f"ends:\n{out[-2000:]}\n--- its stderr ends ---\n{errors[-3000:]}", pytrace=False)
 
 
 def test_a_child_stopped_before_it_starts_never_starts(folders, monkeypatch):

@@ -1,8 +1,9 @@
 """Prune–Train–Repeat on 2 CPU processes (torchrun, gloo) against one process seeing the same global batches.
 
-Three torchrun launches (a free port each: ``--standalone``; a collective that waits 60 s fails, the launch is
-killed after 240 s): an uninterrupted run, a run whose rank 1 dies in the middle of iteration 2, and the same
-command again, which resumes.  The single-process references run here, in the test's own process.
+Three torchrun launches (a free port each: ``--standalone``; a collective that waits 600 s fails, a launch still
+running after LAUNCH_HANG_S is stopped as a hang: no verdict depends on the machine's speed): an uninterrupted
+run, a run whose rank 1 dies in the middle of iteration 2, and the same command again, which resumes.  The
+single-process references run here, in the test's own process.
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
                                 reason="torch.distributed with gloo is not available in this build of torch")
 
 WORKER = Path(worker.__file__)
-LAUNCH_TIMEOUT_S = 240
+LAUNCH_HANG_S = 3600     # a hang bound, never a speed bound: each launch takes under a minute on 2 cores
+
+
+def launch(command: list[str], environment: dict) -> subprocess.CompletedProcess:
+    """Run `command`; a launch still running after LAUNCH_HANG_S fails as a hang, with the end of its output."""
+    try:
+        return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=LAUNCH_HANG_S)
+    except subprocess.TimeoutExpired as err:
+        out, errors = (text.decode(errors="replace") if isinstance(text, bytes) else text or ""
+                       for text in (err.stdout, err.stderr))
+        pytest.fail(f"`{' '.join(command[1:])}` did not end within {LAUNCH_HANG_S} s (a hang bound); its output "
+                    f"ends:\n{out[-2000:]}\n--- its stderr ends ---\n{errors[-3000:]}", pytrace=False)
 
 
 def torchrun(out: Path, parts: str, **env) -> subprocess.CompletedProcess:
@@ -37,7 +49,7 @@ def torchrun(out: Path, parts: str, **env) -> subprocess.CompletedProcess:
     environment.pop("WORLD_SIZE", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=0",
                str(WORKER), str(out), parts]
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    return launch(command, environment)
 
 
 def read(out: Path, part: str) -> list[dict]:
@@ -121,8 +133,7 @@ def test_notebook_03s_loops_on_two_processes_are_read_back_by_the_notebooks_call
     experiment.save_baseline(experiment.architecture(profile), pd.DataFrame(), profile)   # stands for notebook 01's
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=0",
                "-m", "pruning_lib.course.loops", "--profile", "quick"]
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=LAUNCH_TIMEOUT_S)
+    done = launch(command, {**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
     assert "(2 processes)" in done.stdout
     assert loops.NOTEBOOKS["03"] == (loops.notebook_03_runs, arms.checkpointed_run)

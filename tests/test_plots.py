@@ -252,7 +252,7 @@ def test_demo_kernel_starts_without_the_tcp_warning(tmp_path, capfd):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     source, out = tmp_path / "tiny.ipynb", tmp_path / "out.ipynb"
     nbformat.write(nb, source)
-    demo.execute(source, out, {"profile": "ab"}, cwd=tmp_path, timeout=60)
+    demo.execute(source, out, {"profile": "ab"}, cwd=tmp_path, timeout=600)     # a hang bound for a print
     captured = capfd.readouterr()            # the kernel is a child process writing to this process's stderr
     assert "without encryption" not in captured.err + captured.out
     assert nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"] == "abab\n"
