@@ -27,7 +27,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from ..graph.groups import GroupTrace, trace_groups
 from ..graph.layer_types import DENSE, MIXES, PER_CHANNEL, flow_of, layer_type
 from ..measure.counting import count_parameters, flops_per_layer
-from ..runtime import mode, model_device
+from ..runtime import Inputs, first_examples, mode, model_device, move
 
 __all__ = ["LayerSize", "Network", "Widths"]
 
@@ -45,7 +45,8 @@ class LayerSize:
 
 
 class Network:
-    """`model` analysed once at the batch `input_shape` ``(N, C, H, W)``; its current widths are `widths`.
+    """`model` analysed once at the batch `input_shape` ``(N, C, H, W)`` (or on the inputs themselves: a tensor, a
+    tuple or a dict of tensors, for a model with several inputs); its current widths are `widths`.
 
     Attributes:
         trace: the groups and layouts (`graph.groups.GroupTrace`).
@@ -54,9 +55,11 @@ class Network:
         nodes: the compute nodes of the graph in order (``call_module``, ``call_function``, ``call_method``).
     """
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int], trace: GroupTrace | None = None) -> None:
+    def __init__(self, model: nn.Module, input_shape: Sequence[int] | Inputs, trace: GroupTrace | None = None) -> None:
         self.model = model
-        self.input_shape = tuple(int(d) for d in input_shape)
+        shaped = isinstance(input_shape, (tuple, list, torch.Size)) and all(isinstance(d, int) for d in input_shape)
+        self.inputs = None if shaped else input_shape              # a model with several inputs: the inputs
+        self.input_shape = tuple(int(d) for d in input_shape) if shaped else None
         self.trace = trace or trace_groups(model)
         self.modules = dict(model.named_modules())
         self.widths = {g.name: g.size for g in self.trace.groups.values() if not g.refused}
@@ -73,10 +76,17 @@ class Network:
         for node in self.trace.graph.nodes:                      # a copy: ShapeProp writes into the nodes' meta
             env[node] = graph.node_copy(node, lambda n: env[n])
         module = fx.GraphModule(self.model, graph)
-        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
-        x = torch.randn(self.input_shape, device=model_device(self.model), dtype=dtype)
+        device = model_device(self.model)
+        if self.inputs is None:
+            dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+            args = [torch.randn(self.input_shape, device=device, dtype=dtype)]
+        else:
+            inputs = move(self.inputs, device)
+            names = [n.target for n in graph.nodes if n.op == "placeholder"]
+            args = ([inputs[n] for n in names] if isinstance(inputs, dict) else
+                    list(inputs) if isinstance(inputs, (tuple, list)) else [inputs])
         with mode(self.model, training=False), torch.no_grad():
-            ShapeProp(module).propagate(x)
+            ShapeProp(module).propagate(*args)
         out = {}
         for node in graph.nodes:
             meta = node.meta.get("tensor_meta")
@@ -154,7 +164,8 @@ class Network:
 
     # ---------------------------------------------------------------- parameters and FLOPs
     def _layer_flops(self) -> dict[str, float]:
-        table = flops_per_layer(self.model, (1, *self.input_shape[1:]))
+        example = (1, *self.input_shape[1:]) if self.inputs is None else first_examples(self.inputs, 1)
+        table = flops_per_layer(self.model, example)
         return dict(zip(table["module"], table["flops"].astype(float)))
 
     def params(self, widths: Widths | None = None) -> int:

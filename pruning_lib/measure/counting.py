@@ -44,15 +44,22 @@ def size_on_disk_mb(model: nn.Module) -> float:
     return buffer.getbuffer().nbytes / 1e6
 
 
+def _is_shape(value) -> bool:
+    return isinstance(value, (tuple, list, torch.Size)) and all(isinstance(d, int) for d in value)
+
+
 def _run_flop_counter(
-    model: nn.Module, input_shape: Sequence[int], device: str | torch.device | None
+    model: nn.Module, input_shape: Sequence[int] | runtime.Inputs, device: str | torch.device | None
 ) -> FlopCounterMode:
-    """Run one eval-mode, no-grad forward pass under ``FlopCounterMode`` and return the counter."""
-    shape = validate_input_shape(input_shape)
-    x = make_input(model, shape, resolve_device(model, device))
+    """Run one eval-mode, no-grad forward pass under ``FlopCounterMode`` and return the counter.  `input_shape` is a
+    shape (a random input is built) or the inputs themselves (a tensor, a tuple or a dict of tensors)."""
+    if _is_shape(input_shape):
+        x = make_input(model, validate_input_shape(input_shape), resolve_device(model, device))
+    else:
+        x = runtime.move(input_shape, resolve_device(model, device))
     counter = FlopCounterMode(display=False)
     with runtime.mode(model), torch.no_grad(), counter:
-        model(x)
+        runtime.call(model, x)
     return counter
 
 
@@ -67,7 +74,8 @@ def count_flops(
 
     Args:
         model: the network; it is not moved, and its train/eval flags are restored.
-        input_shape: e.g. ``(1, 3, 224, 224)`` for one ``(N, C, H, W)`` image.
+        input_shape: e.g. ``(1, 3, 224, 224)`` for one ``(N, C, H, W)`` image; or the inputs themselves (a
+            tensor, a tuple or a dict of tensors, for a model with several inputs).
         device: where to build the input; ``None`` means the model's device.
     """
     return int(_run_flop_counter(model, input_shape, device).get_total_flops())

@@ -51,7 +51,7 @@ from .. import distributed
 from ..graph.functions import ADD, CHANNELWISE_FUNCTIONS, CHANNELWISE_METHODS, MUL, cat_dim, reads_only_shape
 from ..graph.groups import ChannelGroup, GroupTrace, trace_groups
 from ..graph.layer_types import keeps_positions
-from ..runtime import mode, model_device
+from ..runtime import batch_size, call, mode, model_device
 
 __all__ = ["CRITERIA", "ChannelStats", "Criterion", "Group", "Part", "Sums", "check_scores", "collect_stats",
            "group_maps", "normalize_per_layer", "rank_all", "rank_filters", "register_criterion", "taylor"]
@@ -391,6 +391,18 @@ def _tapped(model: nn.Module, traced: GroupTrace, *, read: Callable, observe: Ca
     return gm
 
 
+def _input(x, device: torch.device, gradients: bool):
+    """The batch's inputs on `device`, detached; floating tensors require gradients when the pass needs them."""
+    def one(v):
+        v = v.to(device).detach() if isinstance(v, torch.Tensor) else v
+        return v.requires_grad_(gradients) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+    if isinstance(x, dict):
+        return {k: one(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(one(v) for v in x)
+    return one(x)
+
+
 def collect_stats(model: nn.Module, batches: Batches, *, gradients: bool = True, loss_fn: Callable = F.cross_entropy,
                   max_batches: int | None = None, traced: GroupTrace | None = None,
                   progress: bool = False, collective: distributed.Collective | None = None) -> dict[str, ChannelStats]:
@@ -449,9 +461,9 @@ def collect_stats(model: nn.Module, batches: Batches, *, gradients: bool = True,
                 break
             seen.clear()
             with torch.set_grad_enabled(gradients):
-                out = gm(x.to(device).detach().requires_grad_(gradients))   # the caller's batch stays as it was
+                out = call(gm, _input(x, device, gradients))     # the caller's batch stays as it was
                 names = list(seen)
-                grads = (torch.autograd.grad(loss_fn(out, y.to(device)) * len(x), [seen[n][0] for n in names],
+                grads = (torch.autograd.grad(loss_fn(out, y.to(device)) * batch_size(x), [seen[n][0] for n in names],
                                              allow_unused=True) if gradients else [None] * len(names))
             for n in names:
                 if seen[n][0]._version != seen[n][1]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import mode
+from ..runtime import call, mode
 
 __all__ = ["KnowledgeDistillation", "LossFn", "batch_loss"]
 
@@ -40,7 +40,7 @@ class KnowledgeDistillation:
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor, *, inputs: torch.Tensor) -> torch.Tensor:
         with mode(self.teacher, training=False), torch.no_grad():
-            soft_targets = F.softmax(self.teacher(inputs) / self.temperature, dim=1)
+            soft_targets = F.softmax(call(self.teacher, inputs) / self.temperature, dim=1)
         soft = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft_targets, reduction="batchmean")
         hard = F.cross_entropy(logits, targets)
         return (1 - self.alpha) * hard + self.alpha * self.temperature**2 * soft

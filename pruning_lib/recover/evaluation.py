@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .distill import LossFn, batch_loss
-from ..runtime import mode, model_device
+from ..runtime import call, mode, model_device, move
 
 __all__ = ["confusion_matrix", "correct", "evaluate", "predict", "unpack_batch"]
 
@@ -28,15 +28,16 @@ def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch
     return device
 
 
-def unpack_batch(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a loader batch into ``(inputs (N, C, H, W), targets (N,))`` on ``device``."""
+def unpack_batch(batch: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
+    """Split a loader batch into ``(inputs, targets (N,))`` on ``device``; the inputs are a tensor (N, C, H, W), or
+    a tuple or dict of tensors for a model with several inputs (`runtime.call`)."""
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise TypeError(
             f"loader must yield (inputs, targets) pairs; got {type(batch).__name__}"
             + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
         )
     x, y = batch
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return move(x, device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def evaluate(
@@ -64,7 +65,7 @@ def evaluate(
     with mode(model, training=False), torch.no_grad():
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
             x, y = unpack_batch(batch, device)
-            logits = model(x)
+            logits = call(model, x)
             total_loss += batch_loss(loss_fn, logits, y, x).item() * len(y)
             hits.append((logits.argmax(dim=1) == y).cpu())
     if not hits:
@@ -84,7 +85,7 @@ def predict(
     with mode(model, training=False), torch.no_grad():
         for batch in loader:
             x, y = unpack_batch(batch, device)
-            preds.append(model(x).argmax(dim=1).cpu())
+            preds.append(call(model, x).argmax(dim=1).cpu())
             targets.append(y.cpu())
     if not preds:
         raise ValueError("predict got an empty loader; check the dataset and batch size")

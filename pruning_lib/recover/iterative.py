@@ -24,7 +24,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -105,7 +105,8 @@ def prune_train_repeat(
     val_loader: Iterable,
     schedule: PruningSchedule,
     *,
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | None = None,
+    example_inputs: Any = None,
     checkpoint: str | Path | None = None,
     restart_stale: bool = False,
     restart_argument: str = "restart_stale",
@@ -121,7 +122,9 @@ def prune_train_repeat(
         model: the trained, unpruned starting model (the baseline; also the teacher when distilling).
         train_loader: ranking batches and fine-tuning come from it (re-seeded every iteration).
         val_loader: accuracy before and after each fine-tune is measured on it.
-        input_shape: one image's shape (C, H, W), for FLOPs.
+        input_shape: one image's shape (C, H, W), for FLOPs ...
+        example_inputs: ... or, for a model with several inputs, a batch of them (a tuple or dict of tensors, as
+            the loaders' inputs are): FLOPs are counted on its first example.
         checkpoint: a file; when it exists the run resumes from it, and it is rewritten
             (atomically) after every iteration.  It stores a fingerprint of `model`'s weights
             and the schedule, and a run with another model or schedule refuses it
@@ -165,14 +168,21 @@ def prune_train_repeat(
     if collective.world_size > 1:
         train_loader, val_loader, metric = processes.for_processes(collective, schedule, train_loader, val_loader,
                                                                    metric, model)
-    start = steps.analyse(model, input_shape)
-    run = steps.Run(model=model, schedule=schedule, input_shape=tuple(input_shape), train_loader=train_loader,
+    if (input_shape is None) == (example_inputs is None):
+        raise ValueError("give input_shape (one example's shape, e.g. (3, 32, 32)) or, for a model with several "
+                         "inputs, example_inputs (a tuple or dict of tensors)")
+    if example_inputs is not None and schedule.target_speedup is not None:
+        raise ValueError("target_speedup times the network on random inputs of one shape: it needs input_shape (a "
+                         "model with one input tensor)")
+    shape = tuple(input_shape) if input_shape is not None else example_inputs
+    start = steps.analyse(model, shape)
+    run = steps.Run(model=model, schedule=schedule, input_shape=shape, train_loader=train_loader,
                     val_loader=val_loader, metric=metric or (lambda m, loader: evaluate(m, loader)["accuracy"]),
                     optimizer=optimizer or (lambda params: torch.optim.Adam(params, lr=schedule.lr)),
                     loss_fn=loss_fn, rank_loss=rank_loss, collective=collective, callbacks=callbacks,
                     checkpoint=Path(checkpoint) if checkpoint else None, baseline_fingerprint=fingerprint(model),
                     floors=layer_floors(start.widths, min_keep=schedule.min_keep, max_fraction=schedule.max_fraction),
-                    total=sum(start.widths.values()), planner=steps.budget_planner(model, schedule, input_shape))
+                    total=sum(start.widths.values()), planner=steps.budget_planner(model, schedule, shape))
     _start(run, restart_stale, restart_argument)
     train.notify(callbacks, "on_start", run.history.copy(), run.current)
     bar = tqdm(desc=f"prune-train-repeat ({schedule.criterion})", unit="iter", disable=not progress or collective.rank > 0)

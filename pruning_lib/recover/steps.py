@@ -34,7 +34,7 @@ from ..measure.counting import count_flops
 from ..measure.latency import measured_speedup
 from ..plan import Plan, plan_from_scores, plan_keeping, regularised_scores
 from ..rank.criteria import rank_filters
-from ..runtime import iteration_seed
+from ..runtime import Inputs, first_examples, iteration_seed
 from ..surgery import prune_filters
 from . import checkpointing
 from .schedule import PruningSchedule
@@ -50,7 +50,8 @@ class Run:
     Attributes:
         model: the starting network (the baseline; the teacher when distilling; the reference of the speed).
         schedule: what the run does.
-        input_shape: one example's shape ``(C, H, W)``.
+        input_shape: one example's shape ``(C, H, W)``, or a batch of the model's inputs (a tuple or dict of
+            tensors) for a model with several inputs.
         current: the network now; `net`: its analysis (`analyse`), rebuilt after every cut.
         history: one row per iteration so far; `model_iteration`: the row `current` belongs to.
         floors: the fewest channels each group keeps; `total`: the prunable channels at the start.
@@ -59,7 +60,7 @@ class Run:
 
     model: nn.Module
     schedule: PruningSchedule
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] | Inputs
     train_loader: Iterable
     val_loader: Iterable
     metric: Callable[[nn.Module, Iterable], float]
@@ -79,9 +80,13 @@ class Run:
     model_iteration: int = 0
 
 
-def analyse(model: nn.Module, input_shape: Sequence[int]) -> Network:
-    """The network's one analysis: groups and layouts (one trace), shapes, parameters and FLOPs per image."""
-    return Network(model, (1, *input_shape))
+def analyse(model: nn.Module, input_shape: Sequence[int] | Inputs) -> Network:
+    """The network's one analysis: groups and layouts (one trace), shapes, parameters and FLOPs per example.
+    `input_shape` is one example's shape ``(C, H, W)``, or a batch of the model's inputs (a tuple or a dict of
+    tensors: its first example is used)."""
+    if isinstance(input_shape, (tuple, list)) and all(isinstance(d, int) for d in input_shape):
+        return Network(model, (1, *input_shape))
+    return Network(model, first_examples(input_shape, 1))
 
 
 def widths_of(row: Mapping) -> dict[str, int]:
@@ -93,11 +98,13 @@ def budget_planner(model: nn.Module, schedule: PruningSchedule, input_shape: Seq
     """The planner of a run with a speedup or parameter target (None otherwise), from the starting model."""
     if not schedule.budgeted:
         return None
-    flops = (count_flops(model, (1, *input_shape)) / 1e9 / schedule.target_gflops
-             if schedule.target_gflops is not None else None)
+    shaped = all(isinstance(d, int) for d in input_shape) if isinstance(input_shape, (tuple, list)) else False
+    flops = (count_flops(model, (1, *input_shape) if shaped else first_examples(input_shape, 1)) / 1e9
+             / schedule.target_gflops if schedule.target_gflops is not None else None)
     targets = Targets(speedup=schedule.target_speedup, params_reduction=schedule.target_params_reduction,
                       flops_reduction=flops if flops and flops > 1 else None)
-    return BudgetPlanner(model, (schedule.latency_batch, *input_shape), targets, form=schedule.latency_form,
+    batch = (schedule.latency_batch, *input_shape) if shaped else first_examples(input_shape, 1)
+    return BudgetPlanner(model, batch, targets, form=schedule.latency_form,
                          num_threads=schedule.latency_threads, share=schedule.fraction_per_iteration or 0.1,
                          step=schedule.multiple_of if schedule.multiple_of > 1 else schedule.latency_step,
                          exclude=schedule.keep_whole)

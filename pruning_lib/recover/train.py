@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .distill import LossFn, batch_loss
 from .evaluation import evaluate, resolve_device, unpack_batch
-from ..runtime import autocast_dtype, mode
+from ..runtime import autocast_dtype, call, mode
 
 __all__ = ["HISTORY_COLUMNS", "Callback", "FunctionCallback", "Plateau", "StopTraining", "fit", "notify"]
 
@@ -174,8 +174,8 @@ def _train_step(
 ) -> float:
     """One optimisation step on a batch (in `dtype` under autocast when given); returns the batch's mean loss."""
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-        loss = batch_loss(loss_fn, model(x), y, x)
+    with torch.autocast(y.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = batch_loss(loss_fn, call(model, x), y, x)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
