@@ -107,6 +107,7 @@ class BudgetPlanner:
         self.network = self.latency.network if self.latency else Network(model, input_shape)
         self.start = {"params": float(self.network.params()), "flops": self.network.flops()}
         self.log: list[dict] = []             # one row per cut: asks, the model's and the clock's savings
+        self.points: list[tuple[dict, float]] = []   # end-to-end measurements: (widths, ms), the calibration
 
     def report(self) -> dict:
         """Each cut's asks, the model's savings and the end-to-end checks (`log`), and the latency entries this
@@ -211,6 +212,22 @@ class BudgetPlanner:
             best = (chosen, dict(inner), real, 0.0)
         return best[0], best[1], best[2]
 
+    def _measured(self, widths: Widths, ms: float) -> None:
+        """One more end-to-end measurement: the latency model is calibrated on the last `calibration_points` ones
+        (a line through them once there are two widths: `latency.LatencyModel.calibrate`)."""
+        self.points.append((dict(widths), float(ms)))
+        self.latency.calibrate(self.points[-self.calibration_points:])
+
+    calibration_points = 8
+
+    def _probe(self, model: nn.Module, widths: Widths) -> None:
+        """Before the first cut: the network and a copy with every group at half its width, timed end to end in one
+        harness, so that the calibration has a slope from the start (two points far apart)."""
+        half = {g: max(1, w // 2) for g, w in widths.items() if g in self.network.widths}
+        timed = self._time_cut(model, {g: torch.zeros(w) for g, w in widths.items()}, {**widths, **half})
+        self.points += [(dict(widths), timed["now_ms"]), ({**widths, **half}, timed["cut_ms"])]
+        self.latency.calibrate(self.points)
+
     def _time_cut(self, model: nn.Module, scores, widths: Widths) -> dict[str, float]:
         """The candidate (`model` cut to `widths`) timed against `model`: the saving (median of the rounds'
         differences, ms) and its noise, and both times."""
@@ -232,14 +249,17 @@ class BudgetPlanner:
         Args:
             scores: ``{group: (size,) scores}``, normalised per group.
             floors: the fewest channels each group may keep.
-            speedup, latency_ms: the network's speedup over the start and its time per batch, as last measured
-                end to end (needed with a speedup target; the latency model is calibrated with them).
+            speedup, latency_ms: the network's speedup over the start (less its noise, as the target is judged) and
+                its time per batch, as last measured end to end (needed with a speedup target; the latency model is
+                calibrated with them).
         """
         widths = {g: int(w) for g, w in widths.items()}
         if self.latency is not None:
             if latency_ms is None or speedup is None:
                 raise ValueError("a speedup target needs the network's measured speedup and latency_ms")
-            self.latency.calibrate(latency_ms, widths)
+            if not self.points:
+                self._probe(model, widths)
+            self._measured(widths, latency_ms)
         asks = self.asks(widths, speedup, latency_ms)
         if not asks:
             return widths
@@ -258,32 +278,47 @@ class BudgetPlanner:
         return new
 
     def _meet_by_clock(self, model, scores, options, asks, inner, chosen, widths, row) -> dict[str, int]:
-        """Time the candidate end to end; while its measured saving misses the time ask beyond the noise (or
-        5% of the ask), scale the time ask by ask / measured and choose again (at most `checks` timings)."""
+        """Time the candidate end to end; while its measured saving misses the time ask beyond the noise (or 5% of
+        the ask), scale the time ask by ask / measured (a secant step) and choose again, at most `checks` timings.
+        The candidate taken meets the ask without overshooting it by more than a quarter (beyond the noise), else
+        the one that saved most below the ask (the next iteration completes it), else the one that saved least."""
         goal = asks["latency"]
         tried = []
         for _ in range(self.checks):
             timed = self._time_cut(model, scores, {**widths, **chosen})
             tried.append((chosen, timed))
+            self._measured(widths, timed["now_ms"])
+            self._measured({**widths, **chosen}, timed["cut_ms"])
             row["checks"].append({"asked_ms": inner["latency"], "saved_ms": timed["saved_ms"],
                                   "noise_ms": timed["noise_ms"]})
-            tolerance = max(timed["noise_ms"], 0.05 * goal)
-            if abs(timed["saved_ms"] - goal) <= tolerance:
+            if abs(timed["saved_ms"] - goal) <= max(timed["noise_ms"], 0.05 * goal):
                 break
-            scale = goal / timed["saved_ms"] if timed["saved_ms"] > 0 else 2.0
-            inner = {**inner, "latency": inner["latency"] * min(2.0, max(0.5, scale))}
-            chosen = widths_for_budgets(scores, options, inner)
+            factor = goal / timed["saved_ms"] if timed["saved_ms"] > 0 else 2.0
+            inner = {**inner, "latency": inner["latency"] * min(2.0, max(0.5, factor))}
+            again = widths_for_budgets(scores, options, inner)
             others = {r: a for r, a in asks.items() if r != "latency"}
             if others:                      # keep the other asks met by the whole choice
-                now = self._now(widths, others)
-                new = {**widths, **chosen}
+                now, new = self._now(widths, others), {**widths, **again}
                 if any(now[r] - self._value(r, new) < a * (1 - 1e-6) for r, a in others.items()):
                     break
-        enough = [k for k, (_, t) in enumerate(tried) if t["saved_ms"] >= goal - max(t["noise_ms"], 0.05 * goal)]
-        pick = (min(enough, key=lambda k: tried[k][1]["saved_ms"]) if enough else
-                max(range(len(tried)), key=lambda k: tried[k][1]["saved_ms"]))
-        row["picked"] = pick
+            if again == chosen:
+                break
+            chosen = again
+        row["picked"] = pick = self._acceptable(goal, [t for _, t in tried])
         return tried[pick][0]
+
+    @staticmethod
+    def _acceptable(goal: float, timings: Sequence[Mapping[str, float]]) -> int:
+        """Which timed candidate to take (see `_meet_by_clock`)."""
+        def slack(t):
+            return max(t["noise_ms"], 0.05 * goal)
+        good = [k for k, t in enumerate(timings) if goal - slack(t) <= t["saved_ms"] <= 1.25 * goal + slack(t)]
+        if good:
+            return min(good, key=lambda k: abs(timings[k]["saved_ms"] - goal))
+        under = [k for k, t in enumerate(timings) if t["saved_ms"] < goal]
+        if under:
+            return max(under, key=lambda k: timings[k]["saved_ms"])
+        return min(range(len(timings)), key=lambda k: timings[k]["saved_ms"])
 
 
 def cuts_table(report: Mapping[str, Any]) -> pd.DataFrame:

@@ -7,11 +7,13 @@ savings; it stores **times of blocks** (`blocks`: a conv with its folded BatchNo
 addition with its activation; ...), each measured alone at its own sizes (`entries`), and predicts any width
 pattern by looking up every block at the sizes that pattern gives it:
 
-    T(widths) = Σ_blocks  t_block(its input and output channels under widths)  +  residual
+    T(widths) = scale · Σ_blocks  t_block(its input and output channels under widths)  +  residual
 
-The **residual** is what the blocks timed alone do not see (Python between the layers, caches cold from the
-layer before): the difference between one end-to-end measurement of the network as it is and the sum of its
-blocks at its current widths (`calibrate`).  It is kept as a constant in milliseconds.
+The **calibration** corrects for what the blocks timed alone do not see (Python between the layers, caches cold
+from the layer before, the machine's state when the entries were measured): one end-to-end measurement of the
+network gives a constant residual, the measured time minus the sum of its blocks; several measurements of networks
+of different widths give a line, ``T = scale · Σ + residual`` (`calibrate`): Prune–Train–Repeat adds a point each
+time it times a network end to end.
 
 Entries are measured lazily: `ensure` measures, in one harness, the blocks that a list of width patterns needs
 and the store lacks; `predict` then only looks them up.  Entries live on disk (`entries.EntryStore`), shared by
@@ -20,6 +22,7 @@ every network and iteration on this machine.
 
 from __future__ import annotations
 
+import statistics
 from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -47,7 +50,7 @@ class LatencyModel:
     Attributes:
         network: the analysed network (`network.Network`): shapes, parameters and FLOPs under any widths.
         blocks: its blocks.
-        residual_ms: the calibration (0 until `calibrate`).
+        scale, residual_ms: the calibration (1 and 0 until `calibrate`).
     """
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int], *, form: str = "deploy", num_threads: int = 1,
@@ -95,8 +98,8 @@ class LatencyModel:
         return sum(self.block_ms(widths).values())
 
     def predict(self, widths: Widths | None = None) -> float:
-        """The network's time per batch under `widths` (ms): the sum of its blocks plus the residual."""
-        return self.sum_ms(widths) + self.residual_ms
+        """The network's time per batch under `widths` (ms): the sum of its blocks, calibrated (`calibrate`)."""
+        return self.scale * self.sum_ms(widths) + self.residual_ms
 
     def describe(self, widths: Widths | None = None) -> pd.DataFrame:
         """One row per block under `widths`: its operations, its input shape, its time (ms) and share of the sum."""
@@ -122,15 +125,33 @@ class LatencyModel:
         self.ensure([widths])
         return sum(self.store.get(self.signature(b, widths)).noise_ms ** 2 for b in self.blocks) ** 0.5
 
-    def calibrate(self, measured_ms: float, widths: Widths | None = None) -> float:
-        """Set the residual from one end-to-end measurement of the network at `widths` (default: as it is);
-        returns it (ms)."""
-        self.residual_ms = float(measured_ms) - self.sum_ms(widths)
-        return self.residual_ms
+    def calibrate(self, measured_ms: float | Sequence[tuple[Widths, float]], widths: Widths | None = None) -> float:
+        """Calibrate the sum against end-to-end measurements; returns the residual at the network's own widths (ms).
+
+        One measurement (`measured_ms` of the network at `widths`, default: as it is) sets the residual:
+        ``T = scale · Σ + residual`` with the scale kept (1 at first).  Several, ``[(widths, ms), ...]`` of networks
+        whose sums differ by at least `spread_for_a_line` of the largest, fit the line by least squares: what the
+        blocks timed alone do not see may grow or shrink with the network (caches, the Python between the layers),
+        and two points far enough apart tell which (close ones would make the slope noise).
+        """
+        points = [(widths or {}, float(measured_ms))] if not isinstance(measured_ms, Sequence) else list(measured_ms)
+        sums = [self.sum_ms(w) for w, _ in points]
+        times = [t for _, t in points]
+        if len(points) > 1 and max(sums) - min(sums) >= self.spread_for_a_line * max(sums):
+            fit = statistics.linear_regression(sums, times)
+            self.scale, self.residual_ms = fit.slope, fit.intercept
+        else:                                   # too close together for a slope: keep it, fit the residual
+            self.residual_ms = statistics.fmean(times) - self.scale * statistics.fmean(sums)
+        return self.predict() - self.sum_ms()
+
+    #: a line is fitted only through measurements whose sums differ by this share of the largest (else a constant)
+    spread_for_a_line = 0.2
+
+    scale = 1.0
 
     def saving_ms(self, widths: Widths, at: Widths | None = None) -> float:
         """How much less time `widths` take than `at` (default: the network as it is), by the model."""
-        return self.sum_ms(at) - self.sum_ms(widths)
+        return self.predict(at) - self.predict(widths)
 
     def savings(self, options: Mapping[str, Sequence[int]], at: Widths) -> dict[str, list[float]]:
         """The time each option saves, ``{group: [ms per width of options[group]]}``, with every other group at its
@@ -141,6 +162,6 @@ class LatencyModel:
         out = {}
         for g, ws in options.items():
             touched = [b for b in self.blocks if g in b.groups]
-            out[g] = [sum(here[b.name] - self.store.get(self.signature(b, {**at, g: w})).ms for b in touched)
+            out[g] = [self.scale * sum(here[b.name] - self.store.get(self.signature(b, {**at, g: w})).ms for b in touched)
                       for w in ws]
         return out

@@ -3,7 +3,7 @@
 - `random_widths`: width patterns to test it on (each group at a random share of its width);
 - `predicted_vs_measured`: every pattern's network built (random weights: a dense layer's time does not depend on
   them) and timed end to end in one interleaved harness with the network as it is; the model is calibrated on
-  the network as it is, from that same harness, and predicts every pattern;
+  the network as it is and on one narrower network from that same harness, and predicts every pattern;
 - `layer_surface`: one conv block's time over a grid of input and output channels, the staircase in two
   dimensions (the entries the model is made of).
 """
@@ -34,30 +34,34 @@ def random_widths(widths: Mapping[str, int], count: int, *, low: float = 0.3, hi
 
 
 def predicted_vs_measured(model: nn.Module, input_shape: Sequence[int], patterns: Sequence[Mapping[str, int]], *,
-                          form: str = "deploy", num_threads: int = 1, rounds: int = 7, calls: int = 3, seed: int = 0,
-                          latency: LatencyModel | None = None) -> pd.DataFrame:
+                          form: str = "deploy", num_threads: int = 1, rounds: int = 9, calls: int = 3, seed: int = 0,
+                          latency: LatencyModel | None = None, calibration: float | None = 0.5) -> pd.DataFrame:
     """The model's prediction of each width pattern against its measurement, end to end.
 
-    The network as it is and every pattern's network are timed in one interleaved harness (`rounds` rounds of
-    `calls` calls each, a random order per round); the model (`latency`, or a new `LatencyModel`) is calibrated
-    with the network's time from that harness.
+    The network as it is, a calibration network (every group at the share `calibration` of its width; None: none)
+    and every pattern's network are timed in one interleaved harness (`rounds` rounds of `calls` calls each, a
+    random order per round); the model (`latency`, or a new `LatencyModel`) is calibrated on the network as it is
+    and the calibration network (`LatencyModel.calibrate`), never on a pattern it then predicts.
 
     Returns:
         One row per pattern: ``predicted_ms``, ``measured_ms``, ``noise_ms`` (the measurement's spread),
         ``error`` (predicted / measured - 1), ``predicted_speedup`` and ``measured_speedup`` (paired, round by
-        round) against the network as it is; ``attrs["reference_ms"]``, ``attrs["sum_ms"]`` (its blocks' sum)
-        and ``attrs["residual_ms"]``.
+        round) against the network as it is; ``attrs``: ``reference_ms`` (the network as it is, measured),
+        ``sum_ms`` (its blocks' sum), ``scale`` and ``residual_ms`` (the calibration).
     """
     latency = latency or LatencyModel(model, input_shape, form=form, num_threads=num_threads)
-    latency.ensure([{}, *patterns])
+    half = ({g: max(1, round(calibration * w)) for g, w in latency.widths.items()} if calibration is not None else None)
+    latency.ensure([{}, *patterns, *([half] if half else [])])
     nets = {"reference": model, **{f"p{i}": with_widths(model, p) for i, p in enumerate(patterns)}}
+    if half:
+        nets["calibration"] = with_widths(model, half)
     x = torch.randn(*input_shape)
     with runtime.num_threads(num_threads), torch.no_grad():
         runners = {k: forward_runner(m.eval(), x, form, num_threads) for k, m in nets.items()}
         timed = interleaved(runners, rounds=rounds, calls=calls, seed=seed)
     times = summarise(timed)
     reference = times["reference"]["ms"]
-    latency.calibrate(reference)
+    latency.calibrate([({}, reference), *([(half, times["calibration"]["ms"])] if half else [])])
     rows = []
     for i, pattern in enumerate(patterns):
         predicted, measured = latency.predict(pattern), times[f"p{i}"]["ms"]
@@ -66,7 +70,8 @@ def predicted_vs_measured(model: nn.Module, input_shape: Sequence[int], patterns
                      "predicted_speedup": latency.predict() / predicted,
                      "measured_speedup": paired_speedup(timed, "reference", f"p{i}")["speedup"]})
     table = pd.DataFrame(rows).set_index("pattern")
-    table.attrs.update(reference_ms=reference, sum_ms=latency.sum_ms(), residual_ms=latency.residual_ms)
+    table.attrs.update(reference_ms=reference, sum_ms=latency.sum_ms(), scale=latency.scale,
+                       residual_ms=latency.residual_ms)
     return table
 
 

@@ -151,7 +151,7 @@ def plan(run: Run, scores: Mapping[str, Any]) -> Plan:
     """Step 2: ``{group: channels to remove}`` (rank 0's, broadcast to every process)."""
     if run.planner is not None:
         last = run.history.iloc[-1]
-        widths = run.planner.plan(run.current, scores, widths_of(last), run.floors, speedup=last.get("speedup"),
+        widths = run.planner.plan(run.current, scores, widths_of(last), run.floors, speedup=last.get("speedup_low"),
                                   latency_ms=last.get("latency_ms"))
         chosen = plan_keeping(scores, {g: w for g, w in widths.items() if g in scores})
     else:
