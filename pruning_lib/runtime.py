@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 __all__ = ["Inputs", "autocast_dtype", "batch_size", "call", "describe_inputs", "first_examples", "iteration_seed", "mode",
-           "model_device", "move", "num_threads", "pick_device", "random_state", "seed_everything"]
+           "model_device", "move", "num_threads", "pick_device", "random_state", "resolve_device", "seed_everything"]
 
 
 def pick_device(prefer: str | torch.device | None = None) -> torch.device:
@@ -54,6 +54,21 @@ def iteration_seed(seed: int, iteration: int) -> int:
     repeats exactly what an uninterrupted one does.
     """
     return seed * 100_003 + iteration
+
+
+def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """Where to put the inputs: `device` if given, else the model's; the model is never moved, and a model that lives
+    elsewhere than `device` is an error naming both (move it first)."""
+    here = model_device(model)
+    if device is None:
+        return here
+    device = torch.device(device)
+    has_tensors = next(itertools.chain(model.parameters(), model.buffers()), None) is not None
+    same = here.type == device.type and (device.index is None or here.index is None or device.index == here.index)
+    if has_tensors and not same:
+        raise ValueError(f"model parameters are on {here} but device={str(device)!r}; call model.to({str(device)!r}) "
+                         f"first or pass device={str(here)!r}")
+    return device
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -8,7 +8,7 @@
   `measured_speedup` (two networks end to end in the harness: what a speed target is judged by).
 - `runtimes`: the runtime you ship with: ONNX export, the output check, ONNX Runtime (and OpenVINO) sessions;
   ``form="onnxruntime"`` times a model there with the same protocol.  Each runtime is one `Runtime` entry of a
-  registry (`register_runtime` adds one).
+  registry (`runtime_registry`; `register_runtime` adds one).
 - `checks`: the argument checks and the input batch that counting, latency and memory share.
 - `memory`: page faults per pass, and `keep_freed_memory` (glibc keeps freed feature maps for reuse).
 - `machine`: `machine_info`, where the numbers were measured.

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["make_input", "resolve_device", "validate_input_shape", "validate_num_threads", "validate_positive"]
+__all__ = ["make_input", "validate_input_shape", "validate_num_threads", "validate_positive"]
 
 
 def validate_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -48,24 +48,6 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     for p in model.parameters():
         return p.device, p.dtype
     return torch.device("cpu"), torch.float32
-
-
-def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """The device to put the input on; raise if the model lives elsewhere (we never move it)."""
-    model_device, _ = _model_device_dtype(model)
-    if device is None:
-        return model_device
-    device = torch.device(device)
-    has_params = next(model.parameters(), None) is not None
-    same = model_device.type == device.type and (
-        device.index is None or model_device.index is None or device.index == model_device.index
-    )
-    if has_params and not same:
-        raise ValueError(
-            f"model parameters are on {model_device} but device={str(device)!r}; "
-            f"call model.to({str(device)!r}) first or pass device={str(model_device)!r}"
-        )
-    return device
 
 
 def make_input(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Comparing models: one table of parameters, size, FLOPs and latency with ratios against a reference.
 
-- `compare`: every model profiled once (`latency.profile`), ratios against the reference.
-- `side_by_side`: `compare` at several batch sizes and forms, the models interleaved over rounds.
+- `compare`: every model timed in one interleaved harness (`timed`, on `harness.interleaved`), its parameters,
+  size and FLOPs counted, ratios against the reference.
+- `side_by_side`: `compare` at several batch sizes and forms, with the speedup's spread over the rounds.
 - `batch_sweep`: latency, throughput and speedup against the batch size.
 
 Ratios are written so that **bigger than 1 is better than the reference**: ``speedup`` = reference
@@ -11,8 +12,10 @@ speedup / flops_ratio is 1 when the time falls exactly with the FLOPs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,8 +24,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .counting import count_flops
-from .latency import measure_latency, profile
+from .. import runtime
+from .checks import make_input, validate_input_shape, validate_num_threads
+from .counting import count_flops, count_parameters, size_on_disk_mb
+from .harness import interleaved
+from .latency import forward_runner
 
 __all__ = ["batch_sweep", "compare", "ratio", "runtime_overview", "side_by_side", "speedup_overview", "timed"]
 
@@ -63,17 +69,19 @@ def compare(
     accuracy: dict[str, float] | None = None,
     compiled: bool = False,
     form: str = "eager",
+    rounds: int = 5,
 ) -> pd.DataFrame:
     """Profile several models and compare them with a reference model.
 
     Args:
-        models: name -> model, all already on ``device``. Measured one after another.
+        models: name -> model, all already on ``device``, timed in one interleaved harness (`timed`).
         input_shape: batch shape for latency, e.g. ``(1, 3, 224, 224)``; FLOPs are per image.
         reference: the name to compare against; default the first key of ``models``.
         accuracy: optional name -> accuracy; adds an ``accuracy`` column (NaN if missing).
         compiled: time every model through ``torch.compile`` (see `measure_latency`).
         form: time every model in this form (one of :data:`FORMS`, see `measure_latency`);
             parameters, size and FLOPs are always those of the models as given.
+        min_run_time, rounds: about how long each model is timed per round (seconds), and how many rounds.
 
     Returns:
         A DataFrame indexed by name with columns ``params``, ``size_mb``, ``gflops``,
@@ -84,12 +92,15 @@ def compare(
         ``params_ratio`` = ref params / params ("x fewer parameters").
     """
     reference = _validate_compare_args(models, reference, accuracy)
+    shape = tuple(input_shape)
+    times = timed(models, shape, form, rounds, num_threads=num_threads, device=device, min_run_time=min_run_time,
+                  compiled=compiled)
     rows = {}
     for name, model in models.items():
-        p = profile(model, input_shape, num_threads=num_threads, device=device,
-                    min_run_time=min_run_time, compiled=compiled, form=form)
-        rows[name] = {k: p[k] for k in
-                      ("params", "size_mb", "gflops", "latency_ms", "latency_iqr_ms", "throughput")}
+        latency = times[name]["latency_ms"]
+        rows[name] = {"params": count_parameters(model), "size_mb": size_on_disk_mb(model),
+                      "gflops": count_flops(model, (1, *shape[1:])) / 1e9, "latency_ms": latency,
+                      "latency_iqr_ms": times[name]["latency_iqr_ms"], "throughput": shape[0] / (latency / 1e3)}
     df = pd.DataFrame.from_dict(rows, orient="index")
     ref = df.loc[reference]
     for column, source in [("speedup", "latency_ms"), ("size_ratio", "size_mb"),
@@ -97,6 +108,7 @@ def compare(
         df[column] = [ratio(ref[source], v) for v in df[source]]
     if accuracy is not None:
         df["accuracy"] = [accuracy.get(name, math.nan) for name in df.index]
+    df.attrs["rounds"] = {name: t["rounds"] for name, t in times.items()}
     return df
 
 
@@ -115,13 +127,12 @@ def side_by_side(
     forms_of: Mapping[str, Sequence[str]] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """:func:`pruning_lib.compare` at each batch size and form, repeated `rounds` times.
+    """:func:`compare` at each batch size and form: the models timed in one interleaved harness per (form, batch).
 
-    The rounds interleave the models (dense, pruned, dense, pruned, ...), so a slow moment of the
-    machine hits all of them.  ``latency_ms`` is the median over rounds of compare's median,
-    ``latency_iqr_ms`` the median over rounds of the within-round interquartile range;
-    ``speedup_min`` and ``speedup_max`` are the lowest and highest speedup of a single round: the
-    spread of the speedup from one measurement to the next.
+    Each round runs every model in a random order (`harness.interleaved`), so a slow moment of the machine hits
+    all of them.  ``latency_ms`` is the median over rounds, ``latency_iqr_ms`` the interquartile range of the
+    rounds; ``speedup_min`` and ``speedup_max`` are the lowest and highest speedup of a single round (the ratio of
+    the two medians in that round): the spread of the speedup from one measurement to the next.
 
     Args:
         image_shape: one image, ``(C, H, W)``; FLOPs are per image, latency per batch.
@@ -145,15 +156,12 @@ def side_by_side(
     frames = []
     for form, b in tqdm(jobs, disable=not progress, desc="side by side"):
         here = {k: m for k, m in models.items() if form in (forms_of or {}).get(k, forms)}
-        runs = [compare(here, (b, *image_shape), reference=reference, num_threads=num_threads,
-                        device=device, min_run_time=min_run_time, form=form) for _ in range(rounds)]
-        df = runs[0].copy()
-        for col in ("latency_ms", "latency_iqr_ms"):
-            df[col] = [statistics.median(r.loc[name, col] for r in runs) for name in df.index]
-        df["speedup_min"] = [min(r.loc[name, "speedup"] for r in runs) for name in df.index]
-        df["speedup_max"] = [max(r.loc[name, "speedup"] for r in runs) for name in df.index]
-        df["throughput"] = b / (df["latency_ms"] / 1e3)
-        df["speedup"] = [ratio(df.loc[reference, "latency_ms"], v) for v in df["latency_ms"]]
+        df = compare(here, (b, *image_shape), reference=reference, num_threads=num_threads, device=device,
+                     min_run_time=min_run_time, form=form, rounds=rounds)
+        per_round = df.attrs["rounds"]                  # paired: each round's ratio of the two medians
+        ratios = {name: [a / m for a, m in zip(per_round[reference], per_round[name])] for name in df.index}
+        df["speedup_min"] = [min(ratios[name]) for name in df.index]
+        df["speedup_max"] = [max(ratios[name]) for name in df.index]
         df["speedup_per_flops"] = df["speedup"] / df["flops_ratio"]
         df["accuracy"] = [(accuracy or {}).get(name, math.nan) for name in df.index]
         frames.append(df.rename_axis("model").reset_index().assign(form=form, batch=b))
@@ -164,15 +172,38 @@ def side_by_side(
     return out[first]
 
 
-def timed(models: Mapping[Any, nn.Module], shape: tuple[int, ...], form: str, rounds: int,
-           **kwargs: Any) -> dict[Any, dict[str, float]]:
-    """Median latency (and IQR) of each model, the models interleaved over `rounds`."""
-    runs: dict[Any, list[dict]] = {k: [] for k in models}
-    for _ in range(rounds):
-        for key, model in models.items():
-            runs[key].append(measure_latency(model, shape, form=form, **kwargs))
-    return {k: {"latency_ms": statistics.median(r["median_ms"] for r in v),
-                "latency_iqr_ms": statistics.median(r["iqr_ms"] for r in v)} for k, v in runs.items()}
+def timed(models: Mapping[Any, nn.Module], shape: tuple[int, ...], form: str, rounds: int, *,
+          num_threads: int | None = None, device: str | torch.device = "cpu", min_run_time: float = 1.0,
+          compiled: bool = False, **unused: Any) -> dict[Any, dict[str, Any]]:
+    """Every model timed in one interleaved harness (`harness.interleaved`): `rounds` rounds in a random order, each
+    model about `min_run_time` seconds per round (the median of its calls).  Returns ``{key: {"latency_ms": median over rounds,
+    "latency_iqr_ms": interquartile range of the rounds, "rounds": [per-round medians]}}``."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1; got {rounds}")
+    threads = validate_num_threads(num_threads)
+    first = next(iter(models.values()))
+    x = make_input(first, validate_input_shape(shape), runtime.resolve_device(first, device))
+    with contextlib.ExitStack() as stack:
+        for m in models.values():
+            stack.enter_context(runtime.mode(m, training=False))
+        stack.enter_context(runtime.num_threads(threads))
+        stack.enter_context(torch.no_grad())
+        runners = {k: forward_runner(m, x, form, threads, compiled=compiled) for k, m in models.items()}
+        calls = {}
+        for k, run in runners.items():                    # warm-up (twice when compiled), and each one's calls
+            for _ in range(2 if compiled else 1):
+                run()
+            start = time.perf_counter()
+            run()
+            once = time.perf_counter() - start
+            calls[k] = int(min(1000, max(1, min_run_time / max(once, 1e-6))))
+        out = interleaved(runners, rounds=rounds, calls=calls)
+    result = {}
+    for k in models:
+        values = [r[k] for r in out]
+        q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+        result[k] = {"latency_ms": statistics.median(values), "latency_iqr_ms": q3 - q1, "rounds": values}
+    return result
 
 
 def batch_sweep(

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import runtime
-from .checks import make_input, resolve_device, validate_input_shape
+from .checks import make_input, validate_input_shape
 
 __all__ = ["count_flops", "count_macs", "count_parameters", "flops_per_layer", "size_on_disk_mb"]
 
@@ -54,9 +54,9 @@ def _run_flop_counter(
     """Run one eval-mode, no-grad forward pass under ``FlopCounterMode`` and return the counter.  `input_shape` is a
     shape (a random input is built) or the inputs themselves (a tensor, a tuple or a dict of tensors)."""
     if _is_shape(input_shape):
-        x = make_input(model, validate_input_shape(input_shape), resolve_device(model, device))
+        x = make_input(model, validate_input_shape(input_shape), runtime.resolve_device(model, device))
     else:
-        x = runtime.move(input_shape, resolve_device(model, device))
+        x = runtime.move(input_shape, runtime.resolve_device(model, device))
     counter = FlopCounterMode(display=False)
     with runtime.mode(model), torch.no_grad(), counter:
         runtime.call(model, x)

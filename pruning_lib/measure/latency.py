@@ -1,14 +1,15 @@
 """Latency: time one forward pass of a batch honestly (eval mode, no grad, warm-up, median and spread).
 
 **Latency** is the median wall-clock time of one forward pass of a whole batch, in milliseconds,
-measured with ``torch.utils.benchmark.Timer`` after warm-up runs.  **Throughput** is images per
+measured in the library's one timing harness (`harness.interleaved`) after warm-up runs.  **Throughput** is images per
 second: ``batch_size / median_seconds``.  The model's train/eval flags and the thread count are
 restored afterwards.
 """
 
 from __future__ import annotations
 
-import logging
+import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,16 +17,12 @@ import torch
 from torch import nn
 
 from .. import runtime
-from .checks import make_input, resolve_device, validate_input_shape, validate_num_threads, validate_positive
+from .checks import make_input, validate_input_shape, validate_num_threads, validate_positive
 from .counting import count_flops, count_parameters, size_on_disk_mb
 from .deploy import FORMS, deployment_form
 from .harness import interleaved, paired_speedup
 from .runtimes import RUNTIMES, checked_runner
 
-# torch.utils.benchmark imports cpp_extension, which logs "No CUDA runtime is found" on CPU-only
-# machines: noise for a course run on laptops, so only errors from that logger are shown.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils import benchmark  # noqa: E402
 
 __all__ = ["forward_runner", "measure_latency", "measured_speedup", "profile"]
 
@@ -41,7 +38,7 @@ def measure_latency(
     compiled: bool = False,
     form: str = "eager",
 ) -> dict[str, Any]:
-    """Time one forward pass of a batch of shape ``input_shape`` with ``torch.utils.benchmark``.
+    """Time one forward pass of a batch of shape ``input_shape`` in the library's one harness (`harness`).
 
     ``form`` (one of :data:`FORMS`) times a copy of the model converted by
     :func:`deployment_form`, e.g. ``"deploy"`` (BatchNorm folded, channels-last); the model
@@ -53,10 +50,10 @@ def measure_latency(
     ``torch.compile`` (BatchNorm folded, kernels generated for these channel counts; compiling
     takes seconds and needs a C++ compiler on CPU). FLOPs and weights do not change.
 
-    The model runs in eval mode under ``torch.no_grad()``; ``warmup`` untimed passes come
-    first, then ``Timer.blocked_autorange(min_run_time=...)``. On CUDA the Timer
-    synchronises the device around each timed block. The model is not moved: it must
-    already be on ``device``. Thread count and train/eval flags are restored afterwards.
+    The model runs in eval mode under ``torch.no_grad()``; ``warmup`` untimed passes come first, then as many
+    timed passes as fill about `min_run_time` seconds (at least 5), each timed alone (`harness.interleaved` with one
+    runner; on CUDA every pass ends with a synchronisation).  The model is not moved: it must already be on
+    ``device``.  Thread count and train/eval flags are restored afterwards.
 
     Returns:
         ``median_ms``, ``iqr_ms``, ``mean_ms``: per forward pass of the whole batch (ms);
@@ -68,49 +65,33 @@ def measure_latency(
     validate_positive("min_run_time", min_run_time)
     if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
         raise ValueError(f"warmup must be a non-negative int; got {warmup!r}")
-    dev = resolve_device(model, device)
+    dev = runtime.resolve_device(model, device)
     x = make_input(model, shape, dev)
     if form not in FORMS + RUNTIMES:
         raise ValueError(f"unknown form {form!r}; choose one of {FORMS + RUNTIMES} (or register a runtime)")
-    if form in RUNTIMES:
-        return _measure_in_runtime(model, x, form, threads, min_run_time, warmup)
     with runtime.mode(model), runtime.num_threads(threads), torch.no_grad():
-        runner = deployment_form(model, form)
-        runner = _compile(runner) if compiled else runner
-        timer = benchmark.Timer(stmt="model(x)", globals={"model": runner, "x": x}, num_threads=threads)
-        for _ in range(warmup if not compiled else max(warmup, 2)):
-            runner(x)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        m = timer.blocked_autorange(min_run_time=min_run_time)
+        run = forward_runner(model, x, form, threads, compiled=compiled)
+        for _ in range(max(warmup, 2 if compiled else 1)):
+            run()
+        start = time.perf_counter()
+        run()
+        once = time.perf_counter() - start
+        passes = int(min(10_000, max(5, min_run_time / max(once, 1e-6))))
+        samples = [r["model"] for r in interleaved({"model": run}, rounds=passes, calls=1)]
+    q1, median, q3 = statistics.quantiles(samples, n=4) if len(samples) > 1 else (samples[0],) * 3
+    median = statistics.median(samples)
     return {
-        "median_ms": m.median * 1e3,
-        "iqr_ms": m.iqr * 1e3,
-        "mean_ms": m.mean * 1e3,
-        "runs": len(m.raw_times) * m.number_per_run,
+        "median_ms": median,
+        "iqr_ms": q3 - q1,
+        "mean_ms": statistics.fmean(samples),
+        "runs": len(samples),
         "batch_size": shape[0],
         "num_threads": threads,
         "device": str(dev),
-        "throughput": shape[0] / m.median,
+        "throughput": shape[0] / (median / 1e3),
         "compiled": compiled,
         "form": form,
     }
-
-
-def _measure_in_runtime(model: nn.Module, x: torch.Tensor, form: str, threads: int, min_run_time: float,
-                        warmup: int) -> dict[str, Any]:
-    """`measure_latency` in a registered runtime: the runner built and checked (`runtimes.checked_runner`), then
-    the same protocol (warm-up, ``blocked_autorange``) on the CPU with `threads` threads (the runtime's and torch's)."""
-    run = checked_runner(model, x, form, num_threads=threads)
-    batch = x.detach().cpu().numpy()
-    with runtime.num_threads(threads):
-        for _ in range(max(warmup, 1)):
-            run(batch)
-        m = benchmark.Timer(stmt="run(a)", globals={"run": run, "a": batch}, num_threads=threads).blocked_autorange(
-            min_run_time=min_run_time)
-    return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3, "mean_ms": m.mean * 1e3,
-            "runs": len(m.raw_times) * m.number_per_run, "batch_size": int(x.shape[0]), "num_threads": threads,
-            "device": "cpu", "throughput": x.shape[0] / m.median, "compiled": False, "form": form}
 
 
 def _compile(model: nn.Module) -> Any:
@@ -151,16 +132,25 @@ def profile(model: nn.Module, input_shape: Sequence[int], **latency_kwargs: Any)
     }
 
 
-def forward_runner(model: nn.Module, x: torch.Tensor, form: str = "deploy", num_threads: int = 1) -> Any:
+def forward_runner(model: nn.Module, x: torch.Tensor, form: str = "deploy", num_threads: int = 1, *,
+                   compiled: bool = False) -> Any:
     """One forward pass of `model` on `x` in `form` (a PyTorch form of `FORMS` or a registered runtime), as a
     function of nothing: what the timing harness (`harness.interleaved`) calls.  Call it under ``torch.no_grad()``
-    with the thread count set (`runtime.num_threads`)."""
+    with the thread count set (`runtime.num_threads`).  On CUDA it waits for the device (each pass is timed whole);
+    `compiled` runs the form through ``torch.compile``."""
     if form in RUNTIMES:
         run, batch = checked_runner(model, x, form, num_threads=num_threads), x.detach().cpu().numpy()
         return lambda: run(batch)
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; choose one of {FORMS + RUNTIMES}")
     deployed = deployment_form(model.eval(), form)
+    deployed = _compile(deployed) if compiled else deployed
+    if x.device.type == "cuda":
+        def synchronised():
+            out = deployed(x)
+            torch.cuda.synchronize(x.device)
+            return out
+        return synchronised
     return lambda: deployed(x)
 
 

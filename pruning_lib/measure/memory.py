@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .. import runtime
-from .checks import make_input, resolve_device, validate_input_shape, validate_num_threads
+from .checks import make_input, validate_input_shape, validate_num_threads
 from .deploy import deployment_form
 
 __all__ = ["keep_freed_memory", "page_faults"]
@@ -71,7 +71,7 @@ def page_faults(
             return math.nan
     shape = validate_input_shape(input_shape)
     threads = validate_num_threads(num_threads)
-    x = make_input(model, shape, resolve_device(model, None))
+    x = make_input(model, shape, runtime.resolve_device(model, None))
     with runtime.mode(model), runtime.num_threads(threads), torch.no_grad():
         runner = deployment_form(model, form)
         for _ in range(warmup):

@@ -1,9 +1,8 @@
 """The runtime you ship with: export to ONNX, check the output against PyTorch, time it in ONNX Runtime (or OpenVINO).
 
-- `Runtime` and `register_runtime`: every runtime `measure.measure_latency` can time (as ``form=``) is one entry
-  of one registry: its name, the packages it needs, and how it builds a runner (a function of a float32 numpy
-  batch) from an ONNX file or from the model, for a number of threads.  ``onnxruntime`` and ``openvino`` are
-  registered below; `available_runtimes` says which ones can run here and, if not, what to install.
+- `Runtime` and `register_runtime` (`runtime_registry`): every runtime `measure.measure_latency` can time (as
+  ``form=``) is one entry of one registry.  ``onnxruntime`` and ``openvino`` are registered below;
+  `available_runtimes` says which ones can run here and, if not, what to install.
 - `export_onnx`: ``torch.onnx.export`` with the exporter torch recommends (``dynamo=True``), one self-contained
   ``.onnx`` file with a dynamic batch dimension; a model that fails to export is named down to the layer.
 - `check_onnx`: the file's outputs against PyTorch's on a batch; `OnnxMismatchError` when they differ beyond
@@ -22,12 +21,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,173 +33,14 @@ import torch
 from torch import nn
 
 from ..checkpoints import fingerprint
-from .deploy import FORMS
+from .runtime_registry import (DEPLOY_EXTRA, EXPORT_PACKAGES, RUNTIMES, MissingRuntimeError, OnnxExportError,
+                               OnnxMismatchError, OutputMismatchError, Runner, Runtime, available_runtimes,
+                               first_line, get_runtime, register_runtime, require, unregister_runtime)
 
 __all__ = ["EXPORTERS", "EXPORT_PACKAGES", "RUNTIMES", "MissingRuntimeError", "OnnxExportError", "OnnxMismatchError",
            "OutputMismatchError", "Runner", "Runtime", "available_runtimes", "check_onnx", "checked_runner",
            "export_onnx", "get_runtime", "onnx_session", "register_runtime", "require", "runner",
            "unregister_runtime"]
-
-#: A runtime's model: a float32 numpy batch ``(N, C, H, W)`` in, the output array ``(N, ...)`` out.
-Runner = Callable[[np.ndarray], np.ndarray]
-
-#: What exporting to ONNX needs, for every runtime that loads an ONNX file.
-EXPORT_PACKAGES = ("onnx", "onnxscript")
-_DEPLOY_EXTRA = 'pip install -e ".[deploy]" (or: pip install onnx onnxruntime onnxscript)'
-
-
-class MissingRuntimeError(ImportError):
-    """A package that exporting or timing needs is not installed; the message says how to install it."""
-
-
-class OnnxExportError(RuntimeError):
-    """``torch.onnx.export`` failed; the message names the first layer that does not export."""
-
-
-class OutputMismatchError(ValueError):
-    """A runtime's outputs differ from the PyTorch model's beyond the tolerance, so it is not timed."""
-
-
-class OnnxMismatchError(OutputMismatchError):
-    """An ONNX file's outputs differ from the PyTorch model's beyond the tolerance (or it is not a valid file)."""
-
-
-def _first_line(err: BaseException) -> str:
-    """``"TypeName: first line of the message"`` (at most 300 characters of it), for an error that quotes another."""
-    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
-
-
-# --------------------------------------------------------------------------- the registry
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """One runtime `measure_latency` can time a model in, as ``form=name``.
-
-    Give exactly one way to build its runner (a `Runner`, run on the CPU; torch's thread count is `num_threads`
-    while it is timed):
-
-    - `from_onnx(path, num_threads)`: from an ONNX file; the model is exported (`export_onnx`, which needs
-      `EXPORT_PACKAGES`) and the loaded file's outputs checked against PyTorch's (`OnnxMismatchError`).
-    - `from_model(model, example, num_threads)`: from a CPU copy of the model (eval mode) and an example CPU
-      batch; the runner's outputs are checked against PyTorch's (`OutputMismatchError`).
-
-    The runner is built once per weights, image shape, runtime and thread count, so it must accept any batch size.
-
-    Attributes:
-        name: the ``form`` that selects it; not one of the PyTorch forms (`deploy.FORMS`).
-        packages: modules to import before it can run (besides `EXPORT_PACKAGES`), e.g. ``("onnxruntime",)``.
-        install: how to install `packages` (said by `MissingRuntimeError`); default ``pip install <packages>``.
-    """
-
-    name: str
-    packages: tuple[str, ...] = ()
-    from_onnx: Callable[[Path, int], Runner] | None = None
-    from_model: Callable[[nn.Module, torch.Tensor, int], Runner] | None = None
-    install: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"a runtime's name must be a non-empty string; got {self.name!r}")
-        if (self.from_onnx is None) == (self.from_model is None):
-            raise ValueError(f"runtime {self.name!r}: give exactly one of from_onnx (build from an ONNX file) "
-                             "and from_model (build from the model)")
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        """Every package it needs: the exporter's for a runtime that loads ONNX files, then its own."""
-        return tuple(dict.fromkeys((*EXPORT_PACKAGES, *self.packages) if self.from_onnx else self.packages))
-
-
-_REGISTRY: dict[str, Runtime] = {}
-
-
-def register_runtime(runtime: Runtime, *, replace: bool = False) -> Runtime:
-    """Make `runtime` a ``form`` of `measure_latency` (and `compare`, `side_by_side`, ...); returns it.
-
-    Raises:
-        ValueError: its name is a PyTorch form, or already registered (pass ``replace=True`` to replace it).
-    """
-    if runtime.name in FORMS:
-        raise ValueError(f"runtime {runtime.name!r} has the name of a PyTorch form {FORMS}; choose another name")
-    if runtime.name in _REGISTRY and not replace:
-        raise ValueError(f"runtime {runtime.name!r} is already registered; pass replace=True to replace it")
-    _REGISTRY[runtime.name] = runtime
-    return runtime
-
-
-def unregister_runtime(name: str) -> Runtime:
-    """Remove the runtime `name` from the registry (a notebook that tried one, a test); returns it."""
-    return _REGISTRY.pop(get_runtime(name).name)
-
-
-def get_runtime(name: str) -> Runtime:
-    """The registered runtime `name`, or a ``ValueError`` that names the registered ones."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown runtime {name!r}; choose one of {tuple(_REGISTRY)}")
-    return _REGISTRY[name]
-
-
-class _RegisteredNames(Sequence):
-    """The names of the registered runtimes, read when used (so a runtime registered later is in it)."""
-
-    def __getitem__(self, index: Any) -> Any:
-        return tuple(_REGISTRY)[index]
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(tuple(_REGISTRY))
-
-    def __add__(self, other: Sequence[str]) -> tuple[str, ...]:
-        return tuple(self) + tuple(other)
-
-    def __radd__(self, other: Sequence[str]) -> tuple[str, ...]:
-        return tuple(other) + tuple(self)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, (tuple, list, _RegisteredNames)) and tuple(self) == tuple(other)
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
-
-#: Runtimes other than PyTorch that `measure_latency` can time (as ``form=``): the registry's names, a sequence
-#: that ``FORMS + RUNTIMES`` turns into a tuple.
-RUNTIMES = _RegisteredNames()
-
-
-def _install_hint(package: str) -> str:
-    if package in EXPORT_PACKAGES:
-        return _DEPLOY_EXTRA
-    hints = [r.install for r in _REGISTRY.values() if package in r.packages and r.install]
-    return hints[0] if hints else f"pip install {package}"
-
-
-def require(package: str) -> Any:
-    """Import `package` (``onnx``, ``onnxruntime``, ``onnxscript``, ``openvino``, ...) or say how to install it."""
-    try:
-        return importlib.import_module(package)
-    except ImportError as err:
-        raise MissingRuntimeError(f"{package} is not installed ({err}); install it with: "
-                                  f"{_install_hint(package)}") from err
-
-
-def available_runtimes() -> dict[str, str | None]:
-    """``{runtime: None}`` when it can be used here, else the reason it cannot (for a notebook to print)."""
-    out: dict[str, str | None] = {}
-    for name, entry in _REGISTRY.items():
-        try:
-            for package in entry.needs:
-                require(package)
-            out[name] = None
-        except MissingRuntimeError as err:
-            out[name] = str(err)
-    return out
 
 
 # --------------------------------------------------------------------------- export
@@ -258,7 +96,7 @@ def _failing_layer(model: nn.Module, x: torch.Tensor) -> str:
             except MissingRuntimeError:
                 raise
             except Exception as err:  # the exporter raises many kinds
-                return f"layer {name!r} ({type(module).__name__}): {_first_line(err)}"
+                return f"layer {name!r} ({type(module).__name__}): {first_line(err)}"
     return "every layer exports on its own, so the failure is in the model's forward code between layers"
 
 
@@ -302,7 +140,7 @@ def onnx_session(path: str | Path, *, num_threads: int = 1) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime's InvalidProtobuf, Fail, ...
-        raise OnnxMismatchError(f"{path} is not a valid ONNX model ({_first_line(err)}); "
+        raise OnnxMismatchError(f"{path} is not a valid ONNX model ({first_line(err)}); "
                                 "export it again with export_onnx") from err
 
 
@@ -322,7 +160,7 @@ def _openvino_runner(path: Path, num_threads: int) -> Runner:
     return lambda a: request.infer({0: a})[compiled.output(0)]
 
 
-register_runtime(Runtime("onnxruntime", ("onnxruntime",), from_onnx=_onnxruntime_runner, install=_DEPLOY_EXTRA))
+register_runtime(Runtime("onnxruntime", ("onnxruntime",), from_onnx=_onnxruntime_runner, install=DEPLOY_EXTRA))
 register_runtime(Runtime("openvino", ("openvino",), from_onnx=_openvino_runner,
                          install="pip install openvino (optional)"))
 
@@ -352,7 +190,7 @@ def _checked(build: Callable[[], Runner], model: nn.Module, x: torch.Tensor, *, 
         raise
     except Exception as err:
         raise error(f"{what} does not run on a batch of shape {tuple(x.shape)} in {runtime} "
-                    f"({_first_line(err)})") from err
+                    f"({first_line(err)})") from err
     if got.shape != want.shape:
         raise error(f"{what} gives outputs of shape {got.shape}, the model {want.shape}: "
                     "it was built from another model")

@@ -14,18 +14,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .distill import LossFn, batch_loss
-from ..runtime import call, mode, model_device, move
+from ..runtime import call, mode, move, resolve_device
 
 __all__ = ["confusion_matrix", "correct", "evaluate", "predict", "unpack_batch"]
-
-
-def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """``device`` if given (the model is moved there), else where the model already lives."""
-    if device is None:
-        return model_device(model)
-    device = torch.device(device)
-    model.to(device)
-    return device
 
 
 def unpack_batch(batch: Any, device: torch.device) -> tuple[Any, torch.Tensor]:

@@ -182,7 +182,8 @@ def prune_train_repeat(
                     loss_fn=loss_fn, rank_loss=rank_loss, collective=collective, callbacks=callbacks,
                     checkpoint=Path(checkpoint) if checkpoint else None, baseline_fingerprint=fingerprint(model),
                     floors=layer_floors(start.widths, min_keep=schedule.min_keep, max_fraction=schedule.max_fraction),
-                    total=sum(start.widths.values()), planner=steps.budget_planner(model, schedule, shape))
+                    total=sum(w for g, w in start.widths.items() if g not in schedule.keep_whole),
+                    planner=steps.budget_planner(model, schedule, shape))
     _start(run, restart_stale, restart_argument)
     train.notify(callbacks, "on_start", run.history.copy(), run.current)
     bar = tqdm(desc=f"prune-train-repeat ({schedule.criterion})", unit="iter", disable=not progress or collective.rank > 0)

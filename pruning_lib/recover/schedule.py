@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["HISTORY_COLUMNS", "PruningSchedule"]
@@ -36,7 +37,8 @@ class PruningSchedule:
             `multiple_of` (or `latency_step` when `multiple_of` is 1), chosen at the least importance so that each
             target covers ``fraction_per_iteration`` (default 0.1) of its remaining way per iteration, all arriving
             together; the time saved is checked end to end before the cut is made.  `flops_lambda` must be 0.
-        min_accuracy: ... or before validation accuracy after fine-tuning falls below this fraction:
+        min_accuracy: ... or before the validation metric after fine-tuning falls below this (accuracy: a fraction;
+            a metric of the caller's: on its own scale):
             the iteration that breaks the floor is recorded, but the model returned (and
             checkpointed) is the one from the iteration before it.
         flops_lambda: FLOPs regularisation strength λ (0: off); see `regularised_scores`.
@@ -99,8 +101,8 @@ class PruningSchedule:
             raise ValueError(f"target_fraction must be in (0, 1), got {self.target_fraction}")
         if self.target_gflops is not None and self.target_gflops <= 0:
             raise ValueError(f"target_gflops must be > 0, got {self.target_gflops}")
-        if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
-            raise ValueError(f"min_accuracy is a fraction in [0, 1], got {self.min_accuracy}")
+        if self.min_accuracy is not None and not math.isfinite(self.min_accuracy):
+            raise ValueError(f"min_accuracy is the lowest metric to accept, a finite number; got {self.min_accuracy}")
         if self.filters_per_iteration < 1 or self.finetune_steps < 0 or self.rank_batches < 1:
             raise ValueError("filters_per_iteration and rank_batches must be >= 1 and finetune_steps >= 0; got "
                              f"{self.filters_per_iteration}, {self.rank_batches}, {self.finetune_steps}")

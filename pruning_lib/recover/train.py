@@ -23,8 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .distill import LossFn, batch_loss
-from .evaluation import evaluate, resolve_device, unpack_batch
-from ..runtime import autocast_dtype, call, mode
+from .evaluation import evaluate, unpack_batch
+from ..runtime import autocast_dtype, call, mode, resolve_device
 
 __all__ = ["HISTORY_COLUMNS", "Callback", "FunctionCallback", "Plateau", "StopTraining", "fit", "notify"]
 
