@@ -79,6 +79,40 @@ def test_from_scratch_keeps_the_architecture_and_trains_fresh_weights(baseline):
     assert not torch.equal(small.features[0].weight, pruned.features[0].weight)
 
 
+def test_from_scratch_stops_and_chooses_as_the_final_fine_tune_does(baseline):
+    """With a validation set, from scratch stops on the same plateau rule as `experiment.final_fine_tune` (no better
+    validation accuracy for `patience` evaluations) and keeps the weights of its best evaluation: the same network
+    as training by hand with `train.Plateau` and loading its best state."""
+    from pruning_lib.models import scratch_model
+    from pruning_lib.recover.evaluation import evaluate
+    from pruning_lib.runtime import seed_everything
+
+    train_dl, val_dl = loaders()
+    val = list(val_dl)
+    pruned, _ = prune_train_repeat(baseline, train_dl, val_dl, schedule(), input_shape=SHAPE, progress=False)
+    small = arms.from_scratch(pruned, tiny_model(), loaders()[0], steps=400, lr=1e-2, seed=1, val_loader=val,
+                              patience=2, eval_every=10)                  # a fresh loader: its own batch order
+    history = small.history
+    assert history["step"].max() < 400 and history.attrs["stopped_early"]      # the plateau stopped it
+    best = history["val_accuracy"].max()
+    assert evaluate(small, val)["accuracy"] == pytest.approx(best)             # the best evaluation's weights
+    # by hand: the same seeds, the same fit with Plateau, then its best state
+    by_hand = scratch_model(pruned, tiny_model(), seed=1)
+    seed_everything(1)
+    plateau = train.Plateau(2)
+    train.fit(by_hand, loaders()[0], steps=400, lr=1e-2, val_loader=val, eval_every=10, callbacks=[plateau],
+              progress=False)
+    by_hand.load_state_dict(plateau.best_state)
+    x = val[0][0]
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), by_hand.eval()(x))
+    # without a validation set: exactly `steps` steps and the last weights, as before
+    fixed = arms.from_scratch(pruned, tiny_model(), train_dl, steps=7, lr=1e-3, seed=1)
+    assert fixed.history["step"].max() == 7
+    with pytest.raises(ValueError, match="patience"):
+        arms.from_scratch(pruned, tiny_model(), train_dl, steps=7, lr=1e-3, val_loader=val)
+
+
 def test_first_within_keeps_the_first_model_inside_the_budget(baseline):
     train_dl, val_dl = loaders()
     keep = arms.FirstWithin(1.0, 10**9, min_flops_ratio=1.0, min_params_ratio=1.0)      # every iteration qualifies

@@ -38,8 +38,8 @@ def test_compare_computes_shows_from_gap_threshold_and_noise():
     b = torch.ones(n)
     b[:50] = 0                                                   # a is 5 points ahead, on 50 images
     entry = lessons.compare("a beats b", {"a": a, "b": b}, threshold_points=2.0)
-    assert entry["gap_points"] == pytest.approx(5.0) and entry["shows"] is True
-    assert entry["measured"] == {"a": 100.0, "b": 95.0}
+    assert entry["gap_points"] == pytest.approx(5.0) and entry["shows"] is True and entry["outcome"] == "met"
+    assert entry["measured"] == {"a": 100.0, "b": 95.0} and entry["noise_kind"] == lessons.TEST_NOISE
     assert lessons.compare("a beats b", {"a": a, "b": b}, threshold_points=6.0)["shows"] is False
     tiny = torch.ones(20)
     tiny_b = tiny.clone()
@@ -59,14 +59,22 @@ def test_sides_on_different_images_are_refused():
         lessons.noise_points(torch.ones(3), torch.ones(4))
 
 
-def test_verdict_words_follow_the_numbers():
-    assert lessons.verdict({"gap_points": 3.0, "noise_points": 1.0}).startswith("ahead by 3.0")
+def test_verdict_words_follow_the_numbers_and_name_their_noise():
+    assert lessons.verdict({"gap_points": 3.0, "noise_points": 1.0}) == "ahead by 3.0 points ± 1.0 (the test set's noise)"
     assert lessons.verdict({"gap_points": -3.0, "noise_points": 1.0}).startswith("behind by 3.0")
-    assert lessons.verdict({"gap_points": 0.5, "noise_points": 1.0}).startswith("tied")
+    # within the noise: said so, with the interval
+    assert lessons.verdict({"gap_points": 0.5, "noise_points": 1.0}) == \
+        "tied: +0.5 points ± 1.0 (from -0.5 to +1.5), within the test set's noise"
     # a gap that rounds to the noise is written with two decimals, and says how close it is
     assert lessons.verdict({"gap_points": 0.98, "noise_points": 0.96}) == \
-        "ahead by 0.98 points (noise ±0.96), just beyond the noise"
-    assert lessons.verdict({"gap_points": 0.96, "noise_points": 0.98}).startswith("tied (+0.96 points")
+        "ahead by 0.98 points ± 0.96 (the test set's noise), just beyond it"
+    assert lessons.verdict({"gap_points": 0.96, "noise_points": 0.98}).startswith("tied: +0.96 points ± 0.98")
+    # another noise is named as the caller (or the entry) says
+    assert lessons.verdict({"gap_points": 0.5, "noise_points": 5.0}, noise="the validation noise of two runs").endswith(
+        "within the validation noise of two runs")
+    assert lessons.verdict({"gap_points": 3.0, "noise_points": 1.0, "noise_kind": "the seeds' spread"}).endswith(
+        "(the seeds' spread)")
+    assert lessons.verdict({"gap_points": 3.0, "noise_points": None}).startswith("not judged")    # inf, as JSON null
 
 
 def test_criteria_lesson_needs_the_gap_never_behind_and_the_best_rho():
@@ -118,6 +126,117 @@ def test_a_gap_inside_the_noise_is_within_the_noise_not_met_or_missed():
     assert not e["shows"]
     assert lessons.overall(["met", "within the noise", "missed"]) == "missed"
     assert lessons.overall(["met", "met"]) == "met"
+
+
+def test_compare_judges_a_claim_against_its_threshold_in_three_outcomes():
+    """'A beats B by at least 2 points': met when gap − noise >= 2, missed when gap + noise < 2, else within the
+    noise; a gap above the threshold but inside the noise is not shown, a gap under it but inside the noise is not
+    refuted.  `shows` is True only when met, and `judged` says the outcome with the interval and the noise."""
+    n = 1000
+    a = torch.ones(n)
+
+    def behind_on(k):                                            # b wrong on k images: a ahead by k / 10 points
+        b = torch.ones(n)
+        b[:k] = 0
+        return lessons.compare("a beats b by 2 points", {"a": a, "b": b}, threshold_points=2.0)
+
+    far, inside, short = behind_on(50), behind_on(25), behind_on(2)     # +5.0 ± 1.4, +2.5 ± 1.0, +0.2 ± 0.3
+    assert (far["outcome"], inside["outcome"], short["outcome"]) == ("met", "within the noise", "missed")
+    assert inside["gap_points"] > inside["threshold_points"] and not inside["shows"]    # above 2, inside the noise
+    low = behind_on(17)                                           # +1.7 ± 0.8: below 2, but 2 is inside the noise
+    assert low["outcome"] == "within the noise" and low["gap_points"] < 2
+    assert lessons.judged(inside) == ("within the test set's noise: +2.5 points ± 1.0 (from +1.5 to +3.5), the "
+                                      "interval holds the 2-point threshold")
+    assert lessons.judged(far).startswith("met beyond the test set's noise: +5.0 points ± 1.4 (from +3.6 to +6.4)")
+    assert lessons.judged(short).endswith("all below the 2-point threshold")
+    assert [lessons.outcome(e) for e in (far, inside, short)] == ["met", "within the noise", "missed"]
+
+
+def test_outcome_judges_an_old_entry_by_todays_rule():
+    """An entry written when 'shows' meant gap >= threshold and gap >= noise (the calibration's older seeds) is
+    judged again from its numbers: +2.1 ± 0.9 against 2 points is within the noise, whatever 'shows' says."""
+    old = {"claim": "c", "measured": {}, "gap_points": 2.1, "noise_points": 0.9, "threshold_points": 2.0,
+           "shows": True, "reported_only": False}
+    assert lessons.outcome(old) == "within the noise"
+    assert lessons.outcome({**old, "gap_points": 0.2}) == "missed"
+    assert lessons.outcome({**old, "noise_points": None}) == "within the noise"      # an infinite noise decides nothing
+    # a second side stored beside the first (pruning beats scratch: 1x and 3x the steps) counts too
+    assert lessons.outcome({**old, "gap_points": 3.5, "measured": {"gap_3x_points": 0.5, "noise_3x_points": 0.9}}) == "missed"
+    # the headline: its checks decide
+    assert lessons.outcome({**old, "measured": {"checks": {"speedup": "not measured", "params_ratio": "met",
+                                                          "points_lost": "met"}}}) == "within the noise"
+
+
+def test_two_sides_judged_together_need_both():
+    n = 1000
+    pruned = torch.ones(n)
+    far, near = torch.ones(n), torch.ones(n)
+    far[:60], near[:25] = 0, 0
+    one = lessons.compare("c", {"pruned": pruned, "1x": far}, threshold_points=2.0)            # met
+    three = lessons.compare("c", {"pruned": pruned, "3x": near}, threshold_points=2.0)         # within the noise
+    both = lessons.together(one, three, "3x")
+    assert both["outcome"] == "within the noise" and not both["shows"]
+    assert both["measured"]["gap_3x_points"] == pytest.approx(2.5) and "1x" in both["measured"] and "3x" in both["measured"]
+    assert lessons.outcome(both) == both["outcome"]                     # judged again from the stored numbers
+    assert lessons.together(one, one, "again")["outcome"] == "met"
+    assert "against 3x: +2.5 points" in lessons.judged(both)
+
+
+def test_the_criteria_lesson_reports_the_flops_of_each_side_and_a_comparison_at_equal_cost():
+    n = 400
+    good, bad = torch.ones(n), torch.zeros(n)
+    bad[: n // 2] = 1
+    mid = torch.ones(n)
+    mid[:40] = 0                                                 # random at 90% where it removed less
+    curves = {"taylor": {0.2: good, 0.4: good}, "random": {0.2: mid, 0.4: bad}}
+    # Taylor at 40% keeps 30 MFLOPs, random 20 at 40% and 40 at 20%: the equal-cost side is random at 20%
+    cost = {"taylor": {0.2: 45.0, 0.4: 30.0}, "random": {0.2: 40.0, 0.4: 20.0}}
+    entry = lessons.criteria_lesson(curves, {"taylor": 0.7, "l1": 0.3}, middle=0.4, mflops=cost)
+    eq = entry["measured"]["equal_cost"]
+    assert eq["random_amount"] == 0.2 and eq["random_mflops"] == 40.0 and eq["gap_points"] == pytest.approx(10.0)
+    assert entry["measured"]["amounts"]["0.4"]["taylor_mflops"] == 30.0 and entry["outcome"] == "met"
+    poorer = lessons.criteria_lesson(curves, {"taylor": 0.7}, middle=0.4,
+                                     mflops={"taylor": {0.2: 45.0, 0.4: 50.0}, "random": cost["random"]})
+    assert poorer["measured"]["equal_cost"] is None              # no random network costs as much as Taylor's
+    assert "equal_cost" not in lessons.criteria_lesson(curves, {"taylor": 0.7}, middle=0.4)["measured"]
+    # three outcomes here too: 5 points ahead on 40 images is within the noise of a 5-point threshold
+    few_t, few_r = torch.ones(40), torch.ones(40)
+    few_r[:2] = 0
+    noisy = lessons.criteria_lesson({"taylor": {0.4: few_t}, "random": {0.4: few_r}}, {"taylor": 0.7}, middle=0.4)
+    assert noisy["outcome"] == "within the noise" and not noisy["shows"]
+
+
+def test_the_criteria_lesson_reads_a_sweeps_flops_as_notebook_02_passes_them(tmp_path):
+    """Notebook 02's cell: a real one-shot sweep of two criteria on a tiny network, its MFLOPs column grouped by
+    criterion, into the lesson: every amount's FLOPs found (the sweep's amounts are the curve's keys), and the
+    equal-cost comparison names a random network that keeps at least Taylor's FLOPs."""
+    from conftest import SHAPE, loaders, tiny_model
+    from pruning_lib.rank import criteria
+    from pruning_lib.recover import oneshot
+
+    model = tiny_model().eval()
+    train_dl, val_dl = loaders()
+    raw = criteria.rank_all(model, list(train_dl)[:2], ["taylor", "random"], normalize=None, seed=0)
+    selection = oneshot.selection_scores(raw)
+    amounts = [0.1, 0.2, 0.3, 0.4]
+    on_test = oneshot.sweep(model, selection, amounts, list(val_dl), input_shape=SHAPE)
+    curves = {c: {a: on_test.attrs["correct"][c, a] for a in amounts} for c in ("taylor", "random")}
+    cost = {c: dict(zip(g["amount"], g["mflops"])) for c, g in on_test.groupby("criterion")}
+    entry = lessons.criteria_lesson(curves, {"taylor": 0.5, "l1": 0.2}, middle=0.3, mflops=cost)
+    for a in amounts:
+        row = entry["measured"]["amounts"][f"{a:g}"]
+        assert row["taylor_mflops"] == pytest.approx(cost["taylor"][a]) and row["random_mflops"] > 0
+    eq = entry["measured"]["equal_cost"]
+    if eq is not None:
+        assert eq["random_mflops"] >= eq["taylor_mflops"] and eq["random_amount"] in amounts
+    assert entry["outcome"] in ("met", "missed", "within the noise")
+    written = reports.update_lessons({"criteria_differ": entry}, tmp_path / "lessons.json")     # lessons.json holds it
+    assert written["criteria_differ"]["outcome"] == entry["outcome"]
+
+
+def test_equal_cost_allows_a_tolerance():
+    assert lessons.equal_cost({"a": 17.3, "b": 17.4}) and not lessons.equal_cost({"a": 4.4, "b": 2.8})
+    assert lessons.equal_cost({"a": 4.4, "b": 4.1}, 0.1) and not lessons.equal_cost({"a": 4.4, "b": 4.1})
 
 
 def test_a_speedup_measured_later_completes_the_headline_as_if_measured_at_once():
@@ -178,7 +297,19 @@ def test_the_prose_takes_its_words_from_the_entries():
     tied["gap_points"], tied["noise_points"] = 0.3, 1.0
     text = narrate.iterative({"too_much_at_once": tied, "pruning_beats_scratch": {**ahead, "measured": {"gap_3x_points": 4.0}}})
     assert "tied" in text and "does not show" in text and "ahead by 10.0" in text and "+4.0 points" in text
+    assert "the test set's noise" in text
     assert narrate.shows({**ahead, "reported_only": True}) == "reported"
+    within = {**tied, "gap_points": 2.5}                         # +2.5 ± 1.0 against 2: neither shown nor refuted
+    assert narrate.shows(within) == "is within the noise: neither shown nor refuted"
+
+
+def test_no_verdict_between_networks_of_unequal_cost():
+    catch_up = {**entry(), "reported_only": True}
+    catch_up["measured"] = {"mflops": {"taylor": 4.4, "random": 2.8}}
+    text = narrate.iterative({"random_catches_up": catch_up})
+    assert "do not cost the same" in text and "ahead" not in text and "no verdict" in text
+    catch_up["measured"] = {"mflops": {"taylor": 4.4, "random": 4.3}}
+    assert "ahead by" in narrate.iterative({"random_catches_up": catch_up})
 
 
 def test_profile_table_shows_only_the_fields_asked():
@@ -243,6 +374,16 @@ def test_at_equal_flops_interpolates_both_runs_at_the_same_cost():
         200 * math.sqrt((table.loc["16 MFLOPs", "a %"] / 100 * (1 - table.loc["16 MFLOPs", "a %"] / 100) + 0.82 * 0.18) / 400))
 
 
+def test_at_equal_flops_says_inconclusive_inside_the_noise():
+    a = _history([0.064, 0.032, 0.008], [0.86, 0.84, 0.80])
+    b = _history([0.064, 0.016, 0.004], [0.86, 0.82, 0.60])
+    table = lessons.at_equal_flops({"a": a, "b": b}, [32, 5], n_images=400)
+    assert table.loc["32 MFLOPs", "verdict"] == "inconclusive"            # 1.3 points, noise ±5
+    wide = lessons.at_equal_flops({"a": a, "b": b}, [8], n_images=400)
+    assert wide.loc["8 MFLOPs", "verdict"] == "a ahead"                   # 80% against 67%: ±6.2
+    assert "verdict" in lessons.at_equal_flops({"a": a, "b": b}, [1], n_images=400).columns     # empty, same columns
+
+
 def test_at_equal_flops_chooses_its_levels_for_any_network_size():
     big_a = _history([30.9, 12.0, 6.0], [0.95, 0.94, 0.90])                # VGG16-sized, in GFLOPs
     big_b = _history([30.9, 15.0, 5.0], [0.95, 0.93, 0.85])
@@ -250,3 +391,69 @@ def test_at_equal_flops_chooses_its_levels_for_any_network_size():
     table = lessons.at_equal_flops({"a": big_a, "b": big_b}, None, n_images=100)
     costs = [float(at.split()[0]) for at in table.index]
     assert len(costs) >= 3 and costs == sorted(costs, reverse=True) and 6000 <= min(costs) and max(costs) <= 30900
+
+
+# ---------------------------------------------------------------- the calibration over seeds
+def _seed(seed, gap, noise, **extra):
+    return {"seed": seed, "seconds": 400.0, "lessons": {"pruning_beats_scratch": {
+        "claim": "c", "measured": {}, "gap_points": gap, "noise_points": noise, "threshold_points": 2.0,
+        "shows": gap >= 2.0 and gap >= noise, "reported_only": False, **extra}}}
+
+
+def write_calibration(path, results, overrides=""):
+    path.write_text(json.dumps({"machine": {"processor": "AMD EPYC 7B13", "torch": "2.14.1"}, "overrides": overrides,
+                                "results": results}))
+    return path
+
+
+def test_one_lessons_gaps_over_seeds_are_read_from_the_calibration_file(tmp_path):
+    path = write_calibration(tmp_path / "calibration.json",
+                             [_seed(0, 2.1, 0.9), _seed(1, 2.4, 1.0), _seed(2, 1.6, 1.0),
+                              {"seed": 3, "error": "Traceback ...", "seconds": 3.0}])
+    table = reports.lesson_over_seeds("pruning_beats_scratch", path)
+    assert list(table.index) == [0, 1, 2] and table["gap_points"].tolist() == [2.1, 2.4, 1.6]
+    # judged again by today's rule (the file's 'shows' said True for seeds 0 and 1)
+    assert table["outcome"].tolist() == ["within the noise"] * 3
+    assert table.attrs["machine"]["processor"] == "AMD EPYC 7B13" and "Seed(s) 3 failed" in table.attrs["note"]
+    text = narrate.over_seeds("pruning_beats_scratch", table,
+                              {"gap_points": 2.3, "noise_points": 0.9, "threshold_points": 2.0, "measured": {}},
+                              profile=QUICK, machine={"processor": "AMD EPYC 7B13"})
+    assert "+2.1 ± 0.9, +2.4 ± 1.0, +1.6 ± 1.0 points" in text and "moved over 0.8 points (+1.6 to +2.4)" in text
+    assert "within the noise in every seed (3)" in text and "This run (seed 0): +2.30 ± 0.90 gap, within the noise" in text
+    assert "another CPU" not in text and "settings" not in text
+    elsewhere = narrate.over_seeds("pruning_beats_scratch", table, profile=apply_overrides(QUICK, "finetune_steps=20"),
+                                   machine={"processor": "Intel Xeon"})
+    assert "another CPU than this run (Intel Xeon)" in elsewhere and "finetune_steps" in elsewhere
+    assert "This run is the full profile" in narrate.over_seeds("pruning_beats_scratch", table, profile=FULL, machine={})
+
+
+def test_a_missing_or_broken_calibration_is_a_sentence_not_a_crash(tmp_path):
+    table = reports.lesson_over_seeds("headline", tmp_path / "nowhere.json")
+    assert table.empty and "No calibration over seeds" in table.attrs["note"] and "calibrate_lessons.py" in table.attrs["note"]
+    assert narrate.over_seeds("headline", table) == table.attrs["note"]
+    (tmp_path / "bad.json").write_text("{ not json")
+    assert "not JSON" in reports.lesson_over_seeds("headline", tmp_path / "bad.json").attrs["note"]
+    (tmp_path / "other.json").write_text(json.dumps({"results": {"seed": 0}}))
+    assert "not a calibration" in reports.lesson_over_seeds("headline", tmp_path / "other.json").attrs["note"]
+    path = write_calibration(tmp_path / "calibration.json", [_seed(0, 2.1, 0.9)])
+    absent = reports.lesson_over_seeds("too_much_at_once", path)
+    assert absent.empty and "no entry 'too_much_at_once'" in absent.attrs["note"]
+    with pytest.raises(FileNotFoundError, match="calibrate_lessons.py"):
+        reports.read_calibration(tmp_path / "nowhere.json")
+
+
+def test_the_headline_over_seeds_says_which_check_missed_in_which_seed(tmp_path):
+    dense, pruned = torch.ones(1000), torch.ones(1000)
+    pruned[:2] = 0                                               # 0.2 points lost, noise ±0.28: met
+    untimed = lessons.headline_lesson(dense, pruned, flops_ratio=5.2, params_ratio=5.6)
+    results = [{"seed": s, "lessons": {"headline": lessons.with_speedup(untimed, v, 0.02)}}
+               for s, v in ((0, 3.55), (1, 2.44), (2, 3.24), (3, 2.21))]
+    table = reports.lesson_over_seeds("headline", write_calibration(tmp_path / "c.json", results))
+    assert table["speedup"].tolist() == [3.55, 2.44, 3.24, 2.21]
+    assert table["outcome"].tolist() == ["met", "missed", "met", "missed"]
+    text = narrate.over_seeds("headline", table, untimed, machine={})
+    assert "Speedup 3.55×, 2.44×, 3.24×, 2.21×" in text and "met in 2 seeds of 4, missed in 2" in text
+    assert "speedup missed in seeds 1, 3" in text and "points lost" in text
+    assert "This run: +0.20 ± 0.28 points lost, the accuracy check met, its speed not measured here" in text
+    iterative = narrate.iterative({"headline": untimed}, {"headline": table})
+    assert "Over the calibration's seeds: met in 2 seeds of 4, missed in 2" in iterative

@@ -7,7 +7,8 @@ schedule), so a gap can only come from that one thing:
   then fine-tuned for the **total** number of steps Prune–Train–Repeat fine-tuned (one iteration of
   the same loop: the same ranking, FLOPs regularisation, blocks and loss);
 - `from_scratch`: the pruned architecture with fresh weights, trained on the same data with the
-  same loss for a given number of steps (1x and 3x the pruned network's budget in the notebook).
+  same loss for at most a given number of steps (1x and 3x the pruned network's budget in the notebook), stopped
+  on a validation plateau with its best weights kept, the rule of the pruned network's final fine-tune.
 
 `budget_curve` runs the first comparison at several fine-tune budgets (the loop against one shot, each pair with
 the same total steps): where "too much at once cannot be repaired" holds, and where it does not.
@@ -112,15 +113,30 @@ def budget_curve(baseline: nn.Module, schedule: PruningSchedule, steps_per_itera
 
 
 def from_scratch(pruned: nn.Module, template: nn.Module, train_loader: Iterable, *, steps: int, lr: float,
-                 loss_fn: Callable = F.cross_entropy, lr_schedule: str = "constant", seed: int = 0) -> nn.Module:
-    """`pruned`'s architecture with fresh weights (`models.scratch_model`), trained for `steps` steps.
+                 loss_fn: Callable = F.cross_entropy, lr_schedule: str = "constant", seed: int = 0,
+                 val_loader: Iterable | None = None, patience: int | None = None,
+                 eval_every: int | None = None) -> nn.Module:
+    """`pruned`'s architecture with fresh weights (`models.scratch_model`), trained for at most `steps` steps.
 
     `template` is a freshly built unpruned model of the architecture; `loss_fn` the same loss the
-    pruned network was fine-tuned with.  Returns the trained model in eval mode.
+    pruned network was fine-tuned with.  With `val_loader` (and `patience`, `eval_every`), training stops when the
+    validation accuracy has not improved for `patience` evaluations and the best weights are kept (`train.Plateau`):
+    the stopping rule and the selection of `experiment.final_fine_tune`, so a pruned network fine-tuned that way and
+    this one are chosen alike.  Without it, exactly `steps` steps and the last weights.  Returns the trained model in
+    eval mode; ``model.history`` is fit's history (``history["step"].max()``: the steps it took).
     """
+    if val_loader is not None and (patience is None or eval_every is None):
+        raise ValueError("from_scratch stops on a validation plateau when given val_loader: give patience and "
+                         "eval_every too (the profile's P.patience and P.eval_every)")
     small = scratch_model(pruned, template, seed=seed)
     seed_everything(seed)
-    train.fit(small, train_loader, steps=steps, lr=lr, loss_fn=loss_fn, lr_schedule=lr_schedule, progress=False)
+    plateau = [train.Plateau(patience)] if val_loader is not None else []
+    history = train.fit(small, train_loader, steps=steps, lr=lr, loss_fn=loss_fn, lr_schedule=lr_schedule,
+                        val_loader=val_loader, eval_every=eval_every if val_loader is not None else None,
+                        callbacks=plateau, progress=False)
+    if plateau and plateau[0].best_state is not None:
+        small.load_state_dict(plateau[0].best_state)
+    small.history = history
     return small.eval()
 
 
