@@ -22,7 +22,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from pruning_lib.plots import iterative, layout, ranking
+from pruning_lib.plots import iterative, layout, ranking, speed
 
 
 @pytest.fixture(autouse=True)
@@ -243,6 +243,26 @@ def test_criteria_plot_numbers_each_marker_with_its_iteration():
 # ---- make demo's kernels
 
 @pytest.mark.skipif(os.name != "posix", reason="IPC sockets are Unix sockets")
+@pytest.mark.parametrize("runs", [2, 4])
+def test_time_by_type_legend_hides_no_bar_and_no_total(runs):
+    """Notebook 05's chart (and notebook 04's): the legend stands clear of every bar and every total, however many
+    runs and however their times compare (the pruned run, drawn last, is the shortest bar)."""
+    types = ["Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU", "Linear", "AdaptiveAvgPool2d", "(outside modules)"]
+    by_type = {f"run {i}, deploy": pd.Series({t: (20.0 / (i + 1) if t == "Conv2d" else 1.0 + 0.1 * k)
+                                              for k, t in enumerate(types)}) for i in range(runs)}
+    fig = speed.plot_time_by_type(by_type, title="where the time goes")
+    renderer = drawn(fig)
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    bars = [p.get_window_extent(renderer) for p in ax.patches]
+    totals = [t.get_window_extent(renderer) for t in ax.texts]
+    assert bars and len(totals) == runs
+    assert all(overlap(legend, b) == 0 for b in bars), "the legend hides a bar"
+    assert all(overlap(legend, t) == 0 for t in totals), "the legend hides a total"
+    figure = fig.bbox
+    assert figure.x0 <= legend.x0 and legend.x1 <= figure.x1 + 1, "the legend is cut off by the figure's edge"
+
+
 def test_demo_kernel_starts_without_the_tcp_warning(tmp_path, capfd):
     from pruning_lib.course import demo
 
