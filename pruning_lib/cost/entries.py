@@ -6,6 +6,12 @@ the block exported to ONNX), with its inputs already in the layout they have ins
 measured in the one timing harness (`measure.harness.interleaved`: warm-up, rounds in a random order, medians),
 a batch of entries at a time, and only when a plan needs them.
 
+A machine's speed drifts over minutes (memory fragments, caches and clocks change): the same blocks timed in two
+batches minutes apart differ by several percent, most for large memory-bound tensors.  So the entries to measure
+are shuffled (no width pattern's entries all in one batch), and one reference block, the first entry a store
+measures, is timed again in every batch: each batch's entries are divided by how much slower the reference ran
+there than the first time.
+
 They are kept in one JSON file per *bucket*: the form, the thread count, the machine (CPU model and count), the
 torch version and the runtime's versions.  Within it an entry's key is a hash of its signature, so every network
 and every iteration on this machine shares them: ResNet-18's repeated blocks are measured once, a second run
@@ -19,6 +25,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +45,9 @@ from ..measure.runtimes import RUNTIMES, checked_runner, get_runtime
 __all__ = ["Entry", "EntryStore", "cache_dir"]
 
 #: the harness per batch of entries: rounds, and the time each entry should run per round (its calls adapt)
-ROUNDS, ROUND_MS, MAX_CALLS, CHUNK = 5, 4.0, 25, 64
+ROUNDS, ROUND_MS, MAX_CALLS, CHUNK = 5, 4.0, 25, 1024
+#: the block timed in every chunk besides the chunk's own, to correct the chunks for the machine's drift
+REFERENCE = "(reference block)"
 
 
 def cache_dir() -> Path:
@@ -105,6 +114,8 @@ class EntryStore:
         self.entries: dict[str, Entry] = {}
         self.measured = 0                         # entries this store measured (not read back)
         self.seconds = 0.0                        # time spent measuring them
+        self._reference: tuple[str, Callable] | None = None     # timed in every chunk: the machine's drift
+        self._reference_ms = 0.0
         self._read()
 
     def _read(self) -> None:
@@ -138,7 +149,8 @@ class EntryStore:
         """One call of the block on an input of `shape` (a view of `pool`, in the form's layout)."""
         if self.form in RUNTIMES:
             x = pool[: int(np.prod(shape))].view(shape)
-            run = checked_runner(module, x, self.form, num_threads=self.num_threads, exporter="torchscript")
+            run = checked_runner(module, x, self.form, num_threads=self.num_threads, exporter="torchscript",
+                                 fixed_batch=True)
             batch = x.numpy()
             return lambda: run(batch)
         deployed, memory_format = deployment_parts(module, self.form)
@@ -158,10 +170,18 @@ class EntryStore:
             return
         start = time.perf_counter()
         items = list(todo.items())
+        random.Random(len(items)).shuffle(items)          # no pattern's entries all in one (slower) chunk
+        if self._reference is None:
+            self._reference = items[0]
         for i in range(0, len(items), CHUNK):
             built = {s: build() for s, build in items[i:i + CHUNK]}
-            self._write({_key(s): e for s, e in self.time_blocks(built, seed=i, progress=progress).items()})
-            self.measured += len(built)
+            built[REFERENCE] = self._reference[1]()
+            timed = self.time_blocks(built, seed=i, progress=progress)
+            here = timed.pop(REFERENCE).ms
+            self._reference_ms = self._reference_ms or here
+            drift = here / self._reference_ms if self._reference_ms > 0 else 1.0
+            self._write({_key(s): Entry(e.ms / drift, e.noise_ms / drift) for s, e in timed.items()})
+            self.measured += len(built) - 1
         self.seconds += time.perf_counter() - start
 
     def time_blocks(self, built: Mapping[str, tuple[nn.Module, tuple[int, ...]]], *, seed: int = 0,

@@ -3,7 +3,8 @@
 - `random_widths`: width patterns to test it on (each group at a random share of its width);
 - `predicted_vs_measured`: every pattern's network built (random weights: a dense layer's time does not depend on
   them) and timed end to end in one interleaved harness with the network as it is; the model is calibrated on
-  the network as it is and on one narrower network from that same harness, and predicts every pattern;
+  the network as it is and on narrower networks from that same harness (every group at half its width, and two
+  random patterns held out), and predicts every pattern;
 - `layer_surface`: one conv block's time over a grid of input and output channels, the staircase in two
   dimensions (the entries the model is made of).
 """
@@ -35,13 +36,15 @@ def random_widths(widths: Mapping[str, int], count: int, *, low: float = 0.3, hi
 
 def predicted_vs_measured(model: nn.Module, input_shape: Sequence[int], patterns: Sequence[Mapping[str, int]], *,
                           form: str = "deploy", num_threads: int = 1, rounds: int = 9, calls: int = 3, seed: int = 0,
-                          latency: LatencyModel | None = None, calibration: float | None = 0.5) -> pd.DataFrame:
+                          latency: LatencyModel | None = None, calibration: float | None = 0.5,
+                          held_out: int = 2) -> pd.DataFrame:
     """The model's prediction of each width pattern against its measurement, end to end.
 
-    The network as it is, a calibration network (every group at the share `calibration` of its width; None: none)
-    and every pattern's network are timed in one interleaved harness (`rounds` rounds of `calls` calls each, a
-    random order per round); the model (`latency`, or a new `LatencyModel`) is calibrated on the network as it is
-    and the calibration network (`LatencyModel.calibrate`), never on a pattern it then predicts.
+    The network as it is, the calibration networks (every group at the share `calibration` of its width, None:
+    none; and `held_out` random patterns from `random_widths`, with another seed) and every pattern's
+    network are timed in one interleaved harness (`rounds` rounds of `calls` calls each, a random order per round);
+    the model (`latency`, or a new `LatencyModel`) is calibrated on the network as it is and the calibration
+    networks (`LatencyModel.calibrate`), never on a pattern it then predicts.
 
     Returns:
         One row per pattern: ``predicted_ms``, ``measured_ms``, ``noise_ms`` (the measurement's spread),
@@ -50,18 +53,18 @@ def predicted_vs_measured(model: nn.Module, input_shape: Sequence[int], patterns
         ``sum_ms`` (its blocks' sum), ``scale`` and ``residual_ms`` (the calibration).
     """
     latency = latency or LatencyModel(model, input_shape, form=form, num_threads=num_threads)
-    half = ({g: max(1, round(calibration * w)) for g, w in latency.widths.items()} if calibration is not None else None)
-    latency.ensure([{}, *patterns, *([half] if half else [])])
-    nets = {"reference": model, **{f"p{i}": with_widths(model, p) for i, p in enumerate(patterns)}}
-    if half:
-        nets["calibration"] = with_widths(model, half)
+    spread = [{g: max(1, round(calibration * w)) for g, w in latency.widths.items()}] if calibration is not None else []
+    spread += random_widths(latency.widths, held_out, seed=seed + 1000) if held_out else []
+    latency.ensure([{}, *patterns, *spread])
+    nets = {"reference": model, **{f"p{i}": with_widths(model, p) for i, p in enumerate(patterns)},
+            **{f"c{i}": with_widths(model, p) for i, p in enumerate(spread)}}
     x = torch.randn(*input_shape)
     with runtime.num_threads(num_threads), torch.no_grad():
         runners = {k: forward_runner(m.eval(), x, form, num_threads) for k, m in nets.items()}
         timed = interleaved(runners, rounds=rounds, calls=calls, seed=seed)
     times = summarise(timed)
     reference = times["reference"]["ms"]
-    latency.calibrate([({}, reference), *([(half, times["calibration"]["ms"])] if half else [])])
+    latency.calibrate([({}, reference), *((p, times[f"c{i}"]["ms"]) for i, p in enumerate(spread))])
     rows = []
     for i, pattern in enumerate(patterns):
         predicted, measured = latency.predict(pattern), times[f"p{i}"]["ms"]

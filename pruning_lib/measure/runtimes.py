@@ -123,7 +123,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: Sequence[int], 
     except Exception as err:
         raise OnnxExportError(f"torch.onnx.export could not export {type(model).__name__}: "
                               f"{_failing_layer(cpu, x)}") from err
-    _remember_export(model, input_shape[1:], path.resolve(), dynamic_batch)
+    _remember_export(model, tuple(input_shape[1:]) if dynamic_batch else tuple(input_shape), path.resolve())
     return path
 
 
@@ -263,11 +263,11 @@ def _signature(path: Path) -> tuple[int, int] | None:
     return (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
 
 
-def _remember_export(model: nn.Module, image_shape: Sequence[int], path: Path, dynamic_batch: bool) -> None:
+def _remember_export(model: nn.Module, shape: Sequence[int], path: Path) -> None:
     """Let `checked_runner` time this file instead of exporting the same weights again, as long as the file
-    is not changed on disk (written over by another export, edited, deleted)."""
-    if dynamic_batch:
-        _EXPORTED.put(_key(model, image_shape), (path, _signature(path)))
+    is not changed on disk (written over by another export, edited, deleted).  `shape` is one image's shape for a
+    file with a dynamic batch, the whole batch's for a file exported at one batch size."""
+    _EXPORTED.put(_key(model, shape), (path, _signature(path)))
 
 
 def _exported(key: str) -> Path | None:
@@ -276,19 +276,23 @@ def _exported(key: str) -> Path | None:
     return path if path is not None and _signature(path) == signature else None
 
 
-def _export_for(model: nn.Module, key: str, x: torch.Tensor, exporter: str = "dynamo") -> Path:
-    """The file exported for `key`: the one remembered if unchanged, else a new export into a temporary folder."""
+def _export_for(model: nn.Module, key: str, x: torch.Tensor, exporter: str = "dynamo", fixed: bool = False) -> Path:
+    """The file exported for `key`: the one remembered if unchanged, else a new export into a temporary folder
+    (with a dynamic batch, or at `x`'s batch when `fixed`)."""
     global _EXPORT_DIR
     if not _exported(key):
         _EXPORT_DIR = _EXPORT_DIR or tempfile.TemporaryDirectory(prefix="pruning_onnx_")
-        export_onnx(model, Path(_EXPORT_DIR.name) / f"{key[:16]}.onnx", (min(len(x), 2), *x.shape[1:]),
+        shape = tuple(x.shape) if fixed else (min(len(x), 2), *x.shape[1:])
+        export_onnx(model, Path(_EXPORT_DIR.name) / f"{key[:16]}.onnx", shape, dynamic_batch=not fixed,
                     exporter=exporter)                                      # remembered
     return _exported(key)
 
 
 def checked_runner(model: nn.Module, x: torch.Tensor, runtime: str, *, num_threads: int = 1,
-                   rtol: float = 1e-4, atol: float = 1e-5, exporter: str = "dynamo") -> Runner:
-    """`model` as a runner of the registered `runtime`, its outputs checked against PyTorch's on `x[:8]`.
+                   rtol: float = 1e-4, atol: float = 1e-5, exporter: str = "dynamo", fixed_batch: bool = False) -> Runner:
+    """`model` as a runner of the registered `runtime`, its outputs checked against PyTorch's on `x[:8]` (on all of
+    `x` with `fixed_batch`: a model that only runs at `x`'s batch, such as a block of the latency model whose other
+    inputs are buffers of that batch).
 
     Built once per process for the same weights, image shape, runtime and threads (the last few are kept), so
     timing a model again costs only the timing.  A runtime that loads ONNX files gets the file `export_onnx`
@@ -301,21 +305,22 @@ def checked_runner(model: nn.Module, x: torch.Tensor, runtime: str, *, num_threa
     entry = get_runtime(runtime)
     for package in entry.needs:
         require(package)
-    key = _key(model, x.shape[1:])
+    key = _key(model, tuple(x.shape) if fixed_batch else tuple(x.shape[1:]))
     cached = (key, runtime, num_threads)
     run = _RUNNERS.get(cached)
+    probe = x if fixed_batch else x[:8]
     if entry.from_onnx is not None:
         if run is not None and _exported(key):
             return run
-        path = _export_for(model, key, x, exporter)
-        run, _ = _checked(lambda: entry.from_onnx(path, num_threads), model, x[:8], what=str(path),
+        path = _export_for(model, key, x, exporter, fixed=fixed_batch)
+        run, _ = _checked(lambda: entry.from_onnx(path, num_threads), model, probe, what=str(path),
                           runtime=runtime, error=OnnxMismatchError, rtol=rtol, atol=atol)
     else:
         if run is not None:
             return run
         example = x.detach().cpu()
         run, _ = _checked(lambda: entry.from_model(copy.deepcopy(model).cpu().eval(), example, num_threads),
-                          model, x[:8], what=f"the runner built from {type(model).__name__}", runtime=runtime,
+                          model, probe, what=f"the runner built from {type(model).__name__}", runtime=runtime,
                           error=OutputMismatchError, rtol=rtol, atol=atol)
     _RUNNERS.put(cached, run)
     return run
