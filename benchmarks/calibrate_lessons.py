@@ -41,6 +41,7 @@ from pruning_lib.course.paths import REPO_ROOT
 from pruning_lib.course.profiles import get_profile
 from pruning_lib.measure import machine_info
 
+COMMITTED = REPO_ROOT / "benchmarks" / "results" / "calibration.json"
 LESSONS = ("criteria_differ", "too_much_at_once", "headline", "headline_asked", "pruning_beats_scratch",
            "random_catches_up")
 
@@ -136,9 +137,10 @@ def read_seed(seed: int, out: Path) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    """A Markdown table: one row per lesson, one column per seed ("gap ± noise ✓/✗"), and whether it always shows."""
+    """A Markdown table: one row per lesson, one column per seed ("gap ± noise" and met, missed or within the
+    noise), and whether it is met in every seed ("—" for a lesson no seed ran)."""
     seeds = [r["seed"] for r in results]
-    lines = ["| lesson | " + " | ".join(f"seed {s}" for s in seeds) + " | shows in every seed |",
+    lines = ["| lesson | " + " | ".join(f"seed {s}" for s in seeds) + " | met in every seed |",
              "|---|" + "---|" * (len(seeds) + 1)]
     for name in LESSONS:
         cells, every = [], True
@@ -150,23 +152,25 @@ def table(results: list[dict]) -> str:
                 continue
             checks = e["measured"].get("checks", {})
             speed = e["measured"].get("speedup")
+            result = lessons.outcome(e)                    # met, missed or within the noise, by today's rule
+            shown = result == lessons.MET
             if name.startswith("headline") and speed is None:     # not timed: no speed yet
-                shown = all(ok == "met" for k, ok in checks.items() if k != "speedup")
-                mark = "✓ (speed: not timed)" if shown else "✗"
+                shown = all(ok == lessons.MET for k, ok in checks.items() if k != "speedup")
+                mark = f"{'met' if shown else result} (speed: not timed)"
             elif name.startswith("headline"):
-                shown = bool(e["shows"])
-                failed = [k for k, ok in checks.items() if ok == "missed"]
-                noisy = [k for k, ok in checks.items() if ok == "within the noise"]
-                mark = (f"{'✓' if shown else '✗'} ({speed:.2f}x faster for {e['measured']['flops_ratio']:.1f}x fewer FLOPs: "
+                failed = [k for k, ok in checks.items() if ok == lessons.MISSED]
+                noisy = [k for k, ok in checks.items() if ok == lessons.WITHIN]
+                mark = (f"{result} ({speed:.2f}x faster for {e['measured']['flops_ratio']:.1f}x fewer FLOPs: "
                         f"{speed / e['measured']['flops_ratio']:.2f}" + (f"; missed: {', '.join(failed)}" if failed else "")
                         + (f"; within the noise: {', '.join(noisy)}" if noisy else "") + ")")
             else:
-                shown = bool(e["shows"])
-                mark = "reported" if e["reported_only"] else ("✓" if shown else "✗")
+                mark = "reported" if e["reported_only"] else result
             every &= shown
             cells.append(f"{e['gap_points']:+.1f} ± {e['noise_points']:.1f} {mark}")
         reported = all(r.get("lessons", {}).get(name, {}).get("reported_only") for r in results)
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'(reported only)' if reported else ('yes' if every else 'no')} |")
+        ran = any(name in r.get("lessons", {}) for r in results)
+        verdict = "—" if not ran else "(reported only)" if reported else "yes" if every else "no"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines)
 
 
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "calibration")
     parser.add_argument("--no-timing", action="store_true", help="do not time the headline networks")
     parser.add_argument("--no-asked", action="store_true", help="do not run the loop asked for 3x and 4x")
+    parser.add_argument("--commit", action="store_true", help=f"also write {COMMITTED.relative_to(REPO_ROOT)}, "
+                        "the calibration the notebooks print beside their numbers")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: tabulate the lessons.json the seeds' folders already hold")
     args = parser.parse_args(argv)
@@ -199,8 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     print("seconds per seed:", {r["seed"]: round(r["seconds"]) for r in results})
     if args.table_only:
         return
-    (args.out.parent / "calibration.json").write_text(json.dumps(
-        {"machine": machine_info(), "overrides": args.overrides, "results": results}, indent=1, allow_nan=True))
+    text = json.dumps({"machine": machine_info(), "overrides": args.overrides, "results": results}, indent=1,
+                      allow_nan=True)
+    (args.out.parent / "calibration.json").write_text(text)
+    if args.commit:                          # what the notebooks read (reports.read_calibration)
+        COMMITTED.parent.mkdir(parents=True, exist_ok=True)
+        COMMITTED.write_text(text)
+        print(f"written to {COMMITTED}: commit it")
 
 
 if __name__ == "__main__":

@@ -122,31 +122,32 @@ def prune(
                             multiple_of=multiple_of, max_fraction=max_fraction, checkpoint=checkpoint, restart=restart,
                             runtime=runtime, num_threads=num_threads, seed=seed, speedup=speedup, model=model,
                             example_inputs=example_inputs)
-    traced = trace_groups(model)                           # a model fx cannot trace is named here, by its line
-    arguments.check_example_inputs(model, example_inputs, traced.graph)
-    arguments.check_data("train_data", train_data)
-    arguments.check_data("val_data", val_data)
-    kept = arguments.kept_whole(model, exclude, traced.groups)
-    _check_prunable(traced.groups, kept)
-    one = isinstance(example_inputs, torch.Tensor)
-    example = (1, *example_inputs.shape[1:]) if one else first_examples(example_inputs, 1)
-    target_gflops = count_flops(model, example) / 1e9 / flops_reduction if flops_reduction else None
-    schedule = PruningSchedule(criterion=criterion, fraction_per_iteration=fraction_per_iteration,
-                               finetune_steps=finetune_steps, lr=1e-4 if lr is None else lr, target_fraction=fraction,
-                               target_gflops=target_gflops, target_speedup=speedup,
-                               target_params_reduction=params_reduction, min_accuracy=min_metric,
-                               multiple_of=multiple_of, max_fraction=max_fraction, seed=seed,
-                               latency_batch=int(example_inputs.shape[0]) if one else 1,
-                               latency_form=runtime or "deploy", latency_threads=num_threads or 1, keep_whole=kept)
-    destroy = arguments.creates_process_group()
     generators = [getattr(d, "generator", None) for d in (train_data, val_data)]
-    try:
-        with random_state(*generators):
+    with random_state(*generators):          # checking runs the model and counting draws inputs: all put back
+        traced = trace_groups(model)                           # a model fx cannot trace is named here, by its line
+        arguments.check_example_inputs(model, example_inputs, traced.graph)
+        arguments.check_data("train_data", train_data)
+        arguments.check_data("val_data", val_data)
+        kept = arguments.kept_whole(model, exclude, traced.groups)
+        _check_prunable(traced.groups, kept)
+        one = isinstance(example_inputs, torch.Tensor)
+        example = (1, *example_inputs.shape[1:]) if one else first_examples(example_inputs, 1)
+        target_gflops = count_flops(model, example) / 1e9 / flops_reduction if flops_reduction else None
+        schedule = PruningSchedule(criterion=criterion, fraction_per_iteration=fraction_per_iteration,
+                                   finetune_steps=finetune_steps, lr=1e-4 if lr is None else lr,
+                                   target_fraction=fraction,
+                                   target_gflops=target_gflops, target_speedup=speedup,
+                                   target_params_reduction=params_reduction, min_accuracy=min_metric,
+                                   multiple_of=multiple_of, max_fraction=max_fraction, seed=seed,
+                                   latency_batch=int(example_inputs.shape[0]) if one else 1,
+                                   latency_form=runtime or "deploy", latency_threads=num_threads or 1, keep_whole=kept)
+        destroy = arguments.creates_process_group()
+        try:
             distributed.join_from_environment()      # under torchrun: every process joins, and each prunes its share
             return prune_train_repeat(model, train_data, val_data, schedule,
                                       input_shape=tuple(example_inputs.shape[1:]) if one else None,
                                       example_inputs=None if one else example_inputs, checkpoint=checkpoint,
                                       restart_stale=restart, restart_argument="restart", progress=progress,
                                       loss_fn=loss_fn, metric=metric, optimizer=optimizer)
-    finally:
-        destroy()
+        finally:
+            destroy()

@@ -20,7 +20,7 @@ SHAPE = (1, 8, 8)
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
-    """20 prunable filters (4, 8, 8), dropout in the head so the RNG matters."""
+    """28 prunable channels (filters 4, 8, 8 and 8 hidden units), dropout in the head so the RNG matters."""
     torch.manual_seed(seed)
     return small_vgg((4, "M", 8, "M", 8), in_channels=1, num_classes=3, hidden=8, dropout=0.2)
 

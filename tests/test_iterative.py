@@ -286,8 +286,8 @@ def test_schedule_validates_its_arguments():
         PruningSchedule(target_fraction=1.0)
     with pytest.raises(ValueError, match="min_keep"):
         PruningSchedule(target_fraction=0.5, min_keep=0)
-    with pytest.raises(ValueError, match="fraction"):
-        PruningSchedule(min_accuracy=87.0)
+    with pytest.raises(ValueError, match="min_accuracy is the lowest metric to accept, a finite number"):
+        PruningSchedule(min_accuracy=float("nan"))
     with pytest.raises(ValueError, match="distill"):
         PruningSchedule(target_fraction=0.5, distill=1.5)
 

@@ -349,11 +349,14 @@ def test_the_calibration_table_judges_the_headline_with_its_speed():
     seeds = [{"seed": 0, "lessons": {"headline": untimed}},
              {"seed": 1, "lessons": {"headline": lessons.with_speedup(untimed, 2.5)}},     # under the post's 3x
              {"seed": 2, "lessons": {"headline": lessons.with_speedup(untimed, 3.0)}}]     # 3x: 0.6 of the FLOPs ratio
-    row = next(line for line in benchmark_module("calibrate_lessons").table(seeds).splitlines() if line.startswith("| headline"))
+    text = benchmark_module("calibrate_lessons").table(seeds)
+    row = next(line for line in text.splitlines() if line.startswith("| headline"))
+    assert next(line for line in text.splitlines() if line.startswith("| criteria_differ")).endswith("| — |")  # not run
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert "not timed" in cells[1]
-    assert cells[2].startswith("+0.5 ± ") and "✗" in cells[2] and "0.50" in cells[2] and "missed: speedup" in cells[2]
-    assert "✓" in cells[3] and "0.60" in cells[3] and "missed" not in cells[3]    # the FLOPs ratio is reported, not judged
+    assert cells[2].startswith("+0.5 ± ") and "missed (2.50x" in cells[2] and "0.50" in cells[2]
+    assert "missed: speedup" in cells[2]
+    assert "met (3.00x" in cells[3] and "0.60" in cells[3] and "missed" not in cells[3]   # FLOPs ratio reported, not judged
     assert cells[-1] == "no"                                    # seed 1 misses the speed                                    # seed 1 misses the speed
 
 

@@ -11,8 +11,9 @@ into the block that needs them.
 A block's **signature** under some widths names everything its time depends on: each operation with its
 sizes (``Conv2d(48, 64, kernel_size=(3, 3), ...)``) and the shapes of its inputs.  Two blocks with the same
 signature take the same time, in any network (ResNet-18's repeated blocks share their entries).  `build` makes
-the block at those widths as a module of one input (the other inputs ride along as buffers), with its layers'
-weights sliced from the network's (random values would do: a dense layer's time does not depend on them).
+the block at those widths as a module of its inputs, with its layers' weights sliced from the network's (random
+values would do: a dense layer's time does not depend on them); `with_one_input` makes it a module of its main input
+for a runtime that exports one (its other inputs become buffers).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..graph.functions import reads_only_shape
 from ..graph.layer_types import DENSE, MIXES, PER_CHANNEL, flow_of, layer_type
 from .network import Network, Widths
 
-__all__ = ["Block", "BlockModule", "blocks_of", "build", "signature"]
+__all__ = ["Block", "BlockModule", "blocks_of", "build", "signature", "with_one_input"]
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,8 @@ def signature(net: Network, block: Block, widths: Widths) -> str:
 
 # ---------------------------------------------------------------- the block as a module
 class BlockModule(nn.Module):
-    """A block as a module of its main input; its other inputs are buffers (``extra0``, ...)."""
+    """A block as a module of its main input; its other inputs are buffers (``extra0``, ...): what a runtime that
+    exports one input (ONNX) runs."""
 
     def __init__(self, body: fx.GraphModule, extras: list[torch.Tensor]) -> None:
         super().__init__()
@@ -177,8 +179,8 @@ class BlockModule(nn.Module):
         return self.body(x, *(getattr(self, f"extra{i}") for i in range(self.extras)))
 
 
-def build(net: Network, block: Block, widths: Widths) -> tuple[BlockModule, tuple[int, ...]]:
-    """The block at `widths` as a module (eval mode) and the shape of its main input."""
+def build(net: Network, block: Block, widths: Widths) -> tuple[fx.GraphModule, list[tuple[int, ...]]]:
+    """The block at `widths` as a module of all its inputs (eval mode, on the CPU), and their shapes in order."""
     nodes = {n.name: n for n in net.trace.graph.nodes}
     graph, env, modules = fx.Graph(), {}, {}
     for name in block.inputs:
@@ -195,6 +197,10 @@ def build(net: Network, block: Block, widths: Widths) -> tuple[BlockModule, tupl
             modules[node.target] = _module_at(net, node, widths, clone=True)
         env[node] = graph.node_copy(node, arg)
     graph.output(env[nodes[block.nodes[-1]]])
-    body = fx.GraphModule(modules, graph)
-    extras = [torch.randn(net.shape(name, widths)) for name in block.inputs[1:]]
-    return BlockModule(body, extras).cpu().eval(), net.shape(block.inputs[0], widths)
+    body = fx.GraphModule(modules, graph).cpu().eval()
+    return body, [net.shape(name, widths) for name in block.inputs]
+
+
+def with_one_input(body: fx.GraphModule, shapes: list[tuple[int, ...]]) -> BlockModule:
+    """`build`'s block as a module of its first input, its other inputs random buffers of their shapes."""
+    return BlockModule(body, [torch.randn(s) for s in shapes[1:]]).eval()

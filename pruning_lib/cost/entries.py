@@ -41,11 +41,12 @@ from ..measure.deploy import FORMS, deployment_parts
 from ..measure.harness import interleaved, summarise
 from ..measure.machine import machine_info
 from ..measure.runtimes import RUNTIMES, checked_runner, get_runtime
+from .blocks import with_one_input
 
 __all__ = ["Entry", "EntryStore", "cache_dir"]
 
 #: the harness per batch of entries: rounds, and the time each entry should run per round (its calls adapt)
-ROUNDS, ROUND_MS, MAX_CALLS, CHUNK = 5, 4.0, 25, 1024
+ROUNDS, ROUND_MS, MAX_CALLS, CHUNK = 5, 4.0, 25, 64
 #: the block timed in every chunk besides the chunk's own, to correct the chunks for the machine's drift
 REFERENCE = "(reference block)"
 
@@ -145,26 +146,36 @@ class EntryStore:
         return len(self.entries)
 
     # ---------------------------------------------------------------- measuring
-    def _runner(self, module: nn.Module, shape: tuple[int, ...], pool: torch.Tensor) -> Callable[[], object]:
-        """One call of the block on an input of `shape` (a view of `pool`, in the form's layout)."""
-        if self.form in RUNTIMES:
-            x = pool[: int(np.prod(shape))].view(shape)
+    def _runner(self, body: nn.Module, shapes: list[tuple[int, ...]], pool: torch.Tensor) -> Callable[[], object]:
+        """One call of a block (`blocks.build`: a module of its inputs, their shapes) on views of `pool`, in the
+        form's layout: one after the other in the pool, so no two inputs share memory and no input is allocated."""
+        views, offset = [], 0
+        for shape in shapes:
+            n = int(np.prod(shape))
+            views.append(pool[offset:offset + n])
+            offset += n
+        if self.form in RUNTIMES:                   # a runtime exports one input: the others become buffers
+            module = with_one_input(body, shapes)
+            x = views[0].view(shapes[0])
             run = checked_runner(module, x, self.form, num_threads=self.num_threads, exporter="torchscript",
                                  fixed_batch=True)
             batch = x.numpy()
             return lambda: run(batch)
-        deployed, memory_format = deployment_parts(module, self.form)
-        if memory_format == torch.channels_last and len(shape) == 4:
-            n, c, h, w = shape
-            x = pool[: n * c * h * w].view(n, h, w, c).permute(0, 3, 1, 2)      # channels-last, no copy
-        else:
-            x = pool[: int(np.prod(shape))].view(shape)
-        return lambda: deployed(x)
+        deployed, memory_format = deployment_parts(body, self.form)
+        inputs = []
+        for view, shape in zip(views, shapes):
+            if memory_format == torch.channels_last and len(shape) == 4:
+                n, c, h, w = shape
+                inputs.append(view.view(n, h, w, c).permute(0, 3, 1, 2))      # channels-last, no copy
+            else:
+                inputs.append(view.view(shape))
+        return lambda: deployed(*inputs)
 
-    def measure(self, pending: Mapping[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]], *,
+    def measure(self, pending: Mapping[str, Callable[[], tuple[nn.Module, list[tuple[int, ...]]]]], *,
                 progress: bool = False) -> None:
-        """Measure the entries `pending` names (signature -> a builder of the block and its input shape) that the
-        store lacks, a chunk at a time in the interleaved harness, and keep them."""
+        """Measure the entries `pending` names (signature -> a builder of the block and its inputs' shapes) that
+        the store lacks, in the interleaved harness (all at once in a PyTorch form; a runtime's sessions, which hold
+        their other inputs as constants, `CHUNK` at a time), and keep them."""
         todo = {s: b for s, b in pending.items() if s not in self}
         if not todo:
             return
@@ -173,8 +184,9 @@ class EntryStore:
         random.Random(len(items)).shuffle(items)          # no pattern's entries all in one (slower) chunk
         if self._reference is None:
             self._reference = items[0]
-        for i in range(0, len(items), CHUNK):
-            built = {s: build() for s, build in items[i:i + CHUNK]}
+        chunk = CHUNK if self.form in RUNTIMES else len(items)
+        for i in range(0, len(items), chunk):
+            built = {s: build() for s, build in items[i:i + chunk]}
             built[REFERENCE] = self._reference[1]()
             timed = self.time_blocks(built, seed=i, progress=progress)
             here = timed.pop(REFERENCE).ms
@@ -184,19 +196,19 @@ class EntryStore:
             self.measured += len(built) - 1
         self.seconds += time.perf_counter() - start
 
-    def time_blocks(self, built: Mapping[str, tuple[nn.Module, tuple[int, ...]]], *, seed: int = 0,
+    def time_blocks(self, built: Mapping[str, tuple[nn.Module, list[tuple[int, ...]]]], *, seed: int = 0,
                     progress: bool = False) -> dict[str, Entry]:
-        """Time blocks ``{signature: (module, input shape)}`` in one interleaved harness: each runs about
-        `ROUND_MS` per round (its calls adapt to its time), `ROUNDS` rounds."""
+        """Time blocks ``{signature: (module of its inputs, their shapes)}`` in one interleaved harness: each runs
+        about `ROUND_MS` per round (its calls adapt to its time), `ROUNDS` rounds."""
         with runtime.num_threads(self.num_threads), torch.no_grad():
-            size = max(int(np.prod(shape)) for _, shape in built.values())
+            size = max(sum(int(np.prod(s)) for s in shapes) for _, shapes in built.values())
             pools: dict[torch.dtype, torch.Tensor] = {}
 
             def pool_of(module: nn.Module) -> torch.Tensor:
                 dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
                 return pools.setdefault(dtype, torch.randn(size, dtype=dtype))
 
-            runners = {s: self._runner(module, shape, pool_of(module)) for s, (module, shape) in built.items()}
+            runners = {s: self._runner(body, shapes, pool_of(body)) for s, (body, shapes) in built.items()}
             calls = {}
             for s, run in runners.items():                      # warm-up, and the calls per round
                 run()

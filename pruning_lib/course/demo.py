@@ -134,13 +134,16 @@ def summary_lines() -> list[str]:
 
 
 def lessons_lines() -> list[str]:
-    """reports/lessons.json as a small table: each lesson, its gap and noise, and whether it shows."""
+    """reports/lessons.json as a small table: each lesson, its gap and noise, and its outcome (met, missed or within
+    the noise, judged again by `lessons.outcome`)."""
+    from . import lessons                           # torch and pandas only where the table is printed
+
     report, missing = _report("lessons.json", "notebooks 02-04")
     if report is None:
         return missing
     lines = [f"{'lesson':<24}{'gap (points)':>14}{'noise':>8}  result"]
     for name, e in report.items():
-        result = "reported" if e["reported_only"] else ("shows" if e["shows"] else "does not show")
+        result = "reported" if e["reported_only"] else lessons.outcome(e)
         noise = "inf" if e["noise_points"] is None else f"{e['noise_points']:.1f}"
         lines.append(f"{name:<24}{e['gap_points']:>+14.2f}{noise:>8}  {result}")
     return lines

@@ -44,8 +44,12 @@ def size_on_disk_mb(model: nn.Module) -> float:
     return buffer.getbuffer().nbytes / 1e6
 
 
-def _is_shape(value) -> bool:
-    return isinstance(value, (tuple, list, torch.Size)) and all(isinstance(d, int) for d in value)
+def _are_inputs(value) -> bool:
+    """A tensor, or a tuple, list or dict of tensors: inputs themselves, not a shape."""
+    if isinstance(value, torch.Tensor):
+        return True
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
+    return len(items) > 0 and all(isinstance(v, torch.Tensor) for v in items)
 
 
 def _run_flop_counter(
@@ -53,10 +57,10 @@ def _run_flop_counter(
 ) -> FlopCounterMode:
     """Run one eval-mode, no-grad forward pass under ``FlopCounterMode`` and return the counter.  `input_shape` is a
     shape (a random input is built) or the inputs themselves (a tensor, a tuple or a dict of tensors)."""
-    if _is_shape(input_shape):
-        x = make_input(model, validate_input_shape(input_shape), runtime.resolve_device(model, device))
-    else:
+    if _are_inputs(input_shape):
         x = runtime.move(input_shape, runtime.resolve_device(model, device))
+    else:
+        x = make_input(model, validate_input_shape(input_shape), runtime.resolve_device(model, device))
     counter = FlopCounterMode(display=False)
     with runtime.mode(model), torch.no_grad(), counter:
         runtime.call(model, x)
