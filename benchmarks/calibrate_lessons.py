@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     text = json.dumps({"machine": machine_info(), "overrides": args.overrides, "results": results}, indent=1,
                       allow_nan=True)
     (args.out.parent / "calibration.json").write_text(text)
-    if args.commit:                          # what the notebooks read (reports.read_calibration)
+    if args.commit:                          # what the notebooks read (calibration.read_calibration)
         COMMITTED.parent.mkdir(parents=True, exist_ok=True)
         COMMITTED.write_text(text)
         print(f"written to {COMMITTED}: commit it")

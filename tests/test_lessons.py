@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pruning_lib.course import lessons, narrate, reports
+from pruning_lib.course import calibration, lessons, narrate, reports
 from pruning_lib.course.profiles import FULL, QUICK, apply_overrides, get_profile, parse_overrides
 
 from conftest import benchmark_module
@@ -413,7 +413,7 @@ def test_one_lessons_gaps_over_seeds_are_read_from_the_calibration_file(tmp_path
     path = write_calibration(tmp_path / "calibration.json",
                              [_seed(0, 2.1, 0.9), _seed(1, 2.4, 1.0), _seed(2, 1.6, 1.0),
                               {"seed": 3, "error": "Traceback ...", "seconds": 3.0}])
-    table = reports.lesson_over_seeds("pruning_beats_scratch", path)
+    table = calibration.lesson_over_seeds("pruning_beats_scratch", path)
     assert list(table.index) == [0, 1, 2] and table["gap_points"].tolist() == [2.1, 2.4, 1.6]
     # judged again by today's rule (the file's 'shows' said True for seeds 0 and 1)
     assert table["outcome"].tolist() == ["within the noise"] * 3
@@ -431,18 +431,18 @@ def test_one_lessons_gaps_over_seeds_are_read_from_the_calibration_file(tmp_path
 
 
 def test_a_missing_or_broken_calibration_is_a_sentence_not_a_crash(tmp_path):
-    table = reports.lesson_over_seeds("headline", tmp_path / "nowhere.json")
+    table = calibration.lesson_over_seeds("headline", tmp_path / "nowhere.json")
     assert table.empty and "No calibration over seeds" in table.attrs["note"] and "calibrate_lessons.py" in table.attrs["note"]
     assert narrate.over_seeds("headline", table) == table.attrs["note"]
     (tmp_path / "bad.json").write_text("{ not json")
-    assert "not JSON" in reports.lesson_over_seeds("headline", tmp_path / "bad.json").attrs["note"]
+    assert "not JSON" in calibration.lesson_over_seeds("headline", tmp_path / "bad.json").attrs["note"]
     (tmp_path / "other.json").write_text(json.dumps({"results": {"seed": 0}}))
-    assert "not a calibration" in reports.lesson_over_seeds("headline", tmp_path / "other.json").attrs["note"]
+    assert "not a calibration" in calibration.lesson_over_seeds("headline", tmp_path / "other.json").attrs["note"]
     path = write_calibration(tmp_path / "calibration.json", [_seed(0, 2.1, 0.9)])
-    absent = reports.lesson_over_seeds("too_much_at_once", path)
+    absent = calibration.lesson_over_seeds("too_much_at_once", path)
     assert absent.empty and "no entry 'too_much_at_once'" in absent.attrs["note"]
     with pytest.raises(FileNotFoundError, match="calibrate_lessons.py"):
-        reports.read_calibration(tmp_path / "nowhere.json")
+        calibration.read_calibration(tmp_path / "nowhere.json")
 
 
 def test_the_headline_over_seeds_says_which_check_missed_in_which_seed(tmp_path):
@@ -451,7 +451,7 @@ def test_the_headline_over_seeds_says_which_check_missed_in_which_seed(tmp_path)
     untimed = lessons.headline_lesson(dense, pruned, flops_ratio=5.2, params_ratio=5.6)
     results = [{"seed": s, "lessons": {"headline": lessons.with_speedup(untimed, v, 0.02)}}
                for s, v in ((0, 3.55), (1, 2.44), (2, 3.24), (3, 2.21))]
-    table = reports.lesson_over_seeds("headline", write_calibration(tmp_path / "c.json", results))
+    table = calibration.lesson_over_seeds("headline", write_calibration(tmp_path / "c.json", results))
     assert table["speedup"].tolist() == [3.55, 2.44, 3.24, 2.21]
     assert table["outcome"].tolist() == ["met", "missed", "met", "missed"]
     text = narrate.over_seeds("headline", table, untimed, machine={})

@@ -8,7 +8,7 @@ a_i and b_i (1 = right), the difference d_i = a_i − b_i has mean ``gap`` and s
 That noise is **the test set's** only: how much the gap would move on other test images drawn alike.  It does
 not hold the run-to-run noise of training (another seed draws other images, another head and other batches;
 another machine rounds differently, and training amplifies it), which only the calibration over seeds measures
-(``benchmarks/calibrate_lessons.py``; `course.reports.lesson_over_seeds` reads it back).  Every verdict says
+(``benchmarks/calibrate_lessons.py``; `course.calibration.lesson_over_seeds` reads it back).  Every verdict says
 which noise it used.
 
 A claim "A beats B by at least the threshold" (2 points, or 5 for the criteria) has **three outcomes**

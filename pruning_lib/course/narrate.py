@@ -76,7 +76,7 @@ def ranking(lesson: Mapping[str, Any], *, rank_seconds: float, oracle_seconds: f
 def iterative(lessons: Mapping[str, Mapping[str, Any]],
               calibration: Mapping[str, pd.DataFrame] | None = None) -> str:
     """Notebook 03: one sentence per lesson, each with its verdict and the noise it used; with `calibration`
-    (``{lesson: reports.lesson_over_seeds(lesson)}``) each also says how the calibration's seeds came out."""
+    (``{lesson: calibration.lesson_over_seeds(lesson)}``) each also says how the calibration's seeds came out."""
     calibration = calibration or {}
 
     def seeds(name: str) -> str:
@@ -135,7 +135,7 @@ def over_seeds(name: str, table: pd.DataFrame, entry: Mapping[str, Any] | None =
                profile: Profile | None = None, machine: Mapping[str, Any] | None = None) -> str:
     """The calibration over seeds of one lesson beside this run's number, in plain text (print it).
 
-    `table` is `reports.lesson_over_seeds(name)` (its note when it is empty); `entry` this run's entry; `profile`
+    `table` is `calibration.lesson_over_seeds(name)` (its note when it is empty); `entry` this run's entry; `profile`
     this run's profile, to say when the calibration used other settings; `machine` where this run is
     (default: `measure.machine_info()`), to say when the calibration ran on another CPU.  Numbers only, and the
     outcomes the seeds had: how much the gap moves from seed to seed is the run-to-run noise that the test set's
