@@ -430,6 +430,17 @@ def test_one_lessons_gaps_over_seeds_are_read_from_the_calibration_file(tmp_path
     assert "This run is the full profile" in narrate.over_seeds("pruning_beats_scratch", table, profile=FULL, machine={})
 
 
+def test_a_lesson_reported_whatever_it_shows_gets_no_outcome_over_seeds(tmp_path):
+    # random catching up is reported, not judged: neither the seeds nor this run may be called met or missed
+    results = [_seed(s, gap, 1.0, reported_only=True) for s, gap in ((0, 0.4), (1, -1.6), (2, 2.9))]
+    table = calibration.lesson_over_seeds("pruning_beats_scratch", write_calibration(tmp_path / "c.json", results))
+    assert table["outcome"].tolist() == ["reported"] * 3
+    run = {"gap_points": 0.37, "noise_points": 0.98, "threshold_points": 2.0, "measured": {}, "reported_only": True}
+    text = narrate.over_seeds("pruning_beats_scratch", table, run, profile=QUICK, machine={"processor": "AMD EPYC 7B13"})
+    assert "Reported whatever it shows: no threshold is judged" in text and "This run (seed 0): +0.37 ± 0.98 gap, reported." in text
+    assert not any(word in text for word in ("missed", "met ", "within the noise", "threshold:"))
+
+
 def test_a_missing_or_broken_calibration_is_a_sentence_not_a_crash(tmp_path):
     table = calibration.lesson_over_seeds("headline", tmp_path / "nowhere.json")
     assert table.empty and "No calibration over seeds" in table.attrs["note"] and "calibrate_lessons.py" in table.attrs["note"]
@@ -460,3 +471,14 @@ def test_the_headline_over_seeds_says_which_check_missed_in_which_seed(tmp_path)
     assert "This run: +0.20 ± 0.28 points lost, the accuracy check met, its speed not measured here" in text
     iterative = narrate.iterative({"headline": untimed}, {"headline": table})
     assert "Over the calibration's seeds: met in 2 seeds of 4, missed in 2" in iterative
+
+
+def test_a_notebook_says_which_profile_fields_this_run_changed(monkeypatch):
+    # the environment's overrides count as much as the notebook's parameter (a seed-1 run must not print "(none)")
+    from pruning_lib.course.profiles import changed_fields, get_profile
+    monkeypatch.delenv("PRUNING_OVERRIDES", raising=False)
+    assert changed_fields(get_profile("quick")) == ""
+    monkeypatch.setenv("PRUNING_OVERRIDES", "seed=1")
+    assert changed_fields(get_profile("quick")) == "seed=1"
+    assert changed_fields(get_profile("quick", "finetune_steps=20")) == "finetune_steps=20,seed=1"
+    assert changed_fields(get_profile("quick", "model=small_resnet"), besides=("model",)) == "seed=1"

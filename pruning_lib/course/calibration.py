@@ -90,7 +90,7 @@ def lesson_over_seeds(name: str, path: str | Path | None = None) -> pd.DataFrame
             m = entry.get("measured", {})
             row = {"seed": int(result["seed"]), "gap_points": entry.get("gap_points"),
                    "noise_points": entry.get("noise_points"), "threshold_points": entry.get("threshold_points"),
-                   "outcome": lessons.outcome(entry)}
+                   "outcome": "reported" if entry.get("reported_only") else lessons.outcome(entry)}
             if "checks" in m:
                 row.update(speedup=m.get("speedup"), flops_ratio=m.get("flops_ratio"), checks=dict(m["checks"]))
             rows.append(row)

@@ -147,6 +147,7 @@ def over_seeds(name: str, table: pd.DataFrame, entry: Mapping[str, Any] | None =
     where = a.get("machine") or {}
     overrides = a.get("overrides") or ""
     headline = "checks" in table.columns
+    reported = bool((table["outcome"] == "reported").all()) or bool(entry is not None and entry.get("reported_only"))
     what = "points lost" if headline else "gap"
     cells = ", ".join(f"{g:+.1f} ± {n:.1f}" if n is not None and not math.isnan(n) else f"{g:+.1f}"
                       for g, n in zip(table["gap_points"], table["noise_points"]))
@@ -167,13 +168,15 @@ def over_seeds(name: str, table: pd.DataFrame, entry: Mapping[str, Any] | None =
         why = "; ".join(f"{k.replace('_', ' ')} missed in seed{'s' if len(v) > 1 else ''} {', '.join(v)}"
                         for k, v in missed.items() if v)
         text += f" The post's claim: {_counts(table)}" + (f" ({why})." if why else ".")
+    elif reported:
+        text += " Reported whatever it shows: no threshold is judged."
     else:
         text += f" Against the {float(table['threshold_points'].iloc[0]):g}-point threshold: {_counts(table)}."
     if entry is not None:
         seed = f" (seed {profile.seed})" if profile is not None else ""
         checks = entry.get("measured", {}).get("checks", {})
         said = (f"the accuracy check {checks.get('points_lost')}, its speed not measured here" if headline and
-                entry["measured"].get("speedup") is None else outcome(entry))
+                entry["measured"].get("speedup") is None else "reported" if reported else outcome(entry))
         text += f" This run{seed}: {entry['gap_points']:+.2f} ± {entry['noise_points']:.2f} {what}, {said}."
     if profile is not None:
         try:

@@ -162,3 +162,11 @@ def get_profile(name: str | None = None, overrides: str | dict | None = None) ->
                          "(set PRUNING_PROFILE or the notebook's parameters cell)")
     profile = apply_overrides(PROFILES[name], os.environ.get("PRUNING_OVERRIDES"))
     return apply_overrides(profile, overrides)
+
+
+def changed_fields(profile: Profile, besides: typing.Iterable[str] = ()) -> str:
+    """The fields in which `profile` differs from the profile of its name, as ``name=value,...``: what this run
+    changed, whether through ``$PRUNING_OVERRIDES`` or a notebook's `overrides` parameter ("" when nothing).
+    `besides`: fields the caller set itself and prints apart (notebook 05's model)."""
+    base = dataclasses.asdict(PROFILES.get(profile.name, profile))
+    return ",".join(f"{k}={v}" for k, v in dataclasses.asdict(profile).items() if base.get(k) != v and k not in besides)
