@@ -63,10 +63,11 @@ def run_cell(client, cell, index: int) -> None:
     """`client.execute_cell`, bounded against a reply that never comes.  ipykernel 7 can run a cell, go idle and
     never deliver its execute_reply (ipython/ipykernel#1554, #1529: a request or reply lost on the shell socket under
     load; seen here on one shared core, in notebook 02's widget cell, the kernel idle and the client waiting for its
-    whole hang bound).  So the reply is awaited REPLY_PROBE_S at a time; then a kernel_info request goes to the
-    kernel, which answers it only when it is idle (shell requests run in order): while no answer comes, the cell is
-    still running and the wait goes on, up to CELL_TIMEOUT_S in all; once it answers, the cell's reply was lost, and
-    the cell runs once more (a widget path's cells may run twice).  Returns only when a reply arrived."""
+    whole hang bound).  So the reply is awaited for REPLY_PROBE_S; then one kernel_info request goes to the kernel,
+    which answers it only when it is idle (shell requests run in order): while no answer comes, the cell is still
+    running and the wait goes on, up to CELL_TIMEOUT_S in all; once it answers, the cell's reply was lost (or came
+    after the probe's deadline), and the cell runs once more (a widget path's cells may run twice).  Returns only
+    when a reply arrived."""
     from nbclient.exceptions import CellTimeoutError
 
     start = time.monotonic()
